@@ -1,0 +1,25 @@
+"""Every numbered example runs, with the tiny model where it would otherwise take minutes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("[0-9][0-9]_*.py"))
+FAST_ARGS = {
+    "01_chat_format.py": [],
+    "02_batched_policy.py": ["--model", "tiny-test"],
+}
+
+
+def test_every_example_is_listed():
+    assert [p.name for p in EXAMPLES] == sorted(FAST_ARGS)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(example):
+    result = subprocess.run([sys.executable, str(example), *FAST_ARGS[example.name]], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip()
