@@ -19,7 +19,8 @@ conversation = [
     {"role": "system", "content": "You are the claims desk assistant."},
     {"role": "user", "content": "What is the status of claim CLM-1001?"},
     {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_0", "type": "function", "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-1001"}}}]},
+        {"id": "call_0", "type": "function",
+         "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-1001"}}}]},
     {"role": "tool", "tool_call_id": "call_0", "content": '{"status": "approved", "amount": 1200}'},
     {"role": "assistant", "content": "Claim CLM-1001 is approved for 1,200."},
 ]
