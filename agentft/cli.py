@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,6 +69,81 @@ def chat(
         {"role": "user", "content": prompt}]
     reply = policy.act([conversation])[0]
     console.print(reply.text, markup=False, highlight=False)
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``key=value`` flags; values are read as JSON when they parse (numbers, booleans), else as text."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+@app.command()
+def collect(
+    env: Annotated[str, typer.Option(help="environment: built-in name or import path pkg.module:factory")],
+    policy: Annotated[str, typer.Option(help="oracle | noop | hf:MODEL[@ADAPTER] | openai:BASE_URL#MODEL")],
+    split: Annotated[str, typer.Option(help="task split")] = "train",
+    n: Annotated[int | None, typer.Option(help="number of tasks (default: the whole split)")] = None,
+    k: Annotated[int, typer.Option(help="attempts per task")] = 1,
+    out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
+    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+    workers: Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")] = 1,
+    batch_size: Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")] = 32,
+    max_steps: Annotated[int, typer.Option(help="most model turns per episode")] = 20,
+    episode_timeout: Annotated[float, typer.Option(help="seconds per episode")] = 600.0,
+    max_new_tokens: Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")] = 256,
+    seed: Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")] = 0,
+    env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
+) -> None:
+    """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agentft.collect import CollectConfig
+    from agentft.collect import collect as run_collect
+    from agentft.runner import RunConfig
+
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend is local or ray, not {backend!r}")
+    policy_kwargs = {"max_new_tokens": max_new_tokens} if ":" in policy else {}
+    config = CollectConfig(
+        env=env, policy=policy, out=str(out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"),
+        split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
+        env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
+        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
+    )
+    counts = {"done": 0, "success": 0, "compliant": 0}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(f"collect {env} / {policy}", total=None, stats="")
+
+        def on_start(planned: int, already: int) -> None:
+            progress.update(bar, total=planned, completed=already,
+                            stats=f"resuming: {already} already on disk" if already else "")
+
+        def on_finish(batch: list) -> None:
+            counts["done"] += len(batch)
+            counts["success"] += sum(bool(t.score and t.score.success) for t in batch)
+            counts["compliant"] += sum(bool(t.score and t.score.compliant) for t in batch)
+            done = counts["done"]
+            progress.update(bar, advance=len(batch), stats=f"success {counts['success']}/{done} "
+                                                           f"compliant {counts['compliant']}/{done}")
+
+        result = run_collect(config, on_start=on_start, on_finish=on_finish)
+    summary = result.summary
+    console.print(f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
+                  f"success {summary['success_rate']:.1%}, compliance {summary['compliance_rate']:.1%} "
+                  f"-> {result.out}/trajectories.jsonl")
 
 
 @app.command()

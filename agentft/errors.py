@@ -12,11 +12,18 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["UserError", "FormatError", "FormatErrorKind"]
+__all__ = ["UserError", "ToolError", "FormatError", "FormatErrorKind"]
 
 
 class UserError(Exception):
     """A mistake by the developer using agentft; the message says how to fix it."""
+
+
+class ToolError(Exception):
+    """Raised by a tool to tell the model why a call failed ("claim CLM-9 not found").
+
+    The message is shown to the model verbatim as the tool's result; the call is counted as a tool error.
+    """
 
 
 FormatErrorKind = Literal["bad_json", "missing_name", "bad_arguments", "unknown_tool", "unclosed_tag"]

@@ -10,7 +10,7 @@ from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, parse_messages
 from agentft.policies.base import Reply, ToolSchemas
 
-__all__ = ["ScriptedPolicy"]
+__all__ = ["ScriptedPolicy", "NoopPolicy"]
 
 ScriptStep = str | AssistantMessage
 Script = Sequence[ScriptStep] | Callable[[list[Message], ToolSchemas | None], ScriptStep]
@@ -48,3 +48,18 @@ class ScriptedPolicy:
                 parsed = parse_reply(step, tools)
                 replies.append(Reply(message=parsed.message, errors=parsed.errors, text=step))
         return replies
+
+
+class NoopPolicy:
+    """Never calls a tool; answers every turn with one polite sentence.
+
+    Every environment must score 0% success against it: a task whose right outcome is "no write" only
+    succeeds when the agent did the required reads and told the user the required facts.
+    """
+
+    name = "noop"
+    SENTENCE = "Thank you for reaching out; I am happy to help with your request."
+
+    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
+            tools: ToolSchemas | None = None) -> list[Reply]:
+        return [Reply(message=AssistantMessage(content=self.SENTENCE), text=self.SENTENCE) for _ in conversations]

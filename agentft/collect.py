@@ -1,0 +1,196 @@
+"""``agentft collect``: record many episodes to JSONL, resumably, on one machine or a Ray cluster.
+
+Output directory layout: ``trajectories.jsonl`` (one record per line) and ``manifest.json``. Every
+finished episode is appended and fsynced as it ends, so a killed run loses at most the episodes that
+were in flight; a rerun of the same command skips every episode id already on disk. With several
+workers (``--workers N`` locally, or ``--backend ray``) each shard writes its own file under
+``shards/``, and the shards are merged into ``trajectories.jsonl`` without duplicates at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentft.envs import load_environment, resolve_policy
+from agentft.errors import UserError
+from agentft.manifest import write_manifest
+from agentft.runner import EpisodeSpec, RunConfig, plan_episodes, run_episodes
+from agentft.trajectory import Trajectory, TrajectoryWriter, episode_id, read_trajectories
+
+__all__ = ["CollectConfig", "CollectResult", "collect", "summarize"]
+
+OUTPUT = "trajectories.jsonl"
+
+
+@dataclass
+class CollectConfig:
+    env: str
+    """Environment: a built-in name (claims) or an import path (pkg.module:factory)."""
+    policy: str
+    """oracle, noop, hf:MODEL[@ADAPTER] or openai:BASE_URL#MODEL."""
+    out: str
+    """Output directory."""
+    split: str = "train"
+    n: int | None = None
+    """Number of tasks (the first n of the split); all of them when omitted."""
+    k: int = 1
+    """Attempts per task."""
+    seed: int = 0
+    backend: Literal["local", "ray"] = "local"
+    workers: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class CollectResult:
+    out: Path
+    planned: int
+    skipped: int
+    ran: int
+    summary: dict[str, Any]
+
+
+def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
+    """Episode counts and rates over finished trajectories."""
+    n = len(trajectories)
+    scored = [t.score for t in trajectories if t.score is not None]
+    statuses: dict[str, int] = {}
+    for t in trajectories:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    return {
+        "episodes": n,
+        "success_rate": sum(s.success for s in scored) / n if n else 0.0,
+        "compliance_rate": sum(s.compliant for s in scored) / n if n else 0.0,
+        "statuses": statuses,
+    }
+
+
+def _existing(out: Path) -> dict[str, Trajectory]:
+    found: dict[str, Trajectory] = {}
+    for path in [out / OUTPUT, *sorted((out / "shards").glob("*.jsonl"))]:
+        if path.exists():
+            for record in read_trajectories(path):
+                found.setdefault(record.id, record)
+    return found
+
+
+def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
+    try:
+        tasks = env.tasks(config.split)
+    except KeyError as exc:
+        raise UserError(f"{config.env}: {exc.args[0]}") from None
+    if config.n is not None:
+        if config.n > len(tasks):
+            raise UserError(f"{config.env} has {len(tasks)} {config.split} tasks; --n {config.n} asks for more")
+        tasks = tasks[: config.n]
+    return plan_episodes(tasks, k=config.k, seed=config.seed)
+
+
+def _run_shard(config: CollectConfig, task_ids: list[tuple[str, int, int]], path: str) -> int:
+    """Run the listed (task id, attempt, seed) episodes, appending to ``path``. Used by every backend."""
+    env = load_environment(config.env, **config.env_kwargs)
+    by_id = {task.id: task for task in env.tasks(config.split)}
+    specs = [EpisodeSpec(by_id[task_id], attempt, seed) for task_id, attempt, seed in task_ids]
+    policy = resolve_policy(config.policy, env, **config.policy_kwargs)
+    with TrajectoryWriter(path) as writer:
+        run_episodes(env, policy, specs, config.run, on_finish=writer.write_batch, policy_name=config.policy)
+    return len(specs)
+
+
+def _merge(out: Path, wanted: set[str]) -> list[Trajectory]:
+    """Fold shard files into trajectories.jsonl (deduplicated by id), atomically."""
+    records = _existing(out)
+    temp = out / f".{OUTPUT}.merging"
+    temp.unlink(missing_ok=True)
+    ordered = sorted(records.values(), key=lambda t: (t.id not in wanted, t.task_id, t.attempt, t.id))
+    with TrajectoryWriter(temp) as writer:
+        writer.write_batch(ordered)
+    os.replace(temp, out / OUTPUT)
+    for shard in (out / "shards").glob("*.jsonl"):
+        shard.unlink()
+    if (out / "shards").exists():
+        (out / "shards").rmdir()
+    return ordered
+
+
+def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], None] | None = None,
+            on_start: Callable[[int, int], None] | None = None) -> CollectResult:
+    """Run every planned episode not yet on disk under ``config.out``; write the manifest.
+
+    ``on_start(planned, already_done)`` and ``on_finish(batch)`` report progress (local backend,
+    one worker; the sharded backends report per shard as shards complete).
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = load_environment(config.env, **config.env_kwargs)
+    specs = _plan(config, env)
+    ids = {episode_id(env.name, s.task.id, s.seed, config.policy, s.attempt): s for s in specs}
+    done = _existing(out)
+    todo = [spec for key, spec in ids.items() if key not in done]
+    if on_start is not None:
+        on_start(len(ids), len(ids) - len(todo))
+    if todo and config.backend == "local" and config.workers <= 1:
+        policy = resolve_policy(config.policy, env, **config.policy_kwargs)
+        with TrajectoryWriter(out / OUTPUT) as writer:
+            def write(batch: list[Trajectory]) -> None:
+                writer.write_batch(batch)
+                if on_finish is not None:
+                    on_finish(batch)
+
+            run_episodes(env, policy, todo, config.run, on_finish=write, policy_name=config.policy)
+    elif todo:
+        _run_sharded(config, todo, out, on_finish)
+    records = _merge(out, set(ids))
+    mine = [r for r in records if r.id in ids]
+    summary = summarize(mine)
+    config_dict = asdict(config)
+    write_manifest(out, kind="collect", config=config_dict, outputs=[out / OUTPUT],
+                   metrics={**summary, "planned": len(ids), "records_in_file": len(records)})
+    return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary)
+
+
+def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,
+                 on_finish: Callable[[list[Trajectory]], None] | None) -> None:
+    workers = max(1, config.workers)
+    shards = [todo[i::workers] for i in range(workers)]
+    shards = [s for s in shards if s]
+    (out / "shards").mkdir(exist_ok=True)
+    jobs = [([(s.task.id, s.attempt, s.seed) for s in shard], str(out / "shards" / f"shard-{i:03d}.jsonl"))
+            for i, shard in enumerate(shards)]
+
+    def report(path: str) -> None:
+        if on_finish is not None:
+            on_finish(list(read_trajectories(path)))
+
+    if config.backend == "ray":
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:  # a local Ray; with RAY_ADDRESS set, ray.init joins that cluster instead
+            ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else workers, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        try:
+            remote = ray.remote(_run_shard)
+            pending = {remote.remote(config, ids, path): path for ids, path in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                ray.get(ready[0])
+                report(pending.pop(ready[0]))
+        finally:
+            if started_here:
+                ray.shutdown()
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_shard, config, ids, path): path for ids, path in jobs}
+        for future in as_completed(futures):
+            future.result()
+            report(futures[future])

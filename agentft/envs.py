@@ -1,0 +1,104 @@
+"""The environment protocol and registry.
+
+An environment is what an agent is scored in: tasks split into train/test, and for each episode a fresh
+state, tools over it, a system prompt (the policy the agent is given), a deterministic user simulator,
+and a scorer. The runner only needs the two protocols below, so a user's own environment is any object
+that has these methods, loaded by import path (``my_pkg.envs:load_environment``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from agentft.errors import UserError
+from agentft.messages import Message
+from agentft.policies.base import Policy, load_policy
+from agentft.policies.scripted import NoopPolicy
+from agentft.tools import Observation
+from agentft.trajectory import Score, Trajectory
+
+__all__ = ["Task", "Episode", "Environment", "load_environment", "resolve_policy"]
+
+
+class Task(BaseModel):
+    """One thing a simulated user wants done."""
+
+    id: str
+    split: str
+    kind: str = "default"
+    instruction: str = Field("", description="the user's goal in words (for people and model-backed users)")
+    facts: dict[str, Any] = Field(default_factory=dict, description="what the simulated user knows")
+    slices: dict[str, str] = Field(default_factory=dict, description="attributes to break results down by")
+
+
+@runtime_checkable
+class Episode(Protocol):
+    """One live episode: its own copy of the state, its tools and its user."""
+
+    system_prompt: str
+    tools: list[dict[str, Any]]
+
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
+        """Execute one tool call against this episode's state; never raises."""
+        ...
+
+    def user_turn(self, messages: Sequence[Message]) -> str | None:
+        """The simulated user's next message (the opening one when only the system prompt is there); None ends
+        the episode."""
+        ...
+
+    def score(self, trajectory: Trajectory) -> Score:
+        """Task success and per-rule compliance of the finished episode."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Environment(Protocol):
+    name: str
+
+    def tasks(self, split: str) -> list[Task]: ...
+
+    def start(self, task: Task, *, seed: int = 0) -> Episode: ...
+
+    def oracle(self) -> Policy:
+        """The expert policy that solves every task within policy."""
+        ...
+
+
+def load_environment(spec: str, **kwargs: Any) -> Environment:
+    """A built-in environment by name (``claims``) or a user's by import path (``pkg.module:factory``)."""
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+    else:
+        module_name, attribute = f"eval_envs.{spec}", "load_environment"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if ":" not in spec and exc.name == module_name:
+            raise UserError(f"no built-in environment {spec!r}; pass a name from eval_envs/ or an import path "
+                            "like my_pkg.envs:load_environment") from None
+        raise
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise UserError(f"{module_name} has no {attribute!r}")
+    env = factory(**kwargs) if callable(factory) else factory
+    if not isinstance(env, Environment):
+        raise UserError(f"{spec} did not give an environment (needs name, tasks(), start(), oracle())")
+    return env
+
+
+def resolve_policy(spec: str, env: Environment | None = None, **options: Any) -> Policy:
+    """``oracle`` (the environment's expert), ``noop`` (never calls a tool), or a backend spec."""
+    if spec == "oracle":
+        if env is None:
+            raise UserError("the oracle policy belongs to an environment: pass --env")
+        return env.oracle()
+    if spec == "noop":
+        return NoopPolicy()
+    return load_policy(spec, **options)

@@ -1,0 +1,222 @@
+"""The trajectory record: one episode of an agent using tools, as one JSON line.
+
+One schema (pydantic, versioned) and one serializer; everything downstream (datasets, evaluation,
+serving logs) reads it. ``TrajectoryWriter`` appends one record per line in a single write and
+flushes + fsyncs per batch; ``read_trajectories`` skips (and reports) a torn last line left by a
+killed writer, and the writer trims such a tail before appending, so a resumed run loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agentft.errors import UserError
+from agentft.messages import Message
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Event",
+    "EventError",
+    "Violation",
+    "Score",
+    "Usage",
+    "Trajectory",
+    "episode_id",
+    "TrajectoryWriter",
+    "ReadReport",
+    "read_trajectories",
+    "load_trajectories",
+]
+
+SCHEMA_VERSION = 1
+EventError = Literal["parse", "unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error"]
+Status = Literal["completed", "max_steps", "error"]
+
+
+class Event(BaseModel):
+    """One tool call (or one unparseable model turn) and how it went."""
+
+    step: int
+    name: str = Field("", description="tool name; empty for a model turn that could not be parsed")
+    call_id: str = ""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    effect: Literal["read", "write"] | None = None
+    ok: bool = True
+    error: EventError | None = None
+    detail: str | None = None
+    latency_ms: float = 0.0
+
+
+class Violation(BaseModel):
+    rule: str
+    step: int | None = None
+    detail: str = ""
+
+
+class Score(BaseModel):
+    success: bool = False
+    state_match: bool = False
+    outputs_ok: bool = False
+    violations: list[Violation] = Field(default_factory=list)
+    compliant: bool = True
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    wall_seconds: float = 0.0
+
+
+class Trajectory(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    env: str
+    task_id: str
+    split: str = ""
+    policy: str
+    seed: int = 0
+    attempt: int = 0
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[Message] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+    score: Score | None = None
+    usage: Usage = Field(default_factory=Usage)
+    status: Status = "completed"
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Trajectory:
+        record = cls.model_validate_json(line)
+        if record.schema_version > SCHEMA_VERSION:
+            raise UserError(f"trajectory {record.id} has schema_version {record.schema_version}; this agentft "
+                            f"reads up to {SCHEMA_VERSION}: upgrade agentft")
+        return record
+
+
+def episode_id(env: str, task_id: str, seed: int, policy: str, attempt: int) -> str:
+    """Deterministic id of an episode: the same inputs always name the same record."""
+    key = json.dumps([env, task_id, seed, policy, attempt])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _trim_torn_tail(path: Path) -> int:
+    """Cut a last line that has no newline (a write that was killed halfway); returns bytes removed."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        position, chunk = size, 65536
+        while position > 0:
+            start = max(0, position - chunk)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline != -1:
+                keep = start + newline + 1
+                break
+            position = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        return size - keep
+
+
+class TrajectoryWriter:
+    """Appends trajectories to a JSONL file: one line per record in one write; fsync per batch."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.trimmed_bytes = _trim_torn_tail(self.path)
+        self._handle = self.path.open("ab")
+
+    def write_batch(self, trajectories: Iterable[Trajectory]) -> int:
+        count = 0
+        for trajectory in trajectories:
+            self._handle.write((trajectory.to_json() + "\n").encode("utf-8"))
+            count += 1
+        if count:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        return count
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class ReadReport:
+    """What reading a JSONL file found besides valid records."""
+
+    records: int = 0
+    torn_tail: bool = False
+    bad_lines: list[int] = field(default_factory=list)
+
+
+def read_trajectories(path: str | os.PathLike[str], *, report: ReadReport | None = None,
+                      strict: bool = True) -> Iterator[Trajectory]:
+    """Yield the records of a JSONL file.
+
+    A torn last line (no newline, not valid) is skipped and noted in ``report``. Any other invalid line
+    raises ``UserError`` naming the line, unless ``strict=False`` (then it is skipped and listed).
+    """
+    report = report if report is not None else ReadReport()
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such trajectory file: {path}")
+    with path.open("rb") as handle:
+        lines = handle.read().split(b"\n")
+    last = len(lines) - 1  # after the final newline there is an empty string, or a torn line
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = Trajectory.from_json(line)
+        except (ValidationError, ValueError) as exc:
+            if number - 1 == last:
+                report.torn_tail = True
+                continue
+            if strict:
+                raise UserError(f"{path}:{number}: not a valid trajectory record ({str(exc).splitlines()[0]})") from None
+            report.bad_lines.append(number)
+            continue
+        report.records += 1
+        yield record
+
+
+def load_trajectories(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Trajectory]:
+    """All records of one or more JSONL files or directories (``*.jsonl`` inside), in order."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    records: list[Trajectory] = []
+    for entry in paths:
+        entry = Path(entry)
+        files = sorted(entry.glob("*.jsonl")) if entry.is_dir() else [entry]
+        if entry.is_dir() and not files:
+            raise UserError(f"{entry} holds no .jsonl trajectory files")
+        for file in files:
+            records.extend(read_trajectories(file))
+    return records
