@@ -200,7 +200,8 @@ def read_trajectories(path: str | os.PathLike[str], *, report: ReadReport | None
                 report.torn_tail = True
                 continue
             if strict:
-                raise UserError(f"{path}:{number}: not a valid trajectory record ({str(exc).splitlines()[0]})") from None
+                reason = str(exc).splitlines()[0]
+                raise UserError(f"{path}:{number}: not a valid trajectory record ({reason})") from None
             report.bad_lines.append(number)
             continue
         report.records += 1
