@@ -107,6 +107,10 @@ def _apply(live: _Live, reply: Any) -> None:
                 detail=None if observation.ok else observation.content, latency_ms=observation.latency_ms))
             live.messages.append(ToolMessage(content=observation.content, tool_call_id=call.id,
                                              name=call.function.name))
+            if observation.error in ("timeout", "sandbox_error"):
+                # The sandbox worker is gone with the episode's state: nothing more can be scored.
+                live.status, live.error = "error", observation.content
+                return
         return
     answer = live.episode.user_turn(live.messages)
     if answer is None:

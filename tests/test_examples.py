@@ -10,6 +10,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("[0
 FAST_ARGS = {
     "01_chat_format.py": [],
     "02_batched_policy.py": ["--model", "tiny-test"],
+    "03_tools.py": [],
+    "04_collect.py": [],
 }
 
 

@@ -1,0 +1,240 @@
+"""Run an episode's tools in a worker process, away from the runner.
+
+Each sandboxed episode gets its own worker process (started by a ``forkserver``, so it does not inherit
+the runner's model or threads) and its own temporary directory. Inside the worker, before any episode
+code runs:
+
+- resource limits: address space (``memory_mb``), CPU seconds, size of files written, no core dumps;
+- Python audit hooks refuse network sockets, subprocesses (``subprocess``, ``os.system``, ``os.exec*``,
+  ``os.fork``, ``os.posix_spawn``), writes anywhere but the episode's directory, and reads outside the
+  episode's directory, the Python installation and ``sys.path``;
+- the runner waits at most ``call_timeout_s`` for any reply; a worker that hangs is killed, one that
+  crashes is noticed, and the call comes back as a ``timeout`` / ``sandbox_error`` observation. The
+  runner then ends that episode with status ``error``; the next episode gets a fresh worker.
+
+What it does **not** protect against (say it plainly): audit hooks are a guard rail for mistakes and
+for model-chosen arguments, not a security boundary. Code that runs in the worker can use ``ctypes``
+or a C extension to make system calls directly, bypassing every hook; it can read any file its Python
+installation can; it runs as the same user as the runner; and the limits do not cover GPU memory.
+Tools that execute untrusted code need a container, gVisor or a VM around the worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentft.messages import Message
+from agentft.tools import Observation
+from agentft.trajectory import Score, Trajectory
+
+__all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError"]
+
+_BLOCKED_EVENTS = {
+    "socket.__new__": "network access",
+    "socket.connect": "network access",
+    "socket.bind": "network access",
+    "socket.getaddrinfo": "network access",
+    "subprocess.Popen": "starting processes",
+    "os.system": "starting processes",
+    "os.exec": "starting processes",
+    "os.posix_spawn": "starting processes",
+    "os.spawn": "starting processes",
+    "os.fork": "starting processes",
+    "os.forkpty": "starting processes",
+    "pty.spawn": "starting processes",
+}
+_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
+                "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+class SandboxError(RuntimeError):
+    """The worker of a sandboxed episode died, hung, or could not start."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    call_timeout_s: float = 10.0
+    """Longest wait for one tool call (or user turn, or scoring) before the worker is killed."""
+    memory_mb: int = 1024
+    """Address-space limit of the worker."""
+    cpu_seconds: int = 120
+    """CPU time limit of the worker (the whole episode)."""
+    file_size_mb: int = 64
+    """Largest file the worker may write."""
+    start_timeout_s: float = 60.0
+    """Longest wait for the worker to build the episode."""
+
+
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root + os.sep) for root in roots)
+
+
+def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimits) -> None:
+    import resource
+
+    mb = 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.chdir(workdir)
+    os.environ["TMPDIR"] = workdir
+    tempfile.tempdir = workdir
+    write_roots = [os.path.realpath(workdir)]
+    readable = write_roots + [os.path.realpath(p) for p in read_roots if p]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in _BLOCKED_EVENTS:
+            raise PermissionError(f"sandbox: {_BLOCKED_EVENTS[event]} is not allowed ({event})")
+        if event == "open" and args and isinstance(args[0], str | bytes):
+            path = os.fsdecode(args[0])
+            mode, flags = args[1] or "r", args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            writing = any(c in str(mode) for c in "wax+") or bool(flags & _WRITE_FLAGS)
+            if not _inside(path, write_roots if writing else readable):
+                what = "writing" if writing else "reading"
+                raise PermissionError(f"sandbox: {what} {path} is outside the episode directory")
+        elif event == "sqlite3.connect" and args and isinstance(args[0], str | bytes):
+            path = os.fsdecode(args[0])
+            if path != ":memory:" and not path.startswith("file:") and not _inside(path, write_roots):
+                raise PermissionError(f"sandbox: database {path} is outside the episode directory")
+        elif event in _PATH_EVENTS:
+            for arg in args:
+                if isinstance(arg, str | bytes) and not _inside(os.fsdecode(arg), write_roots):
+                    raise PermissionError(f"sandbox: {event} on {os.fsdecode(arg)} is outside the episode directory")
+
+    sys.addaudithook(hook)
+
+
+def _worker(conn: Any, factory: Callable[[Path], Any], workdir: str, read_roots: list[str],
+            limits: SandboxLimits) -> None:
+    try:
+        _install_guards(workdir, read_roots, limits)
+        episode = factory(Path(workdir))
+        conn.send(("ok", {"system_prompt": episode.system_prompt, "tools": episode.tools}))
+    except BaseException as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    while True:
+        try:
+            op, payload = conn.recv()
+        except EOFError:
+            return
+        try:
+            if op == "call":
+                result: Any = episode.call_tool(*payload)
+            elif op == "user":
+                result = episode.user_turn(payload)
+            elif op == "score":
+                result = episode.score(payload)
+            else:
+                episode.close()
+                conn.send(("ok", None))
+                return
+            conn.send(("ok", result))
+        except BaseException as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@functools.cache
+def _context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["agentft.sandbox", "agentft.tools", "agentft.trajectory", "sqlite3"])
+    return context
+
+
+class SandboxedEpisode:
+    """An ``Episode`` whose state, tools, user and scorer live in a sandboxed worker process.
+
+    ``factory(workdir)`` runs inside the worker and builds the real episode; it must be picklable (a
+    module-level function, or a ``functools.partial`` of one). ``read_roots`` are extra directories the
+    worker may read (e.g. where a seed database lies).
+    """
+
+    def __init__(self, factory: Callable[[Path], Any], *, limits: SandboxLimits | None = None,
+                 read_roots: Sequence[str | os.PathLike[str]] = ()) -> None:
+        self.limits = limits or SandboxLimits()
+        self.workdir = tempfile.mkdtemp(prefix="agentft-episode-")
+        roots = [sys.prefix, sys.base_prefix, *sys.path, *map(str, read_roots)]
+        roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo", "/proc/self"]
+        context = _context()
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_worker, args=(child, factory, self.workdir, roots, self.limits),
+                                         daemon=True)
+        self._process.start()
+        child.close()
+        self._dead: str | None = None
+        info = self._request(None, self.limits.start_timeout_s)
+        self.system_prompt: str = info["system_prompt"]
+        self.tools: list[dict[str, Any]] = info["tools"]
+
+    def _request(self, message: tuple[str, Any] | None, timeout: float) -> Any:
+        if self._dead:
+            raise SandboxError(self._dead)
+        try:
+            if message is not None:
+                self._conn.send(message)
+            answered = self._conn.poll(timeout)
+            if answered:
+                status, payload = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._process.join(timeout=1)
+            code = self._process.exitcode
+            self._kill(f"worker died ({'exit code ' + str(code) if code is not None else type(exc).__name__})")
+            raise SandboxError(self._dead) from None
+        if not answered:
+            self._kill(f"worker gave no answer within {timeout:g} s and was stopped")
+            raise TimeoutError(self._dead)
+        if status == "error":
+            raise SandboxError(payload)
+        return payload
+
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
+        started = time.perf_counter()
+        try:
+            return self._request(("call", (name, arguments)), self.limits.call_timeout_s)
+        except TimeoutError as exc:
+            kind, detail = "timeout", str(exc)
+        except SandboxError as exc:
+            kind, detail = "sandbox_error", str(exc)
+        return Observation(content=f"Error ({kind}): {name}: {detail}", ok=False, error=kind,
+                           latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def user_turn(self, messages: Sequence[Message]) -> str | None:
+        return self._request(("user", list(messages)), self.limits.call_timeout_s)
+
+    def score(self, trajectory: Trajectory) -> Score:
+        return self._request(("score", trajectory), self.limits.call_timeout_s)
+
+    def close(self) -> None:
+        try:
+            if not self._dead:
+                self._request(("close", None), self.limits.call_timeout_s)
+        except (SandboxError, TimeoutError):
+            pass
+        finally:
+            self._kill("closed")
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _kill(self, reason: str) -> None:
+        self._dead = self._dead or reason
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout=5)
+        self._conn.close()
+
+    def __del__(self) -> None:  # a leaked episode must not leave a process behind
+        process = getattr(self, "_process", None)
+        if process is not None and process.is_alive():
+            process.kill()
