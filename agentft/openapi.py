@@ -5,20 +5,19 @@ Example::
     from agentft.openapi import tools_from_openapi
     from agentft.tools import Toolkit
 
-    tools = tools_from_openapi("http://127.0.0.1:8000/openapi.json", base_url="http://127.0.0.1:8000",
-                               headers={"Authorization": "Bearer ..."}, effects={"search_tickets": "read"})
-    toolkit = Toolkit(tools)
+    toolkit = Toolkit(tools_from_openapi("http://127.0.0.1:8000/openapi.json", base_url="http://127.0.0.1:8000",
+                                         headers={"Authorization": "Bearer ..."}, effects={"search": "read"}))
     toolkit.call("get_ticket", {"ticket_id": "T-1"})
 
-``spec`` is a dict, a URL (fetched with the same ``headers``) or a JSON/YAML file. Each operation becomes one
-tool named after its ``operationId`` (``method_path`` when it has none). Its arguments are the operation's path
-and query parameters plus, for a JSON (or form) request body, the body's properties; a body that is not an
-object becomes one ``body`` argument. Local ``$ref`` s are inlined and ``title`` s dropped, so the model reads a
-compact schema. Header and cookie parameters are not shown to the model: send them (the auth header) with
-``headers``. GET, HEAD and OPTIONS are ``read`` tools, every other method ``write``, unless ``effects`` says
-otherwise. Arguments are validated before any request is made; a non-2xx answer, a timeout or an unreachable
-server raises ``ToolError``, so the model reads e.g. ``Error (tool_error): HTTP 404: {"detail": ...}``.
-Operations whose request body is neither JSON nor a form are skipped with a warning.
+``spec`` is a dict, a URL or a JSON/YAML file. Each operation becomes a tool named after its ``operationId``
+(``method_path`` without one), whose arguments are the path and query parameters plus the properties of a
+JSON (or form) request body; a body that is not an object is one ``body`` argument. Local ``$ref`` s are
+inlined and ``title`` s dropped. Header and cookie parameters are not asked of the model: ``headers`` (the
+auth header) go with every call, and with the spec's fetch when it is on ``base_url``'s host. GET, HEAD and
+OPTIONS are ``read`` tools, other methods ``write``, unless ``effects`` says otherwise. Arguments are validated
+before any request; a non-2xx answer, a timeout or an unreachable server raises ``ToolError``, so the model
+reads e.g. ``Error (tool_error): HTTP 404: {"detail": ...}``. Operations with another body type are skipped
+with a warning; a spec that cannot be used is a ``UserError``.
 """
 
 from __future__ import annotations
@@ -41,59 +40,48 @@ __all__ = ["tools_from_openapi"]
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _READ_METHODS = ("get", "head", "options")
-_DROPPED = ("title", "nullable", "xml", "externalDocs", "discriminator", "$defs", "definitions")
-_SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas")
-_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else",
-               "additionalItems", "unevaluatedItems", "unevaluatedProperties")
-_FORM = "application/x-www-form-urlencoded"
-_MAX_ERROR_BODY = 500
+_DROPPED = ("title", "nullable", "xml", "externalDocs", "discriminator", "$defs", "definitions")  # noise for a model
+_SCHEMA_MAPS, _SCHEMA_LISTS = ("properties", "patternProperties", "dependentSchemas"), ("allOf", "anyOf", "oneOf")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else")
+_FORM, _MAX_ERROR_BODY = "application/x-www-form-urlencoded", 500
 
 
-def tools_from_openapi(
-    spec: Mapping[str, Any] | str | os.PathLike[str],
-    *,
-    base_url: str,
-    headers: Mapping[str, str] | None = None,
-    effects: Mapping[str, Effect] | None = None,
-    include: Iterable[str] | None = None,
-    timeout: float = 30.0,
-    client: httpx.Client | None = None,
-) -> list[Tool]:
+def tools_from_openapi(spec: Mapping[str, Any] | str | os.PathLike[str], *, base_url: str,
+                       headers: Mapping[str, str] | None = None, effects: Mapping[str, Effect] | None = None,
+                       include: Iterable[str] | None = None, timeout: float = 30.0,
+                       client: httpx.Client | None = None) -> list[Tool]:
     """One tool per operation of ``spec``, calling the API at ``base_url``; a bad spec is a ``UserError``.
 
-    ``effects`` and ``include`` name operations by ``operationId`` (or by tool name); ``client``, if given, makes
-    every request (and fetches a spec URL) instead of a new ``httpx.Client`` with ``timeout``.
+    ``effects`` and ``include`` name operations by ``operationId`` (or tool name); an injected ``client`` makes
+    every request (and fetches a spec URL) instead of a new ``httpx.Client(timeout=timeout)``.
     """
     import jsonschema
 
     headers = dict(headers or {})
-    document = _load(spec, headers, timeout, client)
-    refs = _Refs(document)
-    http = client or httpx.Client(timeout=timeout, follow_redirects=True)
-    wanted = None if include is None else set(include)
-    effects = dict(effects or {})
+    document = _load(spec, base_url, headers, timeout, client)
+    refs, http = _Refs(document), client or httpx.Client(timeout=timeout, follow_redirects=True)
+    wanted, effects = None if include is None else set(include), dict(effects or {})
     seen: set[str] = set()
     tools: dict[str, Tool] = {}
     for path, item in document["paths"].items():
-        item = refs.deref(item)
+        item = refs.deref(item) if isinstance(item, dict) else {}
         for method in (m for m in _METHODS if isinstance(item.get(m), dict)):
             operation = item[method]
             op_id = str(operation.get("operationId") or f"{method}_{path}")
-            name = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", op_id)).strip("_")[:64] or method
+            name = op_id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", op_id) else \
+                re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", op_id)).strip("_")[:64] or method
             seen |= {op_id, name}
             if wanted is not None and not wanted & {op_id, name}:
                 continue
             label = f"operation {op_id} ({method.upper()} {path})"
             if name in tools:
                 raise UserError(f"{label}: another operation is also named {name!r} once sanitized")
-            built = _build(refs, label, method, path, operation, [*item.get("parameters", []),
-                                                                  *operation.get("parameters", [])])
+            shared = [*(item.get("parameters") or []), *(operation.get("parameters") or [])]
+            built = _build(refs, label, operation, shared)
             if built is None:
                 if wanted is not None:
                     raise UserError(f"{label}: its request body is neither JSON nor a form; leave it out of include")
-                warnings.warn(f"agentft.openapi: skipped {label}: its request body is neither JSON nor a form",
-                              stacklevel=2)
+                warnings.warn(f"agentft.openapi: skipped {label}: its body is neither JSON nor a form", stacklevel=2)
                 continue
             parameters, route = built
             try:
@@ -113,25 +101,38 @@ def tools_from_openapi(
     return list(tools.values())
 
 
-def _load(spec: Any, headers: dict[str, str], timeout: float, client: httpx.Client | None) -> dict[str, Any]:
+def _load(spec: Any, base_url: str, headers: dict[str, str], timeout: float,
+          client: httpx.Client | None) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         document, source = dict(spec), "the spec"
     elif isinstance(spec, str) and re.match(r"https?://", spec):
-        source = spec
+        source, here, there = spec, httpx.URL(base_url), httpx.URL(spec)
+        if (here.scheme, here.host, here.port) != (there.scheme, there.host, there.port):
+            headers = {}  # never send the API's credentials to another host
         try:
             response = (client.get(spec, headers=headers) if client is not None
                         else httpx.get(spec, headers=headers, timeout=timeout, follow_redirects=True))
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise UserError(f"cannot fetch the OpenAPI spec from {spec}: {exc}") from None
-        document = _parse(response.text, source)
+        text = response.text
     elif isinstance(spec, (str, os.PathLike)):
         source = str(spec)
         if not Path(spec).is_file():
             raise UserError(f"OpenAPI spec file {source} does not exist (pass a dict, a URL or a JSON/YAML file)")
-        document = _parse(Path(spec).read_text(encoding="utf-8"), source)
+        text = Path(spec).read_text(encoding="utf-8")
     else:
         raise UserError(f"spec must be a dict, a URL or a file path, not {type(spec).__name__}")
+    if not isinstance(spec, Mapping):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            import yaml
+
+            try:
+                document = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise UserError(f"{source} is neither JSON nor YAML: {exc}") from None
     if not isinstance(document, dict):
         raise UserError(f"{source} is not an OpenAPI document (expected a JSON/YAML object)")
     if "swagger" in document:
@@ -141,18 +142,6 @@ def _load(spec: Any, headers: dict[str, str], timeout: float, client: httpx.Clie
     if not isinstance(document.get("paths"), dict) or not document["paths"]:
         raise UserError(f"{source} has no 'paths': there are no operations to make tools of")
     return document
-
-
-def _parse(text: str, source: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UserError(f"{source} is neither JSON nor YAML: {exc}") from None
 
 
 class _Refs:
@@ -214,13 +203,15 @@ class _Refs:
 Route = tuple[list[str], list[str], list[str], str | None, bool]
 
 
-def _build(refs: _Refs, label: str, method: str, path: str, operation: dict[str, Any],
+def _build(refs: _Refs, label: str, operation: dict[str, Any],
            raw_params: list[Any]) -> tuple[dict[str, Any], Route] | None:
+    """The arguments' JSON schema and where each argument goes (None: an unsupported request body)."""
     properties: dict[str, Any] = {}
-    required: list[str] = []
     origin: dict[str, str] = {}
+    required: list[str] = []
     path_args: list[str] = []
     query_args: list[str] = []
+    body_args: list[str] = []
 
     def add(arg: str, schema: Any, is_required: bool, where: str) -> None:
         if arg in origin:
@@ -233,8 +224,8 @@ def _build(refs: _Refs, label: str, method: str, path: str, operation: dict[str,
     for (arg, where), param in params.items():
         if where not in ("path", "query") or not arg:
             continue  # header and cookie parameters come from `headers`, not from the model
-        schema = param.get("schema") or next(iter((param.get("content") or {}).values()), {}).get("schema", {})
-        schema = refs.schema(schema)
+        raw = param.get("schema") or next(iter((param.get("content") or {}).values()), {}).get("schema") or {}
+        schema = refs.schema(raw)
         if param.get("description") and isinstance(schema, dict) and "description" not in schema:
             schema = {**schema, "description": param["description"]}
         add(arg, schema, where == "path" or bool(param.get("required")), f"{where} parameter")
@@ -245,23 +236,19 @@ def _build(refs: _Refs, label: str, method: str, path: str, operation: dict[str,
     media = next((m for m in content if _is_json(m)), _FORM if _FORM in content else None)
     if content and media is None:
         return None
-    body_args: list[str] = []
-    whole = False
-    if media is not None:
-        schema = refs.schema(content[media].get("schema") or {})
-        if isinstance(schema, dict) and isinstance(schema.get("properties"), dict) and \
-                schema.get("type", "object") == "object":
-            for prop, prop_schema in schema["properties"].items():
+    schema = refs.schema(content[media].get("schema") or {}) if media else {}
+    whole = not (isinstance(schema, dict) and isinstance(schema.get("properties"), dict)
+                 and schema.get("type", "object") == "object")
+    if media and whole:
+        add("body", schema, bool(body.get("required")), "request body")
+    elif media:
+        for prop, prop_schema in schema["properties"].items():
+            if not (isinstance(prop_schema, dict) and prop_schema.get("readOnly")):  # set by the server
                 add(prop, prop_schema, bool(body.get("required")) and prop in schema.get("required", []),
                     "request body property")
                 body_args.append(prop)
-        else:
-            add("body", schema, bool(body.get("required")), "request body")
-            whole = True
-    parameters: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        parameters["required"] = required
-    parameters["additionalProperties"] = False
+    parameters = {"type": "object", "properties": properties, **({"required": required} if required else {}),
+                  "additionalProperties": False}
     return parameters, (path_args, query_args, body_args, media, whole)
 
 
@@ -271,14 +258,14 @@ def _caller(http: httpx.Client, method: str, base_url: str, path: str, headers: 
     def call(**kwargs: Any) -> Any:
         url = base_url + path
         for arg in path_args:
-            value = kwargs[arg]
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            text = json.dumps(kwargs[arg]) if isinstance(kwargs[arg], bool) else str(kwargs[arg])
             url = url.replace("{" + arg + "}", quote(text, safe=""))
         request: dict[str, Any] = {"headers": headers,
                                    "params": {a: kwargs[a] for a in query_args if kwargs.get(a) is not None}}
-        payload = kwargs.get("body") if whole else {a: kwargs[a] for a in body_args if a in kwargs}
-        if media is not None and (body_args or "body" in kwargs):
+        if media is not None and (not whole or "body" in kwargs):
+            payload = kwargs["body"] if whole else {a: kwargs[a] for a in body_args if a in kwargs}
             request["data" if media == _FORM else "json"] = payload
+            request["headers"] = {**headers, "Content-Type": media}
         try:
             response = http.request(method, url, **request)
         except httpx.TimeoutException as exc:
@@ -297,12 +284,10 @@ def _result(response: httpx.Response) -> Any:
         raise ToolError(f"HTTP {status}: {text[:_MAX_ERROR_BODY]}{'…' if len(text) > _MAX_ERROR_BODY else ''}")
     if not response.content:
         return f"OK (HTTP {status}, no content)"
-    if _is_json(response.headers.get("content-type", "")):
-        try:
-            return response.json()
-        except ValueError:
-            pass
-    return response.text
+    try:
+        return response.json() if _is_json(response.headers.get("content-type", "")) else response.text
+    except ValueError:
+        return response.text
 
 
 def _is_json(media_type: str) -> bool:

@@ -88,7 +88,10 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
             target = _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
             extra = {k: v for k, v in node.items() if k != "$ref"}
             return {**target, **_inline_refs(extra, defs)}
-        cleaned = {k: _inline_refs(v, defs) for k, v in node.items() if k not in ("title", "$defs")}
+        cleaned = {k: (v if k in ("enum", "const", "default", "examples") else
+                       {name: _inline_refs(sub, defs) for name, sub in v.items()} if k == "properties" else
+                       _inline_refs(v, defs))
+                   for k, v in node.items() if k not in ("title", "$defs")}
         any_of = cleaned.get("anyOf")
         if isinstance(any_of, list) and len(any_of) == 2 and {"type": "null"} in any_of:
             # Optional[X]: show X; optionality is carried by `required` and the default.
@@ -141,6 +144,14 @@ class Tool:
         self.args_model = args_model
         self.is_method = is_method
         self.max_chars = max_chars
+        self._validator: Any = None
+        if args_model is None:
+            import jsonschema
+
+            try:
+                jsonschema.Draft202012Validator.check_schema(parameters)
+            except jsonschema.SchemaError as exc:
+                raise UserError(f"tool {name}: its parameters are not a valid JSON schema ({exc.message})") from None
 
     @classmethod
     def from_function(cls, function: Callable[..., Any], *, effect: Effect = "read", name: str | None = None,
@@ -200,8 +211,10 @@ class Tool:
             return {name: getattr(validated, name) for name in type(validated).model_fields}
         import jsonschema
 
+        if self._validator is None:
+            self._validator = jsonschema.Draft202012Validator(self.parameters)
         try:
-            jsonschema.validate(dict(arguments), self.parameters)
+            self._validator.validate(dict(arguments))
         except jsonschema.ValidationError as exc:
             where = ".".join(str(p) for p in exc.absolute_path)
             raise ValueError(f"{where + ': ' if where else ''}{exc.message}") from None

@@ -273,24 +273,37 @@ def test_injected_client_sees_every_request():
         sent.append(request)
         if request.url.path == "/v1/notes":
             return httpx.Response(200, text="plain words", headers={"content-type": "text/plain"})
-        return httpx.Response(200, json={"echo": json.loads(request.content or b"null")})
+        if request.headers.get("content-type", "").endswith("json"):
+            return httpx.Response(200, json={"echo": json.loads(request.content)})
+        return httpx.Response(200, json={"echo": request.content.decode()})
 
     spec = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
         "/notes": {"get": {"parameters": [{"name": "tag", "in": "query", "schema": {"type": "array", "items": {
             "type": "string"}}}]}},  # no operationId: named after method and path
-        "/scores/{user id}": {"put": {"operationId": "set score!", "parameters": [
-            {"$ref": "#/components/parameters/UserId"}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "array", "items": {"$ref": "#/components/schemas/Score"}}}}}}},
+        "/scores/{user id}": {"parameters": [{"$ref": "#/components/parameters/UserId"}],  # shared by the path
+                              "put": {"operationId": "set score!", "requestBody": {"required": True, "content": {
+                                  "application/json": {"schema": {"type": "array", "items": {
+                                      "$ref": "#/components/schemas/Score"}}}}}}},
+        "/trees": {"post": {"operationId": "plant", "requestBody": {"required": True, "content": {
+            "application/vnd.trees+json": {"schema": {"$ref": "#/components/schemas/Node"}}}}}},
+        "/login": {"post": {"operationId": "login", "requestBody": {"content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+                "user": {"type": "string"}, "password": {"type": "string"}}}}}}}},
     }, "components": {
         "parameters": {"UserId": {"name": "user id", "in": "path", "required": True, "schema": {"type": "integer"}}},
-        "schemas": {"Score": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True}}}}
+        "schemas": {"Score": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True},
+                    "Node": {"type": "object", "required": ["name"], "properties": {
+                        "id": {"type": "string", "readOnly": True}, "name": {"type": "string"},
+                        "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}}}}}
     client = httpx.Client(transport=httpx.MockTransport(handler))
     toolkit = Toolkit(tools_from_openapi(spec, base_url="http://api.internal/v1", headers=AUTH, client=client))
-    assert set(toolkit.tools) == {"get_notes", "set_score"}
+    assert set(toolkit.tools) == {"get_notes", "set_score", "plant", "login"}
     put = toolkit.tools["set_score"].parameters
     assert put["properties"]["body"] == {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}}
     assert put["required"] == ["user id", "body"]
+    plant = toolkit.tools["plant"].parameters  # readOnly `id` is the server's; a recursive $ref becomes "anything"
+    assert plant["properties"] == {"name": {"type": "string"}, "children": {"type": "array", "items": {}}}
+    assert plant["required"] == ["name"]
 
     notes = toolkit.call("get_notes", {"tag": ["a", "b"]})
     assert notes.content == "plain words"
@@ -301,6 +314,12 @@ def test_injected_client_sees_every_request():
     assert sent[-1].method == "PUT" and sent[-1].url.path == "/v1/scores/7"
     assert toolkit.call("set_score", {"user id": 7, "body": [0]}).error == "invalid_args"  # exclusiveMinimum
     assert len(sent) == 2
+    planted = toolkit.call("plant", {"name": "oak", "children": [{"name": "acorn"}]})
+    assert json.loads(planted.content) == {"echo": {"name": "oak", "children": [{"name": "acorn"}]}}
+    assert sent[-1].headers["content-type"] == "application/vnd.trees+json"  # the media type the spec declares
+    assert toolkit.call("login", {"user": "ann", "password": "p w"}).ok
+    assert sent[-1].content == b"user=ann&password=p+w"
+    assert sent[-1].headers["content-type"] == "application/x-www-form-urlencoded"
 
 
 def test_tool_error_is_raised_by_the_function_itself():
@@ -368,3 +387,16 @@ def test_import_is_light():
     code = ("import agentft.openapi, sys; heavy = {'torch', 'transformers', 'fastapi', 'yaml', 'uvicorn'} "
             "& set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_credentials_go_to_the_spec_url_only_on_the_api_host():
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("authorization")
+        return httpx.Response(200, json={"openapi": "3.1.0", "paths": {"/p": {"get": {"operationId": "p"}}}})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    tools_from_openapi("http://api.internal/openapi.json", base_url="http://api.internal", headers=AUTH, client=client)
+    tools_from_openapi("http://docs.example/openapi.json", base_url="http://api.internal", headers=AUTH, client=client)
+    assert seen == {"api.internal": "Bearer secret", "docs.example": None}

@@ -210,6 +210,25 @@ def test_multiline_argument_docs_and_other_sections():
     assert schema["requires"] == ["verified_identity"]
 
 
+def test_argument_named_title_is_kept():
+    @tool
+    def note(title: str, body: str = "") -> str:
+        """Write a note.
+
+        Args:
+            title: Its title.
+            body: Its text.
+        """
+        return title
+
+    assert list(params(note)["properties"]) == ["title", "body"] and params(note)["required"] == ["title"]
+
+
+def test_foreign_tool_with_an_invalid_schema_is_refused_at_once():
+    with pytest.raises(UserError, match="not a valid JSON schema"):
+        Tool("bad", "Bad.", {"type": "object", "properties": {"x": {"type": "strang"}}}, lambda **kw: kw)
+
+
 def test_plain_call_still_works():
     @tool
     def add(a: int, b: int) -> int:
