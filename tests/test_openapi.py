@@ -400,3 +400,60 @@ def test_credentials_go_to_the_spec_url_only_on_the_api_host():
     tools_from_openapi("http://api.internal/openapi.json", base_url="http://api.internal", headers=AUTH, client=client)
     tools_from_openapi("http://docs.example/openapi.json", base_url="http://api.internal", headers=AUTH, client=client)
     assert seen == {"api.internal": "Bearer secret", "docs.example": None}
+
+
+def test_runner_records_a_trajectory_against_the_http_api(api, tmp_path):
+    """An agent episode over the imported tools, recorded by the runner and written as JSONL."""
+    from agentft.envs import Task
+    from agentft.policies import ScriptedPolicy
+    from agentft.runner import plan_episodes, run_episodes
+    from agentft.trajectory import Score, TrajectoryWriter, read_trajectories
+
+    app, url = api
+
+    class HelpdeskEpisode:
+        system_prompt = "You are the IT helpdesk."
+
+        def __init__(self):
+            self.toolkit = toolkit_for(url, headers=AUTH)
+            self.tools = self.toolkit.schemas()
+
+        def call_tool(self, name, arguments):
+            return self.toolkit.call(name, arguments)
+
+        def user_turn(self, messages):
+            return "Open a ticket: printer on fire, priority 1." if len(messages) == 1 else None
+
+        def score(self, trajectory):
+            filed = any(t["title"] == "printer on fire" for t in app.state.tickets.values())
+            return Score(success=filed, state_match=filed, outputs_ok=True)
+
+        def close(self):
+            pass
+
+    class HelpdeskAPI:
+        name = "helpdesk-http"
+
+        def tasks(self, split):
+            return [Task(id="file-printer", split=split)]
+
+        def start(self, task, *, seed=0):
+            return HelpdeskEpisode()
+
+        def oracle(self):
+            return ScriptedPolicy([
+                '<tool_call>{"name": "create_ticket", "arguments": {"title": "printer on fire", "priority": 1}}'
+                "</tool_call>",
+                "Ticket T-2 is open.",
+            ])
+
+    env = HelpdeskAPI()
+    [trajectory] = run_episodes(env, env.oracle(), plan_episodes(env.tasks("test")))
+    assert trajectory.score.success and trajectory.status == "completed"
+    assert [(e.name, e.effect, e.ok) for e in trajectory.events] == [("create_ticket", "write", True)]
+    assert ("POST", "/tickets", {}) in app.state.requests
+    tool_result = next(m for m in trajectory.messages if m.role == "tool")
+    assert json.loads(tool_result.content)["id"] == "T-2"
+    with TrajectoryWriter(tmp_path / "t.jsonl") as writer:
+        writer.write_batch([trajectory])
+    assert list(read_trajectories(tmp_path / "t.jsonl")) == [trajectory]
