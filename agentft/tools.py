@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agentft.errors import ToolError, UserError
 
@@ -182,7 +182,7 @@ class Tool:
                 raise UserError(f"tool {label}: parameter {param.name!r} is not documented in the docstring's "
                                 "Args: block")
             default = ... if param.default is param.empty else param.default
-            fields[param.name] = (hints[param.name], default)
+            fields[param.name] = (hints[param.name], Field(default, description=docs[param.name]))
         try:
             model = create_model(f"{label}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
             parameters = _schema_from_model(model, docs)
@@ -251,14 +251,26 @@ class Tool:
         return f"Tool({self.name!r}, effect={self.effect!r})"
 
     def to_langchain(self, instance: Any = None) -> Any:
-        """This tool as a LangChain ``StructuredTool`` (errors are returned as text, like to a model)."""
-        from langchain_core.tools import StructuredTool
+        """This tool as a LangChain ``StructuredTool``.
+
+        Invalid arguments and failures come back as agentft's error text (what a model is shown; the
+        ``ToolMessage`` has ``status="error"``), and ``metadata["agentft_effect"]`` carries the effect.
+        """
+        from langchain_core.tools import StructuredTool, ToolException
 
         def run(**kwargs: Any) -> str:
-            return self.run(kwargs, instance).content
+            observation = self.run(kwargs, instance)
+            if not observation.ok:
+                raise ToolException(observation.content)
+            return observation.content
+
+        def invalid(exc: Exception) -> str:
+            detail = _describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
+            return _error("invalid_args", f"{self.name}: {detail}").content
 
         return StructuredTool(name=self.name, description=self.description, func=run,
-                              args_schema=self.args_model or self.parameters)
+                              args_schema=self.args_model or self.parameters, handle_tool_error=True,
+                              handle_validation_error=invalid, metadata={"agentft_effect": self.effect})
 
     @classmethod
     def from_langchain(cls, lc_tool: Any, *, effect: Effect = "read") -> Tool:
@@ -268,6 +280,12 @@ class Tool:
         function = convert_to_openai_tool(lc_tool)["function"]
         schema = lc_tool.args_schema
         model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+        visible = lc_tool.tool_call_schema
+        if model is not None and isinstance(visible, type) and issubclass(visible, BaseModel):
+            hidden = set(model.model_fields) - set(visible.model_fields)
+            if hidden:
+                raise UserError(f"tool {lc_tool.name}: arguments {sorted(hidden)} are injected by LangChain at run "
+                                "time, which agentft cannot supply; wrap the tool without them")
 
         def call(**kwargs: Any) -> Any:
             return lc_tool.invoke(kwargs)
