@@ -146,6 +146,88 @@ def collect(
                   f"-> {result.out}/trajectories.jsonl")
 
 
+@app.command("eval")
+def eval_command(
+    env: Annotated[str, typer.Option(help="environment: built-in name or import path pkg.module:factory")],
+    policy: Annotated[str, typer.Option(help="oracle | noop | hf:MODEL[@ADAPTER] | openai:BASE_URL#MODEL")],
+    split: Annotated[str, typer.Option(help="task split")] = "test",
+    n: Annotated[int | None, typer.Option(help="number of tasks (default: the whole split)")] = None,
+    k: Annotated[int, typer.Option(help="attempts per task (pass^1 .. pass^k are reported)")] = 1,
+    out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
+    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+    workers: Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")] = 1,
+    batch_size: Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")] = 32,
+    max_steps: Annotated[int, typer.Option(help="most model turns per episode")] = 20,
+    episode_timeout: Annotated[float, typer.Option(help="seconds per episode")] = 600.0,
+    max_new_tokens: Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")] = 256,
+    seed: Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")] = 0,
+    env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
+) -> None:
+    """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agentft.collect import CollectConfig
+    from agentft.evaluate import REPORT, SUMMARY, evaluate
+    from agentft.runner import RunConfig
+
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend is local or ray, not {backend!r}")
+    if k < 1:
+        raise UserError(f"--k is the number of attempts per task and must be at least 1, not {k}")
+    policy_kwargs = {"max_new_tokens": max_new_tokens} if ":" in policy else {}
+    out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
+    config = CollectConfig(
+        env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
+        env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
+        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
+    )
+    counts = {"done": 0, "success": 0, "compliant": 0}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(f"eval {env} / {policy} / {split}", total=None, stats="")
+
+        def on_start(planned: int, already: int) -> None:
+            progress.update(bar, total=planned, completed=already,
+                            stats=f"resuming: {already} already on disk" if already else "")
+
+        def on_finish(batch: list) -> None:
+            counts["done"] += len(batch)
+            counts["success"] += sum(bool(t.score and t.score.success) for t in batch)
+            counts["compliant"] += sum(bool(t.score and t.score.compliant) for t in batch)
+            done = counts["done"]
+            progress.update(bar, advance=len(batch), stats=f"success {counts['success']}/{done} "
+                                                           f"compliant {counts['compliant']}/{done}")
+
+        summary = evaluate(config, on_start=on_start, on_finish=on_finish)
+    console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
+    table = Table("metric", "value")
+    table.add_row("episodes / tasks", f"{summary['episodes']} / {summary['tasks']}")
+    table.add_row("success", f"{summary['success_rate']:.1%}")
+    table.add_row("compliance", f"{summary['compliance_rate']:.1%}")
+    for key, value in summary["pass_hat_k"].items():
+        table.add_row(f"pass^{key}", "n/a" if value is None else f"{value:.1%}")
+    errors = {kind: count for kind, count in summary["errors"].items() if count}
+    table.add_row("errors", ", ".join(f"{kind} {count}" for kind, count in errors.items()) or "none")
+    rules = list(summary["violations_by_rule"].items())[:3]
+    table.add_row("top violated rules", ", ".join(f"{rule} {count}" for rule, count in rules) or "none")
+    console.print(table)
+    for name in ("trajectories.jsonl", SUMMARY, REPORT):
+        console.print(f"{out / name}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="run directories written by `agentft eval`")],
+    out: Annotated[Path, typer.Option(help="HTML file to write")],
+    title: Annotated[str, typer.Option(help="page title")] = "agentft evaluation report",
+) -> None:
+    """Compare evaluation runs side by side in one self-contained HTML page."""
+    from agentft.report import load_runs, write_report
+
+    path = write_report(out, load_runs(runs), title=title)
+    console.print(f"{path}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def doctor() -> None:
     """Report versions, threads, the model cache and accelerators."""

@@ -54,6 +54,9 @@ class CollectResult:
     skipped: int
     ran: int
     summary: dict[str, Any]
+    env_name: str = ""
+    ids: set[str] = field(default_factory=set)
+    """The planned episode ids (the file may hold records of other runs too)."""
 
 
 def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
@@ -152,7 +155,8 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
     config_dict = asdict(config)
     write_manifest(out, kind="collect", config=config_dict, outputs=[out / OUTPUT],
                    metrics={**summary, "planned": len(ids), "records_in_file": len(records)})
-    return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary)
+    return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary,
+                         env_name=env.name, ids=set(ids))
 
 
 def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,

@@ -33,6 +33,10 @@ class Task(BaseModel):
     instruction: str = Field("", description="the user's goal in words (for people and model-backed users)")
     facts: dict[str, Any] = Field(default_factory=dict, description="what the simulated user knows")
     slices: dict[str, str] = Field(default_factory=dict, description="attributes to break results down by")
+    solution: list[dict[str, Any]] = Field(
+        default_factory=list, description="the expert's assistant turns in order: {'say': text} or {'calls': "
+        "[{'name': ..., 'arguments': {...}}]}; the oracle replays them and scoring replays their writes")
+    must_say: list[str] = Field(default_factory=list, description="facts the final reply must contain")
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from agentft.messages import Message
 from agentft.tools import Observation
 from agentft.trajectory import Score, Trajectory
 
-__all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError"]
+__all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError", "preload"]
 
 _BLOCKED_EVENTS = {
     "socket.__new__": "network access",
@@ -107,7 +108,9 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
                 raise PermissionError(f"sandbox: {what} {path} is outside the episode directory")
         elif event == "sqlite3.connect" and args and isinstance(args[0], str | bytes):
             path = os.fsdecode(args[0])
-            if path != ":memory:" and not path.startswith("file:") and not _inside(path, write_roots):
+            if path.startswith("file:"):
+                path = path[5:].split("?", 1)[0] or ":memory:"
+            if path != ":memory:" and not _inside(path, write_roots):
                 raise PermissionError(f"sandbox: database {path} is outside the episode directory")
         elif event in _PATH_EVENTS:
             for arg in args:
@@ -147,11 +150,46 @@ def _worker(conn: Any, factory: Callable[[Path], Any], workdir: str, read_roots:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+_START_LOCK = threading.Lock()
+
+
+def _start_without_main(process: Any) -> None:
+    """Start a worker without re-running the caller's ``__main__`` in it.
+
+    forkserver children normally re-import the main script (spawn semantics), which re-runs any script
+    that lacks an ``if __name__ == "__main__"`` guard. The worker needs nothing from ``__main__``: its
+    target and the episode factory live in importable modules.
+    """
+    main = sys.modules.get("__main__")
+    with _START_LOCK:
+        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if main and name in main.__dict__}
+        try:
+            if main is not None:
+                main.__dict__.pop("__file__", None)
+                main.__spec__ = None
+            process.start()
+        finally:
+            if main is not None:
+                main.__dict__.update(saved)
+                if "__spec__" not in saved:
+                    main.__dict__.pop("__spec__", None)
+
+
+_PRELOAD = ["agentft.sandbox", "agentft.tools", "agentft.trajectory", "sqlite3"]
+
+
 @functools.cache
 def _context() -> Any:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["agentft.sandbox", "agentft.tools", "agentft.trajectory", "sqlite3"])
+    context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def preload(*modules: str) -> None:
+    """Import these modules once in the fork server (before its first worker), not in every worker."""
+    _PRELOAD.extend(m for m in modules if m not in _PRELOAD)
+    if _context.cache_info().currsize:
+        _context().set_forkserver_preload(_PRELOAD)
 
 
 class SandboxedEpisode:
@@ -172,7 +210,7 @@ class SandboxedEpisode:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_worker, args=(child, factory, self.workdir, roots, self.limits),
                                          daemon=True)
-        self._process.start()
+        _start_without_main(self._process)
         child.close()
         self._dead: str | None = None
         info = self._request(None, self.limits.start_timeout_s)

@@ -12,6 +12,7 @@ FAST_ARGS = {
     "02_batched_policy.py": ["--model", "tiny-test"],
     "03_tools.py": [],
     "04_collect.py": [],
+    "05_evaluate.py": [],
 }
 
 

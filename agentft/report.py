@@ -1,0 +1,286 @@
+"""Evaluation reports: one self-contained HTML page for one run or several side by side (base vs tuned).
+
+The page has inline CSS and inline SVG charts only: no JavaScript, no fonts or images to fetch, so it
+opens from a file, an artifact store or an email attachment the same. Every piece of text that comes
+from a run (names, rules, task ids, and above all model output) is HTML-escaped: model output is
+untrusted.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.trajectory import Trajectory, read_trajectories
+
+__all__ = ["RunData", "render_report", "write_report", "load_run", "load_runs"]
+
+RunData = tuple[str, dict[str, Any], list[Trajectory] | None]
+"""(run name, summary as written by ``evaluate``, the run's trajectories or None)."""
+
+PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac")
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;vertical-align:top}
+th:first-child,td:first-child,td.text{text-align:left}
+th{background:#f4f4f4}.muted{color:#777}
+pre{white-space:pre-wrap;word-break:break-word;max-width:560px;margin:0;font-size:.8rem}
+svg text{font-size:12px;fill:#222}.swatch{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 1em}
+"""
+MAX_MESSAGE_CHARS = 1200
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
+    """A table from already-escaped cells; the first ``text_columns`` are left-aligned."""
+    head = "".join(f"<th>{cell}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f'<td{" class=text" if i < text_columns else ""}>{cell}</td>'
+                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _legend(names: Sequence[str]) -> str:
+    return "<p>" + "".join(f'<span class=swatch style="background:{_color(i)}"></span>{_e(name)}'
+                           for i, name in enumerate(names)) + "</p>"
+
+
+def _bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *,
+              percent: bool, label: str) -> str:
+    """Horizontal grouped bars as inline SVG: one group per category, one bar per series (run)."""
+    if not categories or not series:
+        return '<p class=muted>nothing to show</p>'
+    label_w, plot_w, value_w, bar_h, gap = 190, 440, 70, 14, 12
+    values = [v for _, row in series for v in row if v is not None]
+    top = 1.0 if percent else max(values, default=0) or 1.0
+    group_h = len(series) * (bar_h + 2) + gap
+    height = len(categories) * group_h + 4
+    parts = [f'<svg role="img" aria-label="{_e(label)}" width="{label_w + plot_w + value_w}" height="{height}" '
+             f'viewBox="0 0 {label_w + plot_w + value_w} {height}"><title>{_e(label)}</title>']
+    for i, category in enumerate(categories):
+        y0 = i * group_h + 2
+        short = category if len(category) <= 28 else category[:27] + "\u2026"
+        middle = y0 + len(series) * (bar_h + 2) / 2 + 4
+        parts.append(f'<text x="{label_w - 8}" y="{middle:.1f}" text-anchor="end">{_e(short)}'
+                     f'<title>{_e(category)}</title></text>')
+        for j, (name, row) in enumerate(series):
+            value = row[i] if i < len(row) else None
+            y = y0 + j * (bar_h + 2)
+            width = 0.0 if value is None else plot_w * max(0.0, value) / top
+            text = (_pct(value) if percent else _num(value, 0)) if value is not None else "n/a"
+            parts.append(f'<rect x="{label_w}" y="{y}" width="{width:.1f}" height="{bar_h}" fill="{_color(j)}">'
+                         f'<title>{_e(name)}: {_e(text)}</title></rect>')
+            parts.append(f'<text x="{label_w + width + 4:.1f}" y="{y + bar_h - 3}">{_e(text)}</text>')
+    parts.append(f'<line x1="{label_w}" y1="0" x2="{label_w}" y2="{height}" stroke="#999"/></svg>')
+    return "".join(parts)
+
+
+def _k_values(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({k for s in summaries for k in (s.get("pass_hat_k") or {})}, key=int)
+
+
+def _headline(runs: Sequence[RunData]) -> str:
+    ks = _k_values([s for _, s, _ in runs])
+    header = ["run", "env", "policy", "split", "episodes", "tasks", "success", "compliance",
+              *[f"pass^{k}" for k in ks], "errors", "mean latency (s)", "mean tokens", "mean model calls"]
+    rows = []
+    for name, s, _ in runs:
+        errors = sum((s.get("errors") or {}).values())
+        rows.append([_e(name), _e(s.get("env", "")), _e(s.get("policy", "")), _e(s.get("split", "")),
+                     _e(s.get("episodes", 0)), _e(s.get("tasks", 0)), _pct(s.get("success_rate")),
+                     _pct(s.get("compliance_rate")), *[_pct((s.get("pass_hat_k") or {}).get(k)) for k in ks],
+                     _e(errors), _num(s.get("mean_latency_s"), 3), _num(s.get("mean_tokens"), 0),
+                     _num(s.get("mean_model_calls"), 1)])
+    return _table(header, rows, text_columns=4)
+
+
+def _union(runs: Sequence[RunData], field: str) -> list[str]:
+    keys: dict[str, None] = {}
+    for _, s, _ in runs:
+        keys.update(dict.fromkeys(s.get(field) or {}))
+    return list(keys)
+
+
+def _charts(runs: Sequence[RunData]) -> str:
+    names = [name for name, _, _ in runs]
+    ks = _k_values([s for _, s, _ in runs])
+    headline = ["success", "compliance", *[f"pass^{k}" for k in ks]]
+    parts = ["<h2>Success, compliance and pass^k</h2>", _legend(names), _bar_chart(
+        headline, [(name, [s.get("success_rate"), s.get("compliance_rate"),
+                           *[(s.get("pass_hat_k") or {}).get(k) for k in ks]]) for name, s, _ in runs],
+        percent=True, label="success, compliance and pass^k per run")]
+    rules = _union(runs, "violations_by_rule")
+    parts += ["<h2>Policy violations by rule</h2>"]
+    if rules:
+        parts += [_legend(names), _bar_chart(
+            rules, [(name, [(s.get("violations_by_rule") or {}).get(r, 0) for r in rules]) for name, s, _ in runs],
+            percent=False, label="violations by rule per run"),
+            _table(["rule", *[f"{_e(n)}: violations / episodes" for n in names]],
+                   [[_e(r), *[f"{(s.get('violations_by_rule') or {}).get(r, 0)} / "
+                              f"{(s.get('episodes_with_violation_by_rule') or {}).get(r, 0)}" for _, s, _ in runs]]
+                    for r in rules])]
+    else:
+        parts.append("<p class=muted>no violations</p>")
+    kinds = _union(runs, "by_task_kind")
+    parts += ["<h2>Success by task kind</h2>", _legend(names), _bar_chart(
+        kinds, [(name, [((s.get("by_task_kind") or {}).get(kind) or {}).get("success_rate") for kind in kinds])
+                for name, s, _ in runs], percent=True, label="success per task kind per run")]
+    return "".join(parts)
+
+
+def _errors(runs: Sequence[RunData]) -> str:
+    kinds = _union(runs, "errors")
+    if not kinds:
+        return "<h2>Errors</h2><p class=muted>no error counters</p>"
+    rows = [[_e(kind), *[_e((s.get("errors") or {}).get(kind, 0)) for _, s, _ in runs]] for kind in kinds]
+    statuses = _union(runs, "statuses")
+    status_rows = [[_e(f"status: {st}"), *[_e((s.get("statuses") or {}).get(st, 0)) for _, s, _ in runs]]
+                   for st in statuses]
+    return "<h2>Errors by kind</h2>" + _table(["kind", *[_e(name) for name, _, _ in runs]], rows + status_rows)
+
+
+def _slices(runs: Sequence[RunData]) -> str:
+    names = _union(runs, "by_slice")
+    if not names:
+        return ""
+    parts = ["<h2>Success by slice</h2>"]
+    for slice_name in names:
+        values: dict[str, None] = {}
+        for _, s, _ in runs:
+            values.update(dict.fromkeys((s.get("by_slice") or {}).get(slice_name) or {}))
+        rows = []
+        for value in values:
+            cells = []
+            for _, s, _ in runs:
+                group = ((s.get("by_slice") or {}).get(slice_name) or {}).get(value)
+                cells.append(f"{_pct(group['success_rate'])} ({group['episodes']})" if group else "n/a")
+            rows.append([_e(f"{slice_name} = {value}"), *cells])
+        parts.append(_table(["slice", *[f"{_e(n)}: success (episodes)" for n, _, _ in runs]], rows))
+    return "".join(parts)
+
+
+def _last_assistant(t: Trajectory) -> str:
+    for message in reversed(t.messages):
+        if message.role == "assistant":
+            calls = [f"{c.function.name}({json.dumps(c.function.arguments, ensure_ascii=False)})"
+                     for c in getattr(message, "tool_calls", None) or []]
+            text = "\n".join(part for part in [message.content or "", *calls] if part)
+            return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "\u2026"
+    return ""
+
+
+def _failures(runs: Sequence[RunData], limit: int) -> str:
+    parts = []
+    for name, _, trajectories in runs:
+        if trajectories is None:
+            continue
+        failed = [t for t in trajectories if t.score is None or not t.score.success or t.score.violations
+                  or t.status != "completed"]
+        # Violations first, then one attempt per task before the next attempts: a varied sample.
+        failed.sort(key=lambda t: (not (t.score and t.score.violations), t.attempt, t.task_id, t.id))
+        parts.append(f"<h3>{_e(name)}: {len(failed)} failed or non-compliant episodes"
+                     f"{f', first {limit} shown' if len(failed) > limit else ''}</h3>")
+        if not failed:
+            continue
+        rows = []
+        for t in failed[:limit]:
+            violations = "<br>".join(f"{_e(v.rule)}: {_e(v.detail)}" for v in (t.score.violations if t.score else []))
+            note = t.metadata.get("error")
+            status = _e(t.status) + (f"<br><span class=muted>{_e(note)}</span>" if note else "")
+            rows.append([_e(t.task_id), _e(t.attempt), _e(t.metadata.get("task_kind", "")), status,
+                         violations or "<span class=muted>none</span>", f"<pre>{_e(_last_assistant(t))}</pre>"])
+        parts.append(_table(["task", "attempt", "kind", "status", "violations", "last assistant message"], rows,
+                            text_columns=6))
+    return "<h2>Sample of failed episodes</h2>" + "".join(parts) if parts else ""
+
+
+def render_report(runs: Sequence[RunData], title: str = "agentft evaluation report", *,
+                  max_failures: int = 5) -> str:
+    """One self-contained HTML page comparing ``runs`` (one run is a report of its own)."""
+    if not runs:
+        raise UserError("a report needs at least one run")
+    body = [f"<h1>{_e(title)}</h1>", "<h2>Headline</h2>", _headline(runs), _charts(runs), _errors(runs),
+            _slices(runs), _failures(runs, max_failures)]
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(path: str | os.PathLike[str], runs: Sequence[RunData], title: str = "agentft evaluation report",
+                 *, max_failures: int = 5) -> Path:
+    """Render the report and write it atomically to ``path``; returns the path."""
+    path = Path(path)
+    page = render_report(runs, title, max_failures=max_failures)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_run(run_dir: str | os.PathLike[str], name: str | None = None) -> RunData:
+    """A run directory written by ``agentft eval``: its summary and (if present) its own trajectories."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no such run directory: {run_dir}")
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"{run_dir} has no summary.json: make it with `agentft eval --out {run_dir}`")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{summary_path} is not valid JSON ({exc})") from None
+    if not isinstance(summary, dict) or "success_rate" not in summary:
+        raise UserError(f"{summary_path} is not an evaluation summary (no success_rate)")
+    trajectories = None
+    if (run_dir / "trajectories.jsonl").is_file():
+        want = {key: summary[key] for key in ("policy", "split") if summary.get(key) is not None}
+        if summary.get("env_name"):
+            want["env"] = summary["env_name"]
+        trajectories = [t for t in read_trajectories(run_dir / "trajectories.jsonl")
+                        if all(getattr(t, key) == value for key, value in want.items())]
+    return (name or run_dir.resolve().name, summary, trajectories)
+
+
+def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[RunData]:
+    """Several run directories, named by their directory names (``name (2)`` etc. when two are equal)."""
+    if not run_dirs:
+        raise UserError("name at least one run directory")
+    runs, seen = [], set()
+    for run_dir in run_dirs:
+        base = Path(run_dir).resolve().name or str(run_dir)
+        name, count = base, 1
+        while name in seen:
+            count += 1
+            name = f"{base} ({count})"
+        seen.add(name)
+        runs.append(load_run(run_dir, name))
+    return runs

@@ -1,0 +1,290 @@
+"""SQLite-backed environments: the machinery the built-in enterprise environments share.
+
+A ``DatabaseEnvironment`` subclass supplies the domain: how to build the seed database, the toolkit over
+it, the policy text the agent is given, the rules, and the task generator (each task carrying the
+expert's turns as ``Task.solution`` and the facts its final reply must contain as ``Task.must_say``).
+This module supplies the rest, the same way for every environment:
+
+- the seed database is built once per (environment, version, seed) under ``$AGENTFT_HOME/envs`` and
+  copied fresh into each episode's own directory (inside a sandbox worker by default);
+- a deterministic scripted user: the opening request, identity details when asked for the email and
+  date of birth, "yes" when asked to confirm, and the end of the conversation after any other answer;
+- scoring: **success** = the final state of the environment's tables equals the state produced by
+  replaying the solution's writes on a fresh copy, **and** the agent made the solution's reads, **and**
+  the final reply contains every ``must_say`` fact. A task whose right outcome is "no write" therefore
+  only succeeds when the agent looked things up and told the user; doing nothing never passes.
+  **Compliance** = no rule reports a violation; each violation names its rule and step;
+- the oracle: replays ``Task.solution`` turn by turn.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import hashlib
+import json
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentft.envs import Task
+from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
+from agentft.policies.scripted import ScriptedPolicy
+from agentft.sandbox import SandboxedEpisode, SandboxLimits, preload
+from agentft.tools import Observation, Toolkit
+from agentft.trajectory import Event, Score, Trajectory, Violation
+
+__all__ = ["DatabaseEnvironment", "DatabaseEpisode", "Rule", "Audit", "Call", "state_hash",
+           "ASK_IDENTITY", "CONFIRMED"]
+
+ASK_IDENTITY = "To verify your identity, please tell me your email and date of birth."
+CONFIRMED = "Yes, please go ahead."
+DECLINE_IDENTITY = "I would rather not share that."
+
+
+def state_hash(conn: sqlite3.Connection, tables: Sequence[str]) -> str:
+    """A hash of every row of ``tables``, in primary-key order (the first column of each table)."""
+    digest = hashlib.sha256()
+    for table in tables:
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        digest.update(repr((table, cursor.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class Call:
+    """One tool call of the trajectory with its parsed result and where it sits in the conversation."""
+
+    event: Event
+    result: Any
+    message_index: int
+
+
+class Audit:
+    """What a rule sees: the trajectory, the task, the calls with their results, and the initial state."""
+
+    def __init__(self, trajectory: Trajectory, task: Task, initial: sqlite3.Connection) -> None:
+        self.trajectory = trajectory
+        self.task = task
+        self.initial = initial
+        self.messages = trajectory.messages
+        self.turns = [i for i, m in enumerate(self.messages) if isinstance(m, AssistantMessage)]
+        results = {m.tool_call_id: m.content for m in self.messages if isinstance(m, ToolMessage)}
+        self.calls: list[Call] = []
+        for event in trajectory.events:
+            if not event.name:
+                continue
+            raw = results.get(event.call_id)
+            try:
+                result = json.loads(raw) if raw is not None else None
+            except json.JSONDecodeError:
+                result = raw
+            index = self.turns[event.step] if event.step < len(self.turns) else len(self.messages)
+            self.calls.append(Call(event, result, index))
+
+    def confirmed_between(self, start: int, end: int) -> bool:
+        """Did the assistant ask the user to confirm, and the user say yes, between two message indices?"""
+        for i in range(start, min(end, len(self.messages)) - 1):
+            asked, answer = self.messages[i], self.messages[i + 1]
+            if (isinstance(asked, AssistantMessage) and not asked.tool_calls and _asks_to_confirm(asked.content)
+                    and isinstance(answer, UserMessage) and answer.content.lower().startswith("yes")):
+                return True
+        return False
+
+    def assistant_texts(self) -> list[tuple[int, str]]:
+        """(step, text) of every assistant turn that has text."""
+        return [(step, self.messages[i].content) for step, i in enumerate(self.turns) if self.messages[i].content]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A business rule the tools deliberately do not enforce, checked over the finished episode."""
+
+    name: str
+    description: str
+    check: Callable[[Audit], list[Violation]]
+
+
+def _asks_to_confirm(text: str | None) -> bool:
+    return bool(text) and "confirm" in text.lower() and "?" in text
+
+
+def _asks_identity(text: str | None) -> bool:
+    lowered = (text or "").lower()
+    return "email" in lowered and "date of birth" in lowered
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().lower()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    return value
+
+
+class DatabaseEpisode:
+    """One episode: its own copy of the state, the environment's tools over it, the scripted user."""
+
+    def __init__(self, env: DatabaseEnvironment, task: Task, workdir: Path) -> None:
+        self.env = env
+        self.task = task
+        self.workdir = Path(workdir)
+        self.state_path = self.workdir / "state.sqlite"
+        shutil.copyfile(env.seed_path(), self.state_path)
+        self.conn = sqlite3.connect(self.state_path)
+        self.toolkit = env.make_toolkit(self.conn)
+        self.system_prompt = env.system_prompt
+        self.tools = self.toolkit.schemas()
+
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
+        return self.toolkit.call(name, arguments)
+
+    def user_turn(self, messages: Sequence[Message]) -> str | None:
+        return self.env.user_turn(self.task, messages)
+
+    def score(self, trajectory: Trajectory) -> Score:
+        expected_path = self.workdir / "expected.sqlite"
+        shutil.copyfile(self.env.seed_path(), expected_path)
+        with sqlite3.connect(expected_path) as expected:
+            replay = self.env.make_toolkit(expected)
+            reads: list[tuple[str, Any]] = []
+            for turn in self.task.solution:
+                for call in turn.get("calls", []):
+                    if replay.tools[call["name"]].effect == "write":
+                        observation = replay.call(call["name"], call["arguments"])
+                        if not observation.ok:
+                            raise RuntimeError(f"task {self.task.id}: solution write failed: {observation.content}")
+                    else:
+                        by_name = call.get("match") == "name"
+                        reads.append((call["name"], None if by_name else _normalize(call["arguments"])))
+            state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
+        done = {(e.name, json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events if e.ok}
+        names_done = {e.name for e in trajectory.events if e.ok}
+        reads_done = all(name in names_done if args is None else (name, json.dumps(args, sort_keys=True)) in done
+                         for name, args in reads)
+        final = next((m.content or "" for m in reversed(trajectory.messages) if isinstance(m, AssistantMessage)
+                      and not m.tool_calls), "")
+        said = all(fact.lower() in final.lower() for fact in self.task.must_say)
+        initial_path = self.workdir / "initial.sqlite"
+        shutil.copyfile(self.env.seed_path(), initial_path)
+        with sqlite3.connect(initial_path) as initial:
+            audit = Audit(trajectory, self.task, initial)
+            violations = [v for rule in self.env.rules for v in rule.check(audit)]
+        outputs_ok = reads_done and said
+        return Score(success=state_match and outputs_ok, state_match=state_match, outputs_ok=outputs_ok,
+                     violations=violations, compliant=not violations,
+                     details={"reads_done": reads_done, "facts_said": said})
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _open_in_worker(env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], task: Task,
+                    workdir: Path) -> DatabaseEpisode:
+    return DatabaseEpisode(env_class(**kwargs, sandbox=False), task, workdir)
+
+
+class DatabaseEnvironment(abc.ABC):
+    """Base of SQLite-backed environments; see the module docstring for what a subclass supplies."""
+
+    name: str = ""
+    version: int = 1
+    tables: tuple[str, ...] = ()
+    system_prompt: str = ""
+    rules: tuple[Rule, ...] = ()
+
+    def __init__(self, seed: int = 0, *, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
+        self.seed = seed
+        self.sandbox = sandbox
+        self.limits = limits or SandboxLimits()
+        self._tasks: dict[str, list[Task]] | None = None
+
+    # --- supplied by the subclass -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_database(self, conn: sqlite3.Connection, rng: random.Random) -> None:
+        """Create the tables and seed rows (deterministic given ``rng``)."""
+
+    @abc.abstractmethod
+    def make_toolkit(self, conn: sqlite3.Connection) -> Toolkit:
+        """The tools over one episode's database connection."""
+
+    @abc.abstractmethod
+    def generate_tasks(self, conn: sqlite3.Connection, rng: random.Random) -> dict[str, list[Task]]:
+        """Tasks per split (disjoint customers/entities and phrasings), each with its solution."""
+
+    # --- provided ------------------------------------------------------------------------------------------
+    def seed_path(self) -> Path:
+        """The seed database, built once and cached (atomically) under ``$AGENTFT_HOME/envs``."""
+        from agentft.models import agentft_home
+
+        path = agentft_home() / "envs" / f"{self.name}-v{self.version}-seed{self.seed}.sqlite"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            os.close(fd)
+            try:
+                with sqlite3.connect(temp) as conn:
+                    self.build_database(conn, random.Random(f"{self.name}-{self.seed}"))
+                conn.close()
+                os.replace(temp, path)
+            finally:
+                Path(temp).unlink(missing_ok=True)
+        return path
+
+    def tasks(self, split: str) -> list[Task]:
+        if self._tasks is None:
+            with sqlite3.connect(f"file:{self.seed_path()}?mode=ro", uri=True) as conn:
+                self._tasks = self.generate_tasks(conn, random.Random(f"{self.name}-tasks-{self.seed}"))
+            conn.close()
+        if split not in self._tasks:
+            raise KeyError(f"{self.name} has splits {', '.join(self._tasks)}, not {split!r}")
+        return list(self._tasks[split])
+
+    def start(self, task: Task, *, seed: int = 0) -> DatabaseEpisode | SandboxedEpisode:
+        if not self.sandbox:
+            return DatabaseEpisode(self, task, Path(tempfile.mkdtemp(prefix=f"agentft-{self.name}-")))
+        preload(type(self).__module__)
+        factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), task)
+        package = Path(sys.modules[type(self).__module__].__file__ or ".").resolve().parent
+        return SandboxedEpisode(factory, limits=self.limits, read_roots=[str(self.seed_path().parent), str(package)])
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this environment inside a sandbox worker."""
+        return {"seed": self.seed}
+
+    def user_turn(self, task: Task, messages: Sequence[Message]) -> str | None:
+        if len(messages) <= 1:
+            return task.facts["opening"]
+        last = messages[-1]
+        text = last.content if isinstance(last, AssistantMessage) else None
+        if _asks_identity(text):
+            return task.facts.get("identity_reply") or DECLINE_IDENTITY
+        if _asks_to_confirm(text):
+            return CONFIRMED
+        return None
+
+    def oracle(self) -> ScriptedPolicy:
+        by_opening = {t.facts["opening"]: t for split in ("train", "test") for t in self.tasks(split)}
+
+        def step(conversation: list[Message], _tools: Any) -> AssistantMessage:
+            opening = next(m.content for m in conversation if isinstance(m, UserMessage))
+            task = by_opening[opening]
+            turn = sum(isinstance(m, AssistantMessage) for m in conversation)
+            planned = task.solution[min(turn, len(task.solution) - 1)]
+            calls = [ToolCall.create(f"call_{i}", c["name"], c["arguments"])
+                     for i, c in enumerate(planned.get("calls", []))]
+            return AssistantMessage(content=planned.get("say"), tool_calls=calls)
+
+        return ScriptedPolicy(step, name="oracle")
