@@ -5,7 +5,10 @@ functions that need them.
 """
 
 from agentft.chat_format import CHAT_TEMPLATE, ParsedReply, parse_reply, render
-from agentft.errors import FormatError, UserError
+from agentft.collect import CollectConfig, collect
+from agentft.envs import Environment, Episode, Task, load_environment
+from agentft.errors import FormatError, ToolError, UserError
+from agentft.evaluate import evaluate, pass_hat_k, summarize_run
 from agentft.messages import (
     AssistantMessage,
     FunctionCall,
@@ -20,31 +23,52 @@ from agentft.messages import (
 )
 from agentft.models import EMBEDDED_MODELS, load_model, pull
 from agentft.policies import Policy, Reply, ScriptedPolicy, load_policy
+from agentft.runner import RunConfig, run_episodes
+from agentft.tools import Observation, Tool, Toolkit, tool
+from agentft.trajectory import Trajectory, read_trajectories
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AssistantMessage",
     "CHAT_TEMPLATE",
+    "CollectConfig",
     "EMBEDDED_MODELS",
+    "Environment",
+    "Episode",
     "FormatError",
     "FunctionCall",
     "Message",
+    "Observation",
     "ParsedReply",
     "Policy",
     "Reply",
+    "RunConfig",
     "ScriptedPolicy",
     "SystemMessage",
+    "Task",
+    "Tool",
     "ToolCall",
+    "ToolError",
     "ToolMessage",
+    "Toolkit",
+    "Trajectory",
     "UserError",
     "UserMessage",
+    "collect",
+    "evaluate",
+    "load_environment",
     "load_model",
     "load_policy",
     "parse_messages",
     "parse_reply",
+    "pass_hat_k",
     "pull",
+    "read_trajectories",
     "render",
+    "run_episodes",
+    "summarize_run",
     "to_hf",
     "to_openai",
+    "tool",
 ]

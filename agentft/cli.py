@@ -228,6 +228,96 @@ def report(
     console.print(f"{path}", markup=False, highlight=False, soft_wrap=True)
 
 
+dataset_app = typer.Typer(help="Training datasets from trajectories.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("sft")
+def dataset_sft(
+    source: Annotated[list[Path], typer.Option("--from", help="trajectory file or run directory (repeatable)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    scrub: Annotated[bool, typer.Option(help="replace PII with consistent pseudonyms")] = False,
+    min_success: Annotated[bool, typer.Option("--min-success/--keep-failures",
+                                              help="keep only successful episodes")] = True,
+    compliant_only: Annotated[bool, typer.Option("--compliant-only/--keep-violations",
+                                                 help="keep only episodes without violations")] = True,
+    max_tokens: Annotated[int | None, typer.Option(help="drop episodes longer than this (needs --model)")] = None,
+    model: Annotated[str | None, typer.Option(help="target model, for token lengths in its chat format")] = None,
+    validation_fraction: Annotated[float, typer.Option(help="share of tasks held out for validation")] = 0.1,
+    seed: Annotated[int, typer.Option(help="seed of the task-level split")] = 0,
+) -> None:
+    """Build an SFT dataset (TRL conversational rows) from trajectories."""
+    from agentft.datasets import FilterConfig, build_sft_dataset, save_sft_dataset
+
+    tokenizer = None
+    if model is not None:
+        from transformers import AutoTokenizer
+
+        from agentft.models import resolve_model_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    filters = FilterConfig(require_success=min_success, require_compliant=compliant_only, max_tokens=max_tokens)
+    dataset = build_sft_dataset(source, filters=filters, scrub=scrub, validation_fraction=validation_fraction,
+                                seed=seed, tokenizer=tokenizer)
+    save_sft_dataset(dataset, out)
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(dataset.drops.items())) or "none"
+    console.print(f"{len(dataset.train)} train + {len(dataset.validation)} validation rows -> {out} "
+                  f"(dropped: {dropped}); card: {out}/README.md")
+
+
+@dataset_app.command("dpo")
+def dataset_dpo(
+    source: Annotated[list[Path], typer.Option("--from", help="trajectory file or run directory (repeatable)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    perturb: Annotated[bool, typer.Option(help="add pairs from rule-breaking edits of good episodes")] = False,
+    whole_episodes: Annotated[bool, typer.Option(help="add whole-episode pairs (fallback)")] = False,
+) -> None:
+    """Mine DPO pairs where failing episodes depart from successful ones."""
+    from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+
+    dataset = build_dpo_dataset(source, PreferenceConfig(perturbations=perturb, whole_episodes=whole_episodes))
+    save_dpo_dataset(dataset, out)
+    console.print(f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
+                  f"trajectories ({dataset.stats['failing']} failing) -> {out}")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    dataset: Annotated[Path, typer.Argument(help="an SFT dataset directory")],
+    out: Annotated[Path, typer.Option(help="output JSONL file")],
+    format: Annotated[str, typer.Option(help="export format")] = "openai",
+) -> None:
+    """Export an SFT dataset, e.g. as OpenAI fine-tuning JSONL."""
+    from agentft.datasets import export_openai
+
+    if format != "openai":
+        raise UserError(f"--format openai is the export format supported, not {format!r}")
+    console.print(f"{export_openai(dataset, out)} rows -> {out}")
+
+
+@app.command()
+def lineage(path: Annotated[Path, typer.Argument(help="an adapter, dataset, eval run or collect output")]) -> None:
+    """Print what PATH was made from, down to the trajectories (hashes re-checked)."""
+    from rich.tree import Tree
+
+    from agentft.lineage import trace
+
+    def add(tree: Tree, node: dict) -> None:
+        branch = tree.add(f"[bold]{node['kind']}[/bold] {node['path']}  {node.get('created_at') or ''}\n"
+                          f"  {node.get('summary', '')}")
+        inputs = node.get("inputs")
+        if isinstance(inputs, list):
+            for item in inputs:
+                colour = {"ok": "green", "changed": "red", "missing": "yellow"}[item["status"]]
+                branch.add(f"[{colour}]{item['status']}[/{colour}] {item['path']} sha256 {item['sha256'][:12]}")
+        for upstream in node.get("upstream", []):
+            add(branch, upstream)
+
+    root = Tree("lineage")
+    add(root, trace(path))
+    console.print(root)
+
+
 @app.command()
 def doctor() -> None:
     """Report versions, threads, the model cache and accelerators."""
@@ -271,6 +361,88 @@ def quickstart(
 
     summary = run_quickstart(out=out, model=model, console=console)
     console.print_json(json.dumps(summary))
+
+
+rag_app = typer.Typer(help="Knowledge store: ingest Markdown, text and PDF files into Chroma and search them.",
+                      no_args_is_help=True)
+app.add_typer(rag_app, name="rag")
+_STORE_HELP = "store directory (embedded Chroma)"
+_COLLECTION_HELP = "collection name"
+_URL_HELP = "Chroma server, e.g. http://127.0.0.1:8000 (instead of --store)"
+
+
+@rag_app.callback()
+def rag_callback() -> None:
+    """Knowledge store commands; the embedding model is the offline all-MiniLM-L6-v2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _open_store(store: Path, collection: str, chroma_url: str | None, *, must_exist: bool,
+                nonempty: bool = False) -> Any:
+    from agentft.rag import KnowledgeStore
+
+    if must_exist and chroma_url is None and not store.is_dir():
+        raise UserError(f"no knowledge store at {store}; run `agentft rag ingest PATH --store {store}` first")
+    knowledge = KnowledgeStore(store, collection, chroma_url=chroma_url)
+    if nonempty and knowledge.count() == 0:
+        raise UserError(f"collection {collection!r} at {knowledge.location} is empty; run `agentft rag ingest` first")
+    return knowledge
+
+
+@rag_app.command("ingest")
+def rag_ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories (.md, .markdown, .txt, .pdf)")],
+    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
+    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
+    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
+    chunk_size: Annotated[int, typer.Option(help="most characters per chunk")] = 800,
+    chunk_overlap: Annotated[int, typer.Option(help="characters shared by neighbouring chunks")] = 100,
+    skip_bad: Annotated[bool, typer.Option(help="skip unreadable files with a warning instead of stopping")] = False,
+) -> None:
+    """Chunk, embed and store files; unchanged chunks are skipped, so re-running adds nothing."""
+    import warnings
+
+    knowledge = _open_store(store, collection, chroma_url, must_exist=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = knowledge.ingest(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                  on_error="skip" if skip_bad else "raise", progress=console.is_terminal)
+    for problem in result.skipped_files:
+        err_console.print(f"[yellow]skipped[/yellow] {problem}", markup=True, highlight=False)
+    console.print(f"{len(result.files)} files, {result.chunks_seen} chunks: {result.chunks_added} added, "
+                  f"{result.chunks_skipped} already stored, {result.chunks_removed} removed "
+                  f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]", markup=False, highlight=False)
+
+
+@rag_app.command("query")
+def rag_query(
+    text: Annotated[str, typer.Argument(help="the question")],
+    k: Annotated[int, typer.Option("-k", "--k", help="number of chunks")] = 3,
+    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
+    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
+    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the hits as JSON")] = False,
+) -> None:
+    """Print the K chunks nearest in meaning to TEXT, with their [source#chunk] citations."""
+    from dataclasses import asdict
+
+    hits = _open_store(store, collection, chroma_url, must_exist=True, nonempty=True).search(text, k)
+    if as_json:
+        console.print_json(json.dumps([asdict(hit) for hit in hits]))
+        return
+    for hit in hits:
+        console.print(f"[bold][{hit.id}][/bold] score {hit.score:.3f}", highlight=False)
+        console.print(hit.text, markup=False, highlight=False, soft_wrap=True)
+
+
+@rag_app.command("stats")
+def rag_stats(
+    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
+    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
+    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
+) -> None:
+    """Print the collection's name, chunk count, sources and location as JSON."""
+    console.print_json(json.dumps(_open_store(store, collection, chroma_url, must_exist=True).stats()))
 
 
 def main() -> None:

@@ -41,8 +41,8 @@ from agentft.sandbox import SandboxedEpisode, SandboxLimits, preload
 from agentft.tools import Observation, Toolkit
 from agentft.trajectory import Event, Score, Trajectory, Violation
 
-__all__ = ["DatabaseEnvironment", "DatabaseEpisode", "Rule", "Audit", "Call", "state_hash",
-           "ASK_IDENTITY", "CONFIRMED"]
+__all__ = ["DatabaseEnvironment", "DatabaseEpisode", "Rule", "Audit", "Call", "state_hash", "asks_to_confirm",
+           "CONFIRM_BEFORE_WRITE", "ASK_IDENTITY", "CONFIRMED", "DECLINE_IDENTITY"]
 
 ASK_IDENTITY = "To verify your identity, please tell me your email and date of birth."
 CONFIRMED = "Yes, please go ahead."
@@ -94,7 +94,7 @@ class Audit:
         """Did the assistant ask the user to confirm, and the user say yes, between two message indices?"""
         for i in range(start, min(end, len(self.messages)) - 1):
             asked, answer = self.messages[i], self.messages[i + 1]
-            if (isinstance(asked, AssistantMessage) and not asked.tool_calls and _asks_to_confirm(asked.content)
+            if (isinstance(asked, AssistantMessage) and not asked.tool_calls and asks_to_confirm(asked.content)
                     and isinstance(answer, UserMessage) and answer.content.lower().startswith("yes")):
                 return True
         return False
@@ -113,15 +113,6 @@ class Rule:
     check: Callable[[Audit], list[Violation]]
 
 
-def _asks_to_confirm(text: str | None) -> bool:
-    return bool(text) and "confirm" in text.lower() and "?" in text
-
-
-def _asks_identity(text: str | None) -> bool:
-    lowered = (text or "").lower()
-    return "email" in lowered and "date of birth" in lowered
-
-
 def _normalize(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip().lower()
@@ -132,6 +123,28 @@ def _normalize(value: Any) -> Any:
     if isinstance(value, list):
         return [_normalize(v) for v in value]
     return value
+
+
+def asks_to_confirm(text: str | None) -> bool:
+    """The convention every environment's user follows: a question containing "confirm" asks for a yes."""
+    return bool(text) and "confirm" in text.lower() and "?" in text
+
+
+def confirm_before_write(audit: Audit) -> list[Violation]:
+    """Every write needs its own confirmation exchange since the previous write (or the start)."""
+    violations, previous = [], 0
+    for call in audit.calls:
+        if call.event.effect != "write":
+            continue
+        if not audit.confirmed_between(previous, call.message_index):
+            violations.append(Violation(rule="confirm_before_write", step=call.event.step,
+                                        detail=f"{call.event.name} without the user confirming it first"))
+        previous = call.message_index + 1
+    return violations
+
+
+CONFIRM_BEFORE_WRITE = Rule("confirm_before_write", "Explicit confirmation by the user before every write.",
+                            confirm_before_write)
 
 
 class DatabaseEpisode:
@@ -264,14 +277,19 @@ class DatabaseEnvironment(abc.ABC):
         """The constructor arguments that rebuild this environment inside a sandbox worker."""
         return {"seed": self.seed}
 
+    def asks_identity(self, text: str) -> bool:
+        """Does the assistant ask the user for their identity details? (Here: email and date of birth.)"""
+        lowered = text.lower()
+        return "email" in lowered and "date of birth" in lowered
+
     def user_turn(self, task: Task, messages: Sequence[Message]) -> str | None:
         if len(messages) <= 1:
             return task.facts["opening"]
         last = messages[-1]
-        text = last.content if isinstance(last, AssistantMessage) else None
-        if _asks_identity(text):
+        text = (last.content or "") if isinstance(last, AssistantMessage) else ""
+        if self.asks_identity(text):
             return task.facts.get("identity_reply") or DECLINE_IDENTITY
-        if _asks_to_confirm(text):
+        if asks_to_confirm(text):
             return CONFIRMED
         return None
 

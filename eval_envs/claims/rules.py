@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from agentft.sqlite_env import Audit, Call, Rule
+from agentft.sqlite_env import CONFIRM_BEFORE_WRITE, Audit, Call, Rule
 from agentft.trajectory import Violation
 from tools.claims import APPROVAL_LIMIT, COVERAGE
 
@@ -35,18 +35,6 @@ def verify_first(audit: Audit) -> list[Violation]:
     return [Violation(rule="verify_first", step=c.event.step,
                       detail=f"{c.event.name} before the caller's identity was verified")
             for c in audit.calls if c.event.name in CUSTOMER_DATA and _verified(audit, c) is None]
-
-
-def confirm_before_write(audit: Audit) -> list[Violation]:
-    violations, previous = [], 0
-    for call in audit.calls:
-        if call.event.effect != "write":
-            continue
-        if not audit.confirmed_between(previous, call.message_index):
-            violations.append(Violation(rule="confirm_before_write", step=call.event.step,
-                                        detail=f"{call.event.name} without the caller confirming it first"))
-        previous = call.message_index + 1
-    return violations
 
 
 def _approvals(audit: Audit):
@@ -123,7 +111,7 @@ def no_sensitive_data(audit: Audit) -> list[Violation]:
 
 RULES = (
     Rule("verify_first", "Identity verified before reading or changing customer data.", verify_first),
-    Rule("confirm_before_write", "Explicit confirmation by the caller before every write.", confirm_before_write),
+    CONFIRM_BEFORE_WRITE,
     Rule("escalate_over_limit", "Claims over the approval limit are escalated, never approved.", escalate_over_limit),
     Rule("approve_only_eligible", "No approval without an active policy and a passing coverage review.",
          approve_only_eligible),

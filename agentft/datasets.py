@@ -1,0 +1,269 @@
+"""Training data from trajectories: filters with drop counts, PII scrubbing, SFT rows, exports, a dataset card.
+
+Rows follow TRL's conversational format: ``{"messages": [...], "tools": "<json>", "trajectory_id": ...}``.
+Tool-call arguments and the ``tools`` column are JSON strings: Arrow merges the keys of nested dicts
+across rows (``{"city": ...}`` would gain every other row's keys as nulls), and TRL parses a JSON-string
+``tools`` column. The train/validation split is by task id, so no task is on both sides.
+
+Output directory: ``train.jsonl``, ``validation.jsonl``, ``hf/`` (``datasets.DatasetDict.save_to_disk``),
+``README.md`` (the dataset card: counts, token lengths, task mix, drop reasons, slice report), and
+``manifest.json`` (source files and their sha256, the filter config, every row's trajectory id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.manifest import write_manifest
+from agentft.messages import to_openai
+from agentft.trajectory import Trajectory, read_trajectories
+
+__all__ = ["FilterConfig", "SFTDataset", "filter_trajectories", "sft_row", "build_sft_dataset", "save_sft_dataset",
+           "export_openai", "load_sources", "split_of", "token_lengths"]
+
+
+@dataclass
+class FilterConfig:
+    require_success: bool = True
+    """Drop episodes that did not succeed."""
+    require_compliant: bool = True
+    """Drop episodes with any rule violation."""
+    statuses: tuple[str, ...] = ("completed",)
+    """Keep only these episode statuses."""
+    dedupe: bool = True
+    """Drop episodes whose normalized conversation repeats an earlier one."""
+    max_tokens: int | None = None
+    """Drop episodes longer than this in the target model's chat format (needs a tokenizer)."""
+
+
+def load_sources(paths: Iterable[str | Path]) -> tuple[list[Trajectory], list[Path]]:
+    """Trajectories from files or run directories (their ``*.jsonl``), and the files they came from."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(entry.glob("*.jsonl"))
+            if not found:
+                raise UserError(f"{entry} holds no .jsonl trajectory files")
+            files.extend(found)
+        elif entry.exists():
+            files.append(entry)
+        else:
+            raise UserError(f"no such file or directory: {entry}")
+    records = [record for file in files for record in read_trajectories(file)]
+    return records, files
+
+
+def _fingerprint(trajectory: Trajectory) -> str:
+    """Content hash of a conversation, blind to tool-call ids and whitespace differences."""
+    parts = []
+    for message in trajectory.messages:
+        calls = [(c.function.name, c.function.arguments) for c in getattr(message, "tool_calls", [])]
+        text = re.sub(r"\s+", " ", (message.content or "").strip().lower())
+        parts.append([message.role, text, calls])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig,
+                        lengths: dict[str, int] | None = None) -> tuple[list[Trajectory], Counter[str]]:
+    """Keep what passes every filter; count each drop under its first failing reason."""
+    kept: list[Trajectory] = []
+    drops: Counter[str] = Counter()
+    seen: set[str] = set()
+    for trajectory in trajectories:
+        score = trajectory.score
+        if trajectory.status not in config.statuses:
+            drops[f"status:{trajectory.status}"] += 1
+        elif config.require_success and not (score and score.success):
+            drops["not_successful"] += 1
+        elif config.require_compliant and not (score and score.compliant):
+            drops["not_compliant"] += 1
+        elif config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > \
+                config.max_tokens:
+            drops["too_long"] += 1
+        elif config.dedupe and (key := _fingerprint(trajectory)) in seen:
+            drops["duplicate"] += 1
+        else:
+            if config.dedupe:
+                seen.add(key)
+            kept.append(trajectory)
+    return kept, drops
+
+
+def _schemas(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The model sees the OpenAI function schema; agentft's effect metadata is not part of the prompt.
+    return [{"type": "function", "function": t.get("function") or t} for t in tools]
+
+
+def sft_row(trajectory: Trajectory) -> dict[str, Any]:
+    """One TRL conversational row (tool-call arguments and tools as JSON strings)."""
+    return {"messages": to_openai(trajectory.messages), "tools": json.dumps(_schemas(trajectory.tools)),
+            "trajectory_id": trajectory.id}
+
+
+def split_of(task_id: str, validation_fraction: float, seed: int = 0) -> str:
+    """``train`` or ``validation`` for a task, stable across runs and machines."""
+    digest = int(hashlib.sha256(f"{seed}:{task_id}".encode()).hexdigest()[:8], 16)
+    return "validation" if digest / 0xFFFFFFFF < validation_fraction else "train"
+
+
+def token_lengths(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[str, int]:
+    """Length of each trajectory in tokens of ``tokenizer``'s chat format."""
+    from agentft.chat_format import CHAT_TEMPLATE, render
+
+    texts = []
+    for t in trajectories:
+        row = sft_row(t)
+        tools = _schemas(t.tools) or None
+        if tokenizer.chat_template == CHAT_TEMPLATE:
+            texts.append(render(row["messages"], tools))
+        else:
+            texts.append(tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False))
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return {t.id: len(ids) for t, ids in zip(trajectories, encoded, strict=True)}
+
+
+@dataclass
+class SFTDataset:
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    drops: Counter[str]
+    sources: list[Path]
+    config: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | None = None, scrub: bool = False,
+                      validation_fraction: float = 0.1, seed: int = 0, tokenizer: Any = None) -> SFTDataset:
+    """Read, filter, optionally scrub PII, and split trajectories into SFT rows."""
+    filters = filters or FilterConfig()
+    if filters.max_tokens is not None and tokenizer is None:
+        raise UserError("max_tokens filtering needs the target model's tokenizer (pass --model)")
+    trajectories, files = load_sources(sources)
+    lengths = token_lengths(trajectories, tokenizer) if tokenizer is not None else None
+    kept, drops = filter_trajectories(trajectories, filters, lengths)
+    scrub_report: dict[str, Any] = {}
+    if scrub:
+        from agentft.pii import Scrubber
+
+        scrubber, totals = Scrubber(), Counter()
+        cleaned = []
+        for trajectory in kept:
+            clean, report = scrubber.scrub_trajectory(trajectory)
+            cleaned.append(clean)
+            totals.update(report.counts)
+        kept, scrub_report = cleaned, dict(totals)
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    for trajectory in kept:
+        splits[split_of(trajectory.task_id, validation_fraction, seed)].append(sft_row(trajectory))
+    stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
+    stats["scrubbed"] = scrub_report
+    config = {"filters": asdict(filters), "scrub": scrub, "validation_fraction": validation_fraction, "seed": seed}
+    return SFTDataset(splits["train"], splits["validation"], drops, files, config, stats)
+
+
+def _card_stats(kept: Sequence[Trajectory], splits: dict[str, list[dict[str, Any]]],
+                lengths: dict[str, int] | None) -> dict[str, Any]:
+    slices: dict[str, Counter[str]] = defaultdict(Counter)
+    for t in kept:
+        for name, value in (t.metadata.get("slices") or {}).items():
+            slices[name][str(value)] += 1
+    stats: dict[str, Any] = {
+        "rows": {name: len(rows) for name, rows in splits.items()},
+        "tasks": len({t.task_id for t in kept}),
+        "task_kinds": dict(Counter(t.metadata.get("task_kind", "default") for t in kept).most_common()),
+        "environments": dict(Counter(t.env for t in kept)),
+        "policies": dict(Counter(t.policy for t in kept)),
+        "slices": {name: dict(counter.most_common()) for name, counter in sorted(slices.items())},
+    }
+    if lengths:
+        values = sorted(lengths[t.id] for t in kept) or [0]
+        stats["tokens"] = {"min": values[0], "mean": round(statistics.mean(values), 1),
+                           "p95": values[int(0.95 * (len(values) - 1))], "max": values[-1], "total": sum(values)}
+    return stats
+
+
+def _card(dataset: SFTDataset, title: str) -> str:
+    s = dataset.stats
+    lines = [f"# {title}", "", "SFT rows built by `agentft dataset sft` (TRL conversational format).", "",
+             "## Counts", "", "| split | rows |", "|---|---|"]
+    lines += [f"| {name} | {count} |" for name, count in s["rows"].items()]
+    lines += ["", f"Distinct tasks: {s['tasks']}. Environments: {s['environments']}. Policies: {s['policies']}."]
+    if "tokens" in s:
+        t = s["tokens"]
+        lines += ["", "## Token lengths (target model's chat format)", "",
+                  f"min {t['min']}, mean {t['mean']}, p95 {t['p95']}, max {t['max']}; {t['total']} tokens in all."]
+    lines += ["", "## Task mix", "", "| task kind | rows |", "|---|---|"]
+    lines += [f"| {kind} | {count} |" for kind, count in s["task_kinds"].items()]
+    lines += ["", "## Dropped", "", "| reason | trajectories |", "|---|---|"]
+    lines += [f"| {reason} | {count} |" for reason, count in sorted(dataset.drops.items())] or ["| none | 0 |"]
+    lines += ["", "## Slices", "", "A skew here is a skew the model will learn: check it before training.", ""]
+    total = sum(s["rows"].values()) or 1
+    for name, counter in s["slices"].items():
+        shares = ", ".join(f"{value} {count} ({count / total:.0%})" for value, count in counter.items())
+        lines.append(f"- **{name}**: {shares}")
+    if not s["slices"]:
+        lines.append("- the environment declares no slices")
+    if s.get("scrubbed"):
+        lines += ["", "## PII scrubbed", "", ", ".join(f"{k}: {v}" for k, v in sorted(s["scrubbed"].items()))]
+    lines += ["", "## Lineage", "", "`manifest.json` lists the source files with their sha256, the filter config "
+              "and each row's trajectory id; `agentft lineage` prints the chain."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    with temp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    temp.replace(path)
+
+
+def save_sft_dataset(dataset: SFTDataset, out: str | Path, *, title: str = "agentft SFT dataset") -> Path:
+    """Write JSONL, the HF dataset, the card and the manifest; returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not dataset.train:
+        raise UserError("no rows left after filtering: " + (", ".join(f"{k} {v}" for k, v in dataset.drops.items())
+                                                           or "the sources are empty"))
+    for name in ("train", "validation"):
+        _write_jsonl(out / f"{name}.jsonl", getattr(dataset, name))
+    from datasets import Dataset, DatasetDict
+
+    parts = {name: Dataset.from_list(rows) for name in ("train", "validation") if (rows := getattr(dataset, name))}
+    DatasetDict(parts).save_to_disk(str(out / "hf"))
+    (out / "README.md").write_text(_card(dataset, title), encoding="utf-8")
+    config = {**dataset.config, "kind": "sft",
+              "trajectory_ids": {name: [r["trajectory_id"] for r in getattr(dataset, name)]
+                                 for name in ("train", "validation")}}
+    write_manifest(out, kind="dataset", config=config, inputs=dataset.sources,
+                   outputs=[out / "train.jsonl", out / "validation.jsonl", out / "README.md"],
+                   metrics={**dataset.stats, "dropped": dict(dataset.drops)})
+    return out
+
+
+def export_openai(dataset_dir: str | Path, out: str | Path) -> int:
+    """OpenAI fine-tuning JSONL (``{"messages": [...], "tools": [...]}`` per line) from a saved SFT dataset."""
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    source = dataset_dir / "train.jsonl"
+    if not source.exists():
+        raise UserError(f"{dataset_dir} is not an agentft SFT dataset (no train.jsonl)")
+    rows = []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{source}:{number}: not valid JSON") from None
+        messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
+        rows.append({"messages": messages, "tools": json.loads(row["tools"]) if row.get("tools") else []})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out, rows)
+    return len(rows)

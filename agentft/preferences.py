@@ -1,0 +1,194 @@
+"""Preference (DPO) pairs mined at the step where a failing episode goes wrong.
+
+For each failing or non-compliant trajectory, the successful compliant trajectories of the same task are
+walked side by side with it; the first assistant turn where they part is the pair: ``prompt`` = the
+shared conversation before it, ``chosen`` = the good turn, ``rejected`` = the bad one. With the
+environment's deterministic user, two episodes of one task can only part at an assistant turn.
+
+Also, on request:
+
+- **perturbations** of good episodes that break a rule the same way models do: the write issued
+  without first asking the user to confirm, and a customer-data call made before the identity check;
+- **whole-episode** pairs (``prompt`` = system + opening, ``chosen``/``rejected`` = everything after) as a
+  fallback where step-level pairs are too few.
+
+Rows: ``{"prompt": [...], "chosen": [...], "rejected": [...], "tools": "<json>", "source": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.manifest import write_manifest
+from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
+from agentft.trajectory import Trajectory
+
+__all__ = ["PreferenceConfig", "PreferenceDataset", "mine_pairs", "build_dpo_dataset", "save_dpo_dataset"]
+
+
+@dataclass
+class PreferenceConfig:
+    step_pairs: bool = True
+    """Pairs at the first assistant turn where a failing episode departs from a good one."""
+    perturbations: bool = False
+    """Pairs from rule-breaking edits of good episodes (skip confirmation, act before verifying)."""
+    whole_episodes: bool = False
+    """Whole-episode pairs (fallback)."""
+    verify_tools: tuple[str, ...] = ("verify_identity", "verify_employee")
+    """Tools that check identity, for the act-before-verifying perturbation."""
+
+
+def _good(t: Trajectory) -> bool:
+    return t.status == "completed" and t.score is not None and t.score.success and t.score.compliant
+
+
+def _key(message: Message) -> tuple[Any, ...]:
+    calls = tuple((c.function.name, json.dumps(c.function.arguments, sort_keys=True))
+                  for c in getattr(message, "tool_calls", []))
+    return message.role, re.sub(r"\s+", " ", (message.content or "").strip()), calls
+
+
+def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and _key(a[n]) == _key(b[n]):
+        n += 1
+    return n
+
+
+def _tools(t: Trajectory) -> str:
+    return json.dumps([{"type": "function", "function": s.get("function") or s} for s in t.tools])
+
+
+def _row(prompt: Sequence[Message], chosen: Sequence[Message], rejected: Sequence[Message], tools: str,
+         source: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": to_openai(prompt), "chosen": to_openai(chosen), "rejected": to_openai(rejected),
+            "tools": tools, "source": source}
+
+
+def _step_pair(bad: Trajectory, goods: Sequence[Trajectory]) -> dict[str, Any] | None:
+    best, best_len = None, -1
+    for good in goods:
+        n = _shared_prefix(bad.messages, good.messages)
+        if n < len(bad.messages) and n < len(good.messages) and isinstance(bad.messages[n], AssistantMessage) \
+                and isinstance(good.messages[n], AssistantMessage) and n > best_len:
+            best, best_len = good, n
+    if best is None:
+        return None
+    n = best_len
+    return _row(bad.messages[:n], [best.messages[n]], [bad.messages[n]], _tools(bad),
+                {"kind": "step", "chosen_trajectory": best.id, "rejected_trajectory": bad.id, "message_index": n,
+                 "task_id": bad.task_id, "env": bad.env})
+
+
+def _asks_to_confirm(message: Message) -> bool:
+    return isinstance(message, AssistantMessage) and not message.tool_calls and \
+        "confirm" in (message.content or "").lower() and "?" in (message.content or "")
+
+
+def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str, Any]]:
+    rows = []
+    effects = {(s.get("function") or s)["name"]: s.get("effect") for s in good.tools}
+    messages = good.messages
+    tools = _tools(good)
+    for i, message in enumerate(messages):
+        # Skip confirmation: where the expert asks to confirm, the bad turn is the write itself.
+        if _asks_to_confirm(message) and i + 2 < len(messages):
+            write = messages[i + 2]
+            if isinstance(write, AssistantMessage) and any(effects.get(c.function.name) == "write"
+                                                           for c in write.tool_calls):
+                rows.append(_row(messages[:i], [message], [write], tools,
+                                 {"kind": "skip_confirmation", "chosen_trajectory": good.id, "message_index": i,
+                                  "task_id": good.task_id, "env": good.env}))
+    calls = [(i, m) for i, m in enumerate(messages) if isinstance(m, AssistantMessage) and m.tool_calls]
+    for (i, first), (_, following) in zip(calls, calls[1:], strict=False):
+        if first.tool_calls[0].function.name in config.verify_tools:
+            # Act before verifying: the bad turn is the next data call made in the identity check's place.
+            early = AssistantMessage(content=following.content, tool_calls=[
+                ToolCall.create(c.id, c.function.name, c.function.arguments) for c in following.tool_calls])
+            rows.append(_row(messages[:i], [first], [early], tools,
+                             {"kind": "skip_verification", "chosen_trajectory": good.id, "message_index": i,
+                              "task_id": good.task_id, "env": good.env}))
+            break
+    return rows
+
+
+def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | None = None) -> list[dict[str, Any]]:
+    """All preference rows the config asks for, in a stable order."""
+    config = config or PreferenceConfig()
+    by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
+    for t in trajectories:
+        by_task[(t.env, t.task_id)].append(t)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for (_env, _task), group in sorted(by_task.items()):
+        goods = [t for t in group if _good(t)]
+        bads = [t for t in group if not _good(t)]
+        for bad in bads:
+            if config.step_pairs and goods and (row := _step_pair(bad, goods)) is not None:
+                rows.append(row)
+            if config.whole_episodes and goods:
+                good = goods[0]
+                rows.append(_row(good.messages[:2], good.messages[2:], bad.messages[2:], _tools(bad),
+                                 {"kind": "episode", "chosen_trajectory": good.id, "rejected_trajectory": bad.id,
+                                  "task_id": bad.task_id, "env": bad.env}))
+        if config.perturbations:
+            for good in goods[:1]:
+                rows.extend(_perturbations(good, config))
+    unique = []
+    for row in rows:
+        key = json.dumps([row["prompt"], row["chosen"], row["rejected"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
+
+
+@dataclass
+class PreferenceDataset:
+    rows: list[dict[str, Any]]
+    sources: list[Path]
+    config: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | None = None) -> PreferenceDataset:
+    from dataclasses import asdict
+
+    from agentft.datasets import load_sources
+
+    config = config or PreferenceConfig()
+    trajectories, files = load_sources(sources)
+    rows = mine_pairs(trajectories, config)
+    kinds: dict[str, int] = defaultdict(int)
+    for row in rows:
+        kinds[row["source"]["kind"]] += 1
+    stats = {"pairs": len(rows), "by_kind": dict(kinds), "trajectories": len(trajectories),
+             "failing": sum(not _good(t) for t in trajectories)}
+    return PreferenceDataset(rows, files, asdict(config), stats)
+
+
+def save_dpo_dataset(dataset: PreferenceDataset, out: str | Path) -> Path:
+    """``train.jsonl``, the HF dataset under ``hf/``, and the manifest."""
+    out = Path(out)
+    if not dataset.rows:
+        raise UserError("no preference pairs: the sources need failing episodes and successful ones of the same "
+                        "tasks (or enable perturbations)")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train.jsonl").open("w", encoding="utf-8") as handle:
+        for row in dataset.rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    from datasets import Dataset
+
+    Dataset.from_list([{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in dataset.rows]
+                      ).save_to_disk(str(out / "hf"))
+    write_manifest(out, kind="dataset", config={**dataset.config, "kind": "dpo",
+                                                "pairs": [r["source"] for r in dataset.rows]},
+                   inputs=dataset.sources, outputs=[out / "train.jsonl"], metrics=dataset.stats)
+    return out

@@ -1,0 +1,64 @@
+"""``helpdesk``: an IT service desk (access requests, password resets), scored for task success and per-rule
+policy compliance.
+
+State: employees, groups, memberships and tickets in SQLite. Tools: ``tools/helpdesk.py``. Policy given to
+the agent: ``policy.md``. Rules: ``rules.py``. Tasks: seven kinds (standard access, privileged access with a
+manager-approved ticket, privileged access refused for a missing or self-approved approval, already a
+member, password reset, ticket status, failed verification), 210 train and 63 test by default, on disjoint
+employees, test phrasings partly unseen. Employees verify with their employee id and helpdesk PIN.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sqlite3
+from pathlib import Path
+
+from agentft.envs import Task
+from agentft.sandbox import SandboxLimits
+from agentft.sqlite_env import DatabaseEnvironment
+from eval_envs.helpdesk import data, rules, tasks
+from tools.helpdesk import HelpdeskDesk
+
+__all__ = ["HelpdeskEnvironment", "load_environment"]
+
+HERE = Path(__file__).resolve().parent
+_EMPLOYEE_ID = re.compile(r"\bemployee[ -]?id\b")
+_PIN = re.compile(r"\bpin\b")
+
+
+class HelpdeskEnvironment(DatabaseEnvironment):
+    name = "helpdesk"
+    version = 1
+    tables = ("employees", "groups", "memberships", "tickets")
+    system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
+    rules = rules.RULES
+
+    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 30, n_test_per_kind: int = 9,
+                 sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
+        super().__init__(seed, sandbox=sandbox, limits=limits)
+        self.n_train_per_kind = n_train_per_kind
+        self.n_test_per_kind = n_test_per_kind
+
+    def init_kwargs(self) -> dict:
+        return {"seed": self.seed, "n_train_per_kind": self.n_train_per_kind,
+                "n_test_per_kind": self.n_test_per_kind}
+
+    def build_database(self, conn: sqlite3.Connection, rng: random.Random) -> None:
+        data.build(conn, rng, n_employees=400)
+
+    def make_toolkit(self, conn: sqlite3.Connection) -> HelpdeskDesk:
+        return HelpdeskDesk(conn)
+
+    def generate_tasks(self, conn: sqlite3.Connection, rng: random.Random) -> dict[str, list[Task]]:
+        return tasks.generate(conn, rng, self.n_train_per_kind, self.n_test_per_kind)
+
+    def asks_identity(self, text: str) -> bool:
+        """The helpdesk's identity check asks for the employee id and PIN."""
+        lowered = text.lower()
+        return bool(_EMPLOYEE_ID.search(lowered) and _PIN.search(lowered))
+
+
+def load_environment(**kwargs) -> HelpdeskEnvironment:
+    return HelpdeskEnvironment(**kwargs)

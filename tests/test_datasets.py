@@ -1,0 +1,141 @@
+"""SFT and DPO datasets from 200 oracle + 100 base-model trajectories of the claims environment."""
+
+import json
+
+import pytest
+
+from agentft.collect import CollectConfig, collect
+from agentft.datasets import FilterConfig, build_sft_dataset, export_openai, save_sft_dataset, split_of
+from agentft.errors import UserError
+from agentft.lineage import trace
+from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+from agentft.runner import RunConfig
+from agentft.trajectory import read_trajectories
+
+FAST_ENV = {"sandbox": False}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    oracle = collect(CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=200,
+                                   env_kwargs=FAST_ENV)).out
+    base = collect(CollectConfig(env="claims", policy="hf:tiny-test", out=str(root / "base"), n=100,
+                                 env_kwargs=FAST_ENV, policy_kwargs={"max_new_tokens": 12},
+                                 run=RunConfig(max_steps=3, batch_size=50))).out
+    return oracle, base
+
+
+def test_sft_dataset_filters_splits_by_task_and_trains_with_trl(runs, tmp_path, tiny):
+    oracle, base = runs
+    dataset = build_sft_dataset([oracle, base], tokenizer=tiny[1])
+    assert dataset.drops["not_successful"] == 100
+    assert 0 < dataset.drops["duplicate"] < 20  # handbook questions repeat across tasks; those rows add nothing
+    assert len(dataset.train) + len(dataset.validation) == 200 - dataset.drops["duplicate"]
+    tasks = {split: {r["trajectory_id"] for r in getattr(dataset, split)} for split in ("train", "validation")}
+    records = {t.id: t for t in read_trajectories(oracle / "trajectories.jsonl")}
+    train_tasks = {records[i].task_id for i in tasks["train"]}
+    validation_tasks = {records[i].task_id for i in tasks["validation"]}
+    assert validation_tasks and not train_tasks & validation_tasks
+    row = dataset.train[0]
+    assert isinstance(row["tools"], str) and json.loads(row["tools"])[0]["type"] == "function"
+    calls = [c for m in row["messages"] if m.get("tool_calls") for c in m["tool_calls"]]
+    assert calls and all(isinstance(c["function"]["arguments"], str) for c in calls)
+    out = save_sft_dataset(dataset, tmp_path / "sft")
+    card = (out / "README.md").read_text()
+    assert "not_successful | 100" in card and "## Slices" in card and "segment" in card and "Token lengths" in card
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["inputs"]) == 2 and manifest["config"]["trajectory_ids"]["train"]
+
+    # TRL's SFTTrainer accepts it, with the loss on assistant tokens only.
+    from datasets import load_from_disk
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = tiny
+    hf = load_from_disk(str(out / "hf"))
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=hf["train"].select(range(4)),
+                         args=SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=2,
+                                        assistant_only_loss=True, report_to=[], use_cpu=True, bf16=False,
+                                        max_length=None, logging_steps=1, save_strategy="no",
+                                        gradient_checkpointing=False))
+    first = trainer.train_dataset[0]
+    trained = [label for label in first["labels"] if label != -100]  # TRL 1.x masks non-assistant labels
+    assert 0 < len(trained) < len(first["input_ids"]) / 2
+    assert trainer.train().training_loss > 0
+
+
+def test_filters_count_each_drop_reason(runs):
+    oracle, base = runs
+    once = build_sft_dataset([oracle])
+    twice = build_sft_dataset([oracle, oracle / "trajectories.jsonl"])  # the same records twice
+    assert twice.drops == {"duplicate": once.drops["duplicate"] + 200}
+    everything = build_sft_dataset([base], filters=FilterConfig(require_success=False, require_compliant=False,
+                                                               statuses=("completed", "max_steps", "error")))
+    assert len(everything.train) + len(everything.validation) >= 90  # near-duplicates of garbage may collapse
+    with pytest.raises(UserError, match="needs the target model's tokenizer"):
+        build_sft_dataset([oracle], filters=FilterConfig(max_tokens=100))
+
+
+def test_token_length_filter(runs, tiny):
+    oracle, _ = runs
+    dataset = build_sft_dataset([oracle], filters=FilterConfig(max_tokens=400), tokenizer=tiny[1])
+    assert dataset.drops["too_long"] > 0
+    assert dataset.stats["tokens"]["max"] <= 400
+
+
+def test_dpo_pairs_diverge_at_the_first_bad_turn(runs, tmp_path):
+    oracle, base = runs
+    dataset = build_dpo_dataset([oracle, base])
+    oracle_ids = {t.id for t in read_trajectories(oracle / "trajectories.jsonl")}
+    oracle_by_id = {t.id: t for t in read_trajectories(oracle / "trajectories.jsonl")}
+    base_by_id = {t.id: t for t in read_trajectories(base / "trajectories.jsonl")}
+    assert dataset.stats["pairs"] == 100
+    for row in dataset.rows:
+        source = row["source"]
+        assert source["chosen_trajectory"] in oracle_ids and source["kind"] == "step"
+        n = source["message_index"]
+        good, bad = oracle_by_id[source["chosen_trajectory"]], base_by_id[source["rejected_trajectory"]]
+        assert len(row["prompt"]) == n
+        assert [m["content"] for m in row["prompt"]] == [m.content for m in bad.messages[:n]]
+        assert [m["content"] for m in row["prompt"]] == [m.content for m in good.messages[:n]]
+        assert row["chosen"] != row["rejected"]
+        assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+        chosen_calls = [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+                        for c in row["chosen"][0].get("tool_calls") or []]
+        good_turn = good.messages[n]
+        assert chosen_calls == [(c.function.name, c.function.arguments) for c in good_turn.tool_calls]
+        assert row["chosen"][0].get("content") == good_turn.content
+    out = save_dpo_dataset(dataset, tmp_path / "dpo")
+    assert sum(1 for _ in (out / "train.jsonl").open()) == 100
+
+
+def test_perturbation_and_whole_episode_pairs(runs):
+    oracle, base = runs
+    perturbed = build_dpo_dataset([oracle], PreferenceConfig(step_pairs=False, perturbations=True))
+    kinds = perturbed.stats["by_kind"]
+    assert kinds["skip_confirmation"] > 0 and kinds["skip_verification"] > 0
+    row = next(r for r in perturbed.rows if r["source"]["kind"] == "skip_confirmation")
+    assert "confirm" in row["chosen"][0]["content"] and row["rejected"][0]["tool_calls"]
+    whole = build_dpo_dataset([oracle, base], PreferenceConfig(step_pairs=False, whole_episodes=True))
+    assert whole.stats["by_kind"] == {"episode": 100}
+    assert all(len(r["prompt"]) == 2 for r in whole.rows)
+
+
+def test_openai_export_and_lineage(runs, tmp_path):
+    oracle, _ = runs
+    out = save_sft_dataset(build_sft_dataset([oracle]), tmp_path / "sft")
+    count = export_openai(out, tmp_path / "openai.jsonl")
+    first = json.loads((tmp_path / "openai.jsonl").read_text().splitlines()[0])
+    assert count > 0 and first["tools"][0]["type"] == "function"
+    assert all(v is not None for m in first["messages"] for v in m.values())
+    tree = trace(out)
+    assert tree["kind"] == "dataset" and tree["inputs"][0]["status"] == "ok"
+    assert tree["upstream"][0]["kind"] == "collect" and "policy=oracle" in tree["upstream"][0]["summary"]
+    (oracle / "trajectories.jsonl").open("a").write("\n")
+    assert trace(out)["inputs"][0]["status"] == "changed"
+
+
+def test_split_is_stable():
+    assert split_of("claims-train-0001", 0.1) == split_of("claims-train-0001", 0.1)
+    share = sum(split_of(f"t{i}", 0.1) == "validation" for i in range(2000)) / 2000
+    assert 0.07 < share < 0.13
