@@ -377,16 +377,10 @@ def rag_callback() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _open_store(store: Path, collection: str, chroma_url: str | None, *, must_exist: bool,
-                nonempty: bool = False) -> Any:
+def _open_store(store: Path, collection: str, chroma_url: str | None, *, create: bool = False) -> Any:
     from agentft.rag import KnowledgeStore
 
-    if must_exist and chroma_url is None and not store.is_dir():
-        raise UserError(f"no knowledge store at {store}; run `agentft rag ingest PATH --store {store}` first")
-    knowledge = KnowledgeStore(store, collection, chroma_url=chroma_url)
-    if nonempty and knowledge.count() == 0:
-        raise UserError(f"collection {collection!r} at {knowledge.location} is empty; run `agentft rag ingest` first")
-    return knowledge
+    return KnowledgeStore(store, collection, chroma_url=chroma_url, create=create)
 
 
 @rag_app.command("ingest")
@@ -402,16 +396,19 @@ def rag_ingest(
     """Chunk, embed and store files; unchanged chunks are skipped, so re-running adds nothing."""
     import warnings
 
-    knowledge = _open_store(store, collection, chroma_url, must_exist=False)
+    from rich.markup import escape
+
+    knowledge = _open_store(store, collection, chroma_url, create=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = knowledge.ingest(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                                   on_error="skip" if skip_bad else "raise", progress=console.is_terminal)
     for problem in result.skipped_files:
-        err_console.print(f"[yellow]skipped[/yellow] {problem}", markup=True, highlight=False)
+        err_console.print(f"[yellow]skipped[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
     console.print(f"{len(result.files)} files, {result.chunks_seen} chunks: {result.chunks_added} added, "
                   f"{result.chunks_skipped} already stored, {result.chunks_removed} removed "
-                  f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]", markup=False, highlight=False)
+                  f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @rag_app.command("query")
@@ -423,15 +420,20 @@ def rag_query(
     chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the hits as JSON")] = False,
 ) -> None:
-    """Print the K chunks nearest in meaning to TEXT, with their [source#chunk] citations."""
+    """Print the K chunks nearest in meaning to TEXT, each with its source#chunk citation."""
     from dataclasses import asdict
 
-    hits = _open_store(store, collection, chroma_url, must_exist=True, nonempty=True).search(text, k)
+    from rich.markup import escape
+
+    knowledge = _open_store(store, collection, chroma_url)
+    if knowledge.count() == 0:
+        raise UserError(f"collection {collection!r} at {knowledge.location} is empty; run `agentft rag ingest` first")
+    hits = knowledge.search(text, k)
     if as_json:
         console.print_json(json.dumps([asdict(hit) for hit in hits]))
         return
     for hit in hits:
-        console.print(f"[bold][{hit.id}][/bold] score {hit.score:.3f}", highlight=False)
+        console.print(f"[bold]{escape(f'[{hit.id}]')}[/bold] score {hit.score:.3f}", highlight=False, soft_wrap=True)
         console.print(hit.text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -442,7 +444,7 @@ def rag_stats(
     chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
 ) -> None:
     """Print the collection's name, chunk count, sources and location as JSON."""
-    console.print_json(json.dumps(_open_store(store, collection, chroma_url, must_exist=True).stats()))
+    console.print_json(json.dumps(_open_store(store, collection, chroma_url).stats()))
 
 
 def main() -> None:

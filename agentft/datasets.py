@@ -142,8 +142,13 @@ class SFTDataset:
 
 
 def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | None = None, scrub: bool = False,
-                      validation_fraction: float = 0.1, seed: int = 0, tokenizer: Any = None) -> SFTDataset:
-    """Read, filter, optionally scrub PII, and split trajectories into SFT rows."""
+                      scrub_key: str | None = None, validation_fraction: float = 0.1, seed: int = 0,
+                      tokenizer: Any = None) -> SFTDataset:
+    """Read, filter, optionally scrub PII, and split trajectories into SFT rows.
+
+    Scrubbing replaces personal data with format-preserving fakes, consistent within each trajectory; with a
+    fixed ``scrub_key`` (or ``$AGENTFT_PII_KEY``) the fakes are also the same from build to build.
+    """
     filters = filters or FilterConfig()
     if filters.max_tokens is not None and tokenizer is None:
         raise UserError("max_tokens filtering needs the target model's tokenizer (pass --model)")
@@ -154,19 +159,23 @@ def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | 
     if scrub:
         from agentft.pii import Scrubber
 
-        scrubber, totals = Scrubber(), Counter()
+        scrubber, totals = Scrubber(key=scrub_key), Counter()
         cleaned = []
         for trajectory in kept:
             clean, report = scrubber.scrub_trajectory(trajectory)
             cleaned.append(clean)
             totals.update(report.counts)
+            totals["strings_redacted_on_error"] += report.errors
         kept, scrub_report = cleaned, dict(totals)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
     for trajectory in kept:
         splits[split_of(trajectory.task_id, validation_fraction, seed)].append(sft_row(trajectory))
     stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
     stats["scrubbed"] = scrub_report
-    config = {"filters": asdict(filters), "scrub": scrub, "validation_fraction": validation_fraction, "seed": seed}
+    import os
+
+    config = {"filters": asdict(filters), "scrub": scrub, "validation_fraction": validation_fraction, "seed": seed,
+              "scrub_key_fixed": bool(scrub and (scrub_key or os.environ.get("AGENTFT_PII_KEY")))}
     return SFTDataset(splits["train"], splits["validation"], drops, files, config, stats)
 
 

@@ -139,3 +139,19 @@ def test_split_is_stable():
     assert split_of("claims-train-0001", 0.1) == split_of("claims-train-0001", 0.1)
     share = sum(split_of(f"t{i}", 0.1) == "validation" for i in range(2000)) / 2000
     assert 0.07 < share < 0.13
+
+
+def test_scrubbed_dataset_holds_no_original_personal_data(runs, monkeypatch):
+    oracle, _ = runs
+    originals = set()
+    for t in read_trajectories(oracle / "trajectories.jsonl"):
+        for call in (c for m in t.messages if m.role == "assistant" for c in m.tool_calls):
+            if call.function.name == "verify_identity":
+                originals.add(call.function.arguments["email"])
+    assert originals
+    first = build_sft_dataset([oracle], scrub=True, scrub_key="k")
+    text = json.dumps(first.train + first.validation)
+    assert not [email for email in originals if email in text]
+    assert first.stats["scrubbed"]["EMAIL"] > 0 and first.config["scrub_key_fixed"]
+    again = build_sft_dataset([oracle], scrub=True, scrub_key="k")
+    assert again.train == first.train  # a fixed key gives the same fakes every build

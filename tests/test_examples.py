@@ -13,6 +13,7 @@ FAST_ARGS = {
     "03_tools.py": [],
     "04_collect.py": [],
     "05_evaluate.py": [],
+    "06_rag.py": [],
 }
 
 
