@@ -295,6 +295,77 @@ def dataset_export(
     console.print(f"{export_openai(dataset, out)} rows -> {out}")
 
 
+train_app = typer.Typer(help="Fine-tune with LoRA (or fully): SFT, DPO, continued pre-training.",
+                         no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _default_recipe(recipe: str | None) -> str:
+    if recipe:
+        return recipe
+    import torch
+
+    return "gpu-single" if torch.cuda.is_available() else "cpu-small"
+
+
+def _report_training(kind: str, out: str, metrics: dict) -> None:
+    shown = {k: metrics[k] for k in ("train_loss", "eval_loss_before", "eval_loss", "tokens_per_second",
+                                     "train_seconds", "steps", "reward_margin_first", "reward_margin_last")
+             if metrics.get(k) is not None}
+    console.print(f"{kind} done -> {out} (adapter, manifest.json, metrics.jsonl, loss.png)")
+    console.print_json(json.dumps(shown))
+
+
+Model = Annotated[str | None, typer.Option(help="embedded model name or local model directory")]
+Recipe = Annotated[str | None, typer.Option(help="cpu-small | gpu-single | gpu-multi | path.yaml (default: by "
+                                                 "device)")]
+Adapter = Annotated[Path | None, typer.Option(help="LoRA adapter to start from")]
+MaxSteps = Annotated[int | None, typer.Option(help="stop after N optimizer steps")]
+Epochs = Annotated[float | None, typer.Option(help="passes over the data")]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="peak learning rate")]
+LoraR = Annotated[int | None, typer.Option(help="LoRA rank")]
+BatchSize = Annotated[int | None, typer.Option(help="examples per step")]
+Resume = Annotated[bool, typer.Option(help="resume from the newest complete checkpoint in --out")]
+Full = Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")]
+Device = Annotated[str | None, typer.Option(help="cpu | cuda | auto")]
+
+
+@train_app.command("sft")
+def train_sft_command(
+    data: Annotated[Path, typer.Option(help="SFT dataset directory (agentft dataset sft)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
+    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
+    resume: Resume = False, full: Full = False, device: Device = None,
+) -> None:
+    """Supervised fine-tuning on assistant turns (LoRA by default)."""
+    from agentft.train import SFTTrainConfig, build_config, train_sft
+
+    config = build_config(SFTTrainConfig, _default_recipe(recipe), model=model, data=str(data), out=str(out),
+                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
+                          lora_r=lora_r, batch_size=batch_size, resume=resume or None, full=full or None,
+                          device=device)
+    _report_training("sft", config.out, train_sft(config))
+
+
+@train_app.command("dpo")
+def train_dpo_command(
+    data: Annotated[Path, typer.Option(help="DPO dataset directory (agentft dataset dpo)")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
+    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
+    resume: Resume = False, device: Device = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta")] = None,
+) -> None:
+    """Direct preference optimization, usually from an SFT adapter (--adapter)."""
+    from agentft.train import DPOTrainConfig, build_config, train_dpo
+
+    config = build_config(DPOTrainConfig, _default_recipe(recipe), model=model, data=str(data), out=str(out),
+                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
+                          lora_r=lora_r, batch_size=batch_size, resume=resume or None, device=device, beta=beta)
+    _report_training("dpo", config.out, train_dpo(config))
+
+
 @app.command()
 def lineage(path: Annotated[Path, typer.Argument(help="an adapter, dataset, eval run or collect output")]) -> None:
     """Print what PATH was made from, down to the trajectories (hashes re-checked)."""

@@ -119,7 +119,7 @@ def _oracle_step(conversation: list[Message], _tools: Any) -> str | AssistantMes
                                                                       else "shipped")
     wants_cancel = "cancel" in opening.lower()
     if wants_cancel and status == "open" and last.role == "tool":
-        return f"Order {order_id} is open. Please confirm that I should cancel it."
+        return f"Order {order_id} is open. Do you confirm that I should cancel it?"
     if wants_cancel and status == "open" and last.role == "user":
         return (f'<tool_call>{{"name": "cancel_order", "arguments": {{"order_id": "{order_id}", '
                 f'"reason": "customer_request"}}}}</tool_call>')

@@ -1,0 +1,28 @@
+"""Fine-tuning: LoRA (or full) SFT, DPO and continued pre-training over TRL, plus memory/time planning.
+
+Each method is one straight-line function over its TRL trainer; ``train_sft(config)`` etc. take the
+config dataclasses of ``agentft.train.config``. Heavy imports happen inside the functions.
+"""
+
+from agentft.train.config import CPTTrainConfig, DPOTrainConfig, SFTTrainConfig, build_config, load_recipe
+
+__all__ = ["SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "build_config", "load_recipe", "train_sft",
+           "train_dpo", "train_cpt"]
+
+
+def train_sft(config: SFTTrainConfig) -> dict:
+    from agentft.train.sft import train_sft as run
+
+    return run(config)
+
+
+def train_dpo(config: DPOTrainConfig) -> dict:
+    from agentft.train.dpo import train_dpo as run
+
+    return run(config)
+
+
+def train_cpt(config: CPTTrainConfig) -> dict:
+    from agentft.train.cpt import train_cpt as run
+
+    return run(config)

@@ -1,0 +1,162 @@
+"""What every training method shares: the model with its adapter, trainer arguments, callbacks that write
+``metrics.jsonl`` and mark checkpoints complete, resume, and the output directory (adapter or model,
+tokenizer with its chat template, ``manifest.json``, ``loss.png``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.manifest import write_manifest
+from agentft.train.config import TrainConfig
+
+__all__ = ["prepare_model", "trainer_arguments", "callbacks", "newest_complete_checkpoint", "finish_run",
+           "resolve_device", "data_files"]
+
+COMPLETE = ".agentft-complete"
+
+
+def resolve_device(config: TrainConfig) -> str:
+    import torch
+
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda asked for, but torch sees no GPU: use --device cpu (or the cpu-small recipe)")
+    return config.device
+
+
+def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
+    """The model ready to train: a new LoRA adapter, the given adapter made trainable, or every weight (full)."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from agentft.models import load_model
+
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    dtype = "bfloat16" if config.bf16 and device == "cuda" else "float32"
+    model, tokenizer = load_model(config.model, dtype=dtype, device=device)
+    model.train()
+    model.config.use_cache = False
+    if config.full:
+        if config.adapter:
+            raise UserError("--full trains every weight; merge the adapter first (agentft export --merge)")
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model, tokenizer
+    if config.adapter:
+        adapter = Path(config.adapter)
+        if not (adapter / "adapter_config.json").exists():
+            raise UserError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), tokenizer
+
+
+def trainer_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
+    """Arguments shared by every TRL config: explicit about precision, checkpointing and reporting."""
+    return {
+        "output_dir": config.out,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "learning_rate": config.lr,
+        "warmup_steps": config.warmup_steps,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "bf16": bool(config.bf16 and device == "cuda"),
+        "use_cpu": device == "cpu",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "report_to": config.report_to or "none",
+        "dataloader_num_workers": 0,  # collation is cheap; both cores go to the matmuls
+        "include_num_input_tokens_seen": "non_padding",
+        "disable_tqdm": False,
+    }
+
+
+def callbacks(out: Path) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        """Appends every log line to ``metrics.jsonl`` as it happens."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero and logs:
+                with (out / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, "time": round(time.time(), 3), **logs}) + "\n")
+
+    class MarkComplete(TrainerCallback):
+        """A checkpoint counts only once it is fully written: the marker is the last file in it."""
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            checkpoint = out / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                (checkpoint / COMPLETE).write_text(json.dumps({"step": state.global_step}))
+
+    return [MetricsFile(), MarkComplete()]
+
+
+def newest_complete_checkpoint(out: Path) -> Path | None:
+    """The latest checkpoint that was completely written; half-written ones are ignored."""
+    complete = [p for p in out.glob("checkpoint-*") if (p / COMPLETE).exists() and p.name.split("-")[-1].isdigit()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def data_files(directory: str | Path, names: tuple[str, ...] = ("train.jsonl", "validation.jsonl")) -> list[Path]:
+    directory = Path(directory)
+    if not (directory / "train.jsonl").exists():
+        raise UserError(f"{directory} is not an agentft dataset (no train.jsonl): build one with `agentft dataset`")
+    return [directory / n for n in names if (directory / n).exists()]
+
+
+def _plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if train:
+        axis.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        axis.plot(*zip(*evals, strict=True), "o-", label="validation loss")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(out.name)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out / "loss.png", dpi=100)
+    plt.close(figure)
+
+
+def finish_run(trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, inputs: list[Path],
+               metrics: dict[str, Any]) -> dict[str, Any]:
+    """Save the adapter (or model) and tokenizer, the loss curve and the manifest; drop finished checkpoints."""
+    out = Path(config.out)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if (out / "metrics.jsonl").exists():
+        _plot(out)
+    outputs = [p for p in (out / "adapter_model.safetensors", out / "model.safetensors", out / "metrics.jsonl",
+                           out / "loss.png") if p.exists()]
+    write_manifest(out, kind=kind, config={**asdict(config), "method": kind}, inputs=inputs, outputs=outputs,
+                   metrics=metrics)
+    for checkpoint in out.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return metrics

@@ -1,0 +1,111 @@
+"""One config per training method, each field with its help; YAML recipes fill them, flags override.
+
+Recipes live in ``agentft/recipes/<name>.yaml`` with one section per method (``sft``, ``dpo``, ``cpt``);
+``--recipe`` also accepts a path to a YAML file of the same shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agentft.errors import UserError
+
+__all__ = ["TrainConfig", "SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "load_recipe", "build_config",
+           "RECIPES"]
+
+RECIPES = ("cpu-small", "gpu-single", "gpu-multi")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    model: str = _help("embedded model name (smollm2-135m, tiny-test) or a local model directory", "smollm2-135m")
+    out: str = _help("output directory (adapter or full model, manifest, metrics, loss curve)", "adapters/run")
+    adapter: str | None = _help("LoRA adapter to start from (continue training it)", None)
+    full: bool = _help("full fine-tuning of every weight instead of a LoRA adapter", False)
+    epochs: float = _help("passes over the data", 1.0)
+    max_steps: int = _help("stop after this many optimizer steps (-1: run the epochs)", -1)
+    lr: float = _help("peak learning rate (linear decay)", 1e-3)
+    warmup_steps: int = _help("linear warm-up steps", 0)
+    batch_size: int = _help("examples per device per step", 2)
+    grad_accum: int = _help("gradient accumulation steps", 1)
+    lora_r: int = _help("LoRA rank", 16)
+    lora_alpha: int = _help("LoRA scaling numerator (scale = alpha / r)", 32)
+    lora_dropout: float = _help("LoRA dropout", 0.0)
+    target_modules: str | list[str] = _help("LoRA target modules ('all-linear' or a list of names)", "all-linear")
+    max_length: int | None = _help("truncate examples to this many tokens (None: never truncate)", None)
+    bf16: bool = _help("bf16 mixed precision (GPU); CPU runs fp32", False)
+    gradient_checkpointing: bool = _help("recompute activations in backward (saves memory, ~25% slower)", False)
+    seed: int = _help("random seed", 0)
+    logging_steps: int = _help("log the loss every N steps", 5)
+    save_steps: int = _help("checkpoint every N steps", 50)
+    save_total_limit: int = _help("keep at most N checkpoints", 2)
+    resume: bool = _help("resume from the newest complete checkpoint in `out`", False)
+    report_to: list[str] = _help("experiment trackers (none by default; e.g. tensorboard, mlflow)", factory=list)
+    device: str = _help("cpu, cuda or auto", "auto")
+
+
+@dataclass
+class SFTTrainConfig(TrainConfig):
+    data: str = _help("SFT dataset directory from `agentft dataset sft`", "data/sft")
+    padding_free: bool = _help("pack each batch into one row without padding (same loss, no padding work)", True)
+    label_positions_only: bool = _help("project through the LM head only where a label is trained", True)
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    data: str = _help("DPO dataset directory from `agentft dataset dpo`", "data/dpo")
+    lr: float = _help("peak learning rate", 5e-5)
+    beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
+    precompute_ref: bool = _help("compute the reference log-probs once before training", True)
+
+
+@dataclass
+class CPTTrainConfig(TrainConfig):
+    docs: str = _help("directory of raw documents (.md, .txt) for continued pre-training", "docs")
+    block_size: int = _help("tokens per training block", 512)
+    lr: float = _help("peak learning rate", 2e-4)
+
+
+def load_recipe(name_or_path: str, method: str) -> dict[str, Any]:
+    """The ``method`` section of a shipped recipe (by name) or of a YAML file."""
+    import yaml
+
+    path = Path(name_or_path)
+    if name_or_path in RECIPES:
+        text = resources.files("agentft").joinpath(f"recipes/{name_or_path}.yaml").read_text("utf-8")
+    elif path.is_file():
+        text = path.read_text("utf-8")
+    else:
+        raise UserError(f"unknown recipe {name_or_path!r}: use one of {', '.join(RECIPES)} or a YAML file path")
+    try:
+        recipe = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"recipe {name_or_path}: not valid YAML ({exc})") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get(method, {}), dict):
+        raise UserError(f"recipe {name_or_path}: expected a mapping with a {method!r} section")
+    return dict(recipe.get(method) or {})
+
+
+Config = TypeVar("Config", bound=TrainConfig)
+
+
+def build_config(kind: type[Config], recipe: str | None = None, **overrides: Any) -> Config:
+    """Defaults, then the recipe's section, then explicit overrides (``None`` means "not given")."""
+    method = {SFTTrainConfig: "sft", DPOTrainConfig: "dpo", CPTTrainConfig: "cpt"}[kind]
+    values = load_recipe(recipe, method) if recipe else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown {method} setting(s) {unknown}; known: {sorted(names)}")
+    return kind(**values)

@@ -1,0 +1,71 @@
+"""DPO over TRL's ``DPOTrainer`` with a LoRA adapter.
+
+Starting from an SFT adapter (``config.adapter``), the adapter keeps training and the reference is the
+SFT model itself: TRL loads a frozen copy of the adapter as "ref". Without one, a new adapter is trained
+and the reference is the base model with the adapter disabled. Either way no second model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.train.common import (
+    callbacks,
+    data_files,
+    finish_run,
+    newest_complete_checkpoint,
+    prepare_model,
+    resolve_device,
+    trainer_arguments,
+)
+from agentft.train.config import DPOTrainConfig
+
+__all__ = ["train_dpo"]
+
+
+def _reward_margins(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r["rewards/margins"] for r in rows if "rewards/margins" in r]
+
+
+def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
+    from datasets import load_dataset
+    from trl import DPOConfig, DPOTrainer
+
+    device = resolve_device(config)
+    out = Path(config.out)
+    files = data_files(config.data, names=("train.jsonl",))
+    checkpoint = newest_complete_checkpoint(out) if config.resume else None
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    data = load_dataset("json", data_files={"train": str(files[0])})["train"]
+    keep = ("prompt", "chosen", "rejected", "tools")
+    data = data.remove_columns([c for c in data.column_names if c not in keep])
+    if len(data) == 0:
+        raise UserError(f"{files[0]} holds no preference pairs")
+    if config.full:
+        raise UserError("DPO trains a LoRA adapter here (the reference is the adapter-disabled model)")
+    model, tokenizer = prepare_model(config, device)
+    arguments = DPOConfig(
+        **trainer_arguments(config, device),
+        beta=config.beta,
+        precompute_ref_log_probs=config.precompute_ref,
+        max_length=config.max_length,
+    )
+    trainer = DPOTrainer(model=model, processing_class=tokenizer, args=arguments, train_dataset=data,
+                         callbacks=callbacks(out))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    margins = _reward_margins(out)
+    metrics = {"device": device, "pairs": len(data), "train_loss": result.training_loss,
+               "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
+               "reward_margin_first": margins[0] if margins else None,
+               "reward_margin_last": margins[-1] if margins else None,
+               "resumed_from": str(checkpoint) if checkpoint else None}
+    return finish_run(trainer, tokenizer, config, kind="dpo", inputs=files, metrics=metrics)

@@ -1,0 +1,109 @@
+"""LoRA (or full) supervised fine-tuning over TRL's ``SFTTrainer``, loss on assistant tokens only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from agentft.errors import UserError
+from agentft.train.common import (
+    callbacks,
+    data_files,
+    finish_run,
+    newest_complete_checkpoint,
+    prepare_model,
+    resolve_device,
+    trainer_arguments,
+)
+from agentft.train.config import SFTTrainConfig
+
+__all__ = ["train_sft", "label_positions_loss"]
+
+
+def label_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any]:
+    """Next-token loss with the LM head applied only where a label is trained.
+
+    In a tool-use conversation most tokens are prompt (system, tools, user, tool results): projecting
+    only the ~30% that carry a label through the (hidden x vocab) head gives the same loss and gradients
+    for a fraction of the work. Returns the loss and the share of top-1 correct trained tokens.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    hidden = backbone(**forward, use_cache=False).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logits = base.get_output_embeddings()(hidden[mask]).float()
+    picked = targets[mask]
+    count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else mask.sum(), device=logits.device)
+    loss = F.cross_entropy(logits, picked, reduction="sum") / count.clamp(min=1)
+    with torch.no_grad():
+        accuracy = (logits.argmax(-1) == picked).float().mean() if picked.numel() else torch.zeros(())
+    return loss, accuracy
+
+
+def _trainer_class(label_positions_only: bool) -> type:
+    from trl import SFTTrainer
+
+    if not label_positions_only:
+        return SFTTrainer
+
+    class LabelPositionsSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            loss, accuracy = label_positions_loss(model, inputs, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            self._metrics[mode]["mean_token_accuracy"].append(accuracy.item())
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return LabelPositionsSFTTrainer
+
+
+def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
+    """Train and write the output directory; returns the metrics (also in ``manifest.json``)."""
+    from datasets import load_dataset
+    from trl import SFTConfig
+
+    device = resolve_device(config)
+    out = Path(config.out)
+    files = data_files(config.data)
+    checkpoint = newest_complete_checkpoint(out) if config.resume else None
+    if config.resume and checkpoint is None and out.exists() and any(out.glob("checkpoint-*")):
+        raise UserError(f"{out} has no complete checkpoint to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    splits = {"train": str(files[0])}
+    if len(files) > 1 and files[1].stat().st_size:
+        splits["validation"] = str(files[1])
+    data = load_dataset("json", data_files=splits)
+    data = data.remove_columns([c for c in data["train"].column_names if c not in ("messages", "tools")])
+    model, tokenizer = prepare_model(config, device)
+    arguments = SFTConfig(
+        **trainer_arguments(config, device),
+        assistant_only_loss=True,
+        padding_free=config.padding_free,
+        max_length=config.max_length,
+        eval_strategy="no",
+    )
+    trainer = _trainer_class(config.label_positions_only)(
+        model=model, processing_class=tokenizer, args=arguments, train_dataset=data["train"],
+        eval_dataset=data.get("validation"), callbacks=callbacks(out),
+    )
+    metrics: dict[str, Any] = {"device": device, "train_examples": len(data["train"])}
+    if "validation" in data and checkpoint is None:
+        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    tokens = trainer.state.num_input_tokens_seen
+    metrics.update(train_loss=result.training_loss, steps=trainer.state.global_step, train_seconds=round(seconds, 1),
+                   tokens=tokens, tokens_per_second=round(tokens / seconds, 1) if seconds else None,
+                   resumed_from=str(checkpoint) if checkpoint else None)
+    if "validation" in data:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    return finish_run(trainer, tokenizer, config, kind="sft", inputs=files, metrics=metrics)

@@ -1,0 +1,154 @@
+"""Training on the tiny model: real TRL runs of a few steps, checked for what they must change and keep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agentft.collect import CollectConfig, collect
+from agentft.datasets import build_sft_dataset, save_sft_dataset
+from agentft.errors import UserError
+from agentft.models import load_model
+from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+from agentft.train import DPOTrainConfig, SFTTrainConfig, build_config, load_recipe, train_dpo, train_sft
+from agentft.train.config import RECIPES
+
+ENV = "agentft.toy_env:OrdersEnvironment"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-data")
+    trajectories = collect(CollectConfig(env=ENV, policy="oracle", out=str(root / "oracle"), n=40)).out
+    sft = save_sft_dataset(build_sft_dataset([trajectories], validation_fraction=0.2), root / "sft")
+    dpo = save_dpo_dataset(build_dpo_dataset([trajectories], PreferenceConfig(step_pairs=False, perturbations=True)),
+                           root / "dpo")
+    return sft, dpo
+
+
+def adapter_weights(path):
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_loads_for_every_method(recipe):
+    from agentft.train import CPTTrainConfig
+
+    for method, kind in (("sft", SFTTrainConfig), ("dpo", DPOTrainConfig), ("cpt", CPTTrainConfig)):
+        assert load_recipe(recipe, method)
+        config = build_config(kind, recipe, out="x")
+        assert config.out == "x" and config.lr > 0
+
+
+def test_recipe_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown recipe"):
+        load_recipe("tpu-huge", "sft")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  learning_rat: 1\n")
+    with pytest.raises(UserError, match="unknown sft setting"):
+        build_config(SFTTrainConfig, str(bad))
+
+
+def test_sft_trains_lora_only_and_writes_its_outputs(data, tmp_path):
+    sft, _ = data
+    out = tmp_path / "adapter"
+    metrics = train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(out), max_steps=4, lr=5e-3,
+                                       logging_steps=1, save_steps=100))
+    assert torch.isfinite(torch.tensor(metrics["train_loss"])) and metrics["tokens_per_second"] > 0
+    assert metrics["eval_loss"] < metrics["eval_loss_before"]
+    weights = adapter_weights(out)
+    assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
+    trained, _ = load_model("tiny-test", adapter=out)
+    fresh, _ = load_model("tiny-test")
+    base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+            for k, v in trained.state_dict().items() if "lora_" not in k}
+    for name, tensor in fresh.state_dict().items():
+        assert torch.equal(base[name], tensor), name
+    for name in ("manifest.json", "metrics.jsonl", "loss.png", "adapter_config.json", "tokenizer.json"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "sft" and manifest["inputs"][0]["path"].endswith("train.jsonl")
+    assert not list(out.glob("checkpoint-*"))
+
+
+def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
+    from trl import SFTConfig, SFTTrainer
+
+    from agentft.train.sft import label_positions_loss
+
+    sft, _ = data
+    model, tokenizer = tiny
+    from datasets import load_dataset
+
+    rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(2))
+    rows = rows.remove_columns(["trajectory_id"])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
+                         args=SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, padding_free=True,
+                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=2))
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    ours, _ = label_positions_loss(model, batch)
+    theirs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_full_fine_tuning_changes_every_weight(data, tmp_path):
+    sft, _ = data
+    out = tmp_path / "full"
+    train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(out), max_steps=2, lr=1e-3, full=True,
+                             save_steps=100))
+    trained, _ = load_model(out)
+    fresh, _ = load_model("tiny-test")
+    changed = [not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values(),
+                                                     strict=True)]
+    assert sum(changed) / len(changed) > 0.9
+
+
+def test_dpo_from_an_sft_adapter_moves_the_adapter_and_the_margin(data, tmp_path):
+    sft, dpo = data
+    start = tmp_path / "sft"
+    train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(start), max_steps=2, save_steps=100))
+    out = tmp_path / "dpo"
+    metrics = train_dpo(DPOTrainConfig(model="tiny-test", adapter=str(start), data=str(dpo), out=str(out),
+                                       max_steps=4, lr=5e-3, logging_steps=1, save_steps=100))
+    assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
+    before, after = adapter_weights(start), adapter_weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((out / "manifest.json").read_text())["config"]["adapter"] == str(start)
+
+
+def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, tmp_path):
+    sft, _ = data
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("sft:\n  save_steps: 2\n  logging_steps: 1\n  save_total_limit: 10\n  device: cpu\n")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "agentft.cli", "train", "sft", "--model", "tiny-test", "--data", str(sft),
+               "--out", str(out), "--recipe", str(recipe), "--max-steps", "40"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "checkpoint-4" / ".agentft-complete").exists():
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    from agentft.train.common import newest_complete_checkpoint
+
+    resume_from = newest_complete_checkpoint(out)
+    assert resume_from is not None and int(resume_from.name.split("-")[1]) >= 4
+    half_written = out / "checkpoint-999"
+    half_written.mkdir()  # a checkpoint without its completion marker is never picked
+    assert newest_complete_checkpoint(out) == resume_from
+    result = subprocess.run(command[:-1] + ["42", "--resume"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from"] == str(resume_from)
+    assert manifest["metrics"]["steps"] == 42
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 42 and int(resume_from.name.split("-")[1]) in steps  # the log goes on from the checkpoint
