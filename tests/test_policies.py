@@ -138,3 +138,15 @@ def test_openai_policy_unreachable_server_is_a_clear_error():
     policy = OpenAIPolicy("http://127.0.0.1:9/v1", "m", max_retries=0, timeout=2)
     with pytest.raises(UserError, match="cannot reach"):
         policy.act([USER])
+
+
+def test_shared_prefix_cache_gives_the_same_tokens(tiny, tools):
+    system = {"role": "system", "content": "You are the claims desk. " * 20}
+    conversations = [[system, {"role": "user", "content": f"Check claim CLM-{i}" + "!" * i}] for i in range(6)]
+    plain = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, reuse_prefix=False)
+    cached = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, batch_size=4)
+    assert cached._shared_prefix([cached.prompt_text(c, tools) for c in conversations]).endswith("<|im_end|>\n")
+    expected = [r.text for r in plain.act(conversations, tools)]
+    assert [r.text for r in cached.act(conversations, tools)] == expected
+    assert [r.text for r in cached.act(conversations, tools)] == expected  # from the kept prefix state
+    assert len(cached._prefix_cache) == 1

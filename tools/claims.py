@@ -61,11 +61,11 @@ class ClaimsDesk(Toolkit):
 
     @tool(effect="read")
     def verify_identity(self, email: str, date_of_birth: str) -> dict[str, Any]:
-        """Check a caller's identity against the records.
+        """Check the caller's identity.
 
         Args:
-            email: The email the caller gives.
-            date_of_birth: The date of birth the caller gives, YYYY-MM-DD.
+            email: The caller's email.
+            date_of_birth: YYYY-MM-DD.
         """
         row = self._row("SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
                         email.strip().lower(), date_of_birth.strip())
@@ -75,10 +75,10 @@ class ClaimsDesk(Toolkit):
 
     @tool(effect="read")
     def get_customer(self, customer_id: str) -> dict[str, Any]:
-        """The customer's full record.
+        """A customer's full record.
 
         Args:
-            customer_id: Customer id, e.g. CUS-0042.
+            customer_id: e.g. CUS-0042.
         """
         row = self._row("SELECT * FROM customers WHERE customer_id = ?", customer_id.strip().upper())
         if row is None:
@@ -90,7 +90,7 @@ class ClaimsDesk(Toolkit):
         """Look up a claim.
 
         Args:
-            claim_id: Claim id, e.g. CLM-12345.
+            claim_id: e.g. CLM-123456.
         """
         row = self._claim(claim_id)
         return {"claim_id": row["claim_id"], "customer_id": row["customer_id"], "policy_id": row["policy_id"],
@@ -98,10 +98,10 @@ class ClaimsDesk(Toolkit):
 
     @tool(effect="read")
     def review_claim(self, claim_id: str) -> dict[str, str]:
-        """Run the claims rule engine on a submitted claim.
+        """The rule engine's decision on a submitted claim.
 
         Args:
-            claim_id: Claim id.
+            claim_id: e.g. CLM-123456.
         """
         row = self._claim(claim_id)
         if row["status"] != "submitted":
@@ -122,9 +122,9 @@ class ClaimsDesk(Toolkit):
         """Record the decision on a submitted claim.
 
         Args:
-            claim_id: Claim id.
-            decision: approve, deny or escalate.
-            reason: The reason given by review_claim.
+            claim_id: e.g. CLM-123456.
+            decision: As review_claim says.
+            reason: As review_claim says.
         """
         row = self._claim(claim_id)
         if row["status"] != "submitted":
@@ -137,12 +137,12 @@ class ClaimsDesk(Toolkit):
 
     @tool(effect="write")
     def file_claim(self, policy_id: str, incident: Incident, amount: float) -> dict[str, str]:
-        """File a new claim on a policy.
+        """File a new claim.
 
         Args:
-            policy_id: Policy id, e.g. POL-12345.
+            policy_id: e.g. POL-12345.
             incident: What happened.
-            amount: Amount claimed in dollars.
+            amount: In dollars.
         """
         policy = self._row("SELECT * FROM policies WHERE policy_id = ?", policy_id.strip().upper())
         if policy is None:
@@ -162,8 +162,8 @@ class ClaimsDesk(Toolkit):
         """Change a customer's phone number.
 
         Args:
-            customer_id: Customer id.
-            phone: The new phone number.
+            customer_id: e.g. CUS-0042.
+            phone: The new number.
         """
         if not _PHONE.match(phone.strip()):
             raise ToolError(f"{phone!r} is not a phone number")
@@ -176,7 +176,7 @@ class ClaimsDesk(Toolkit):
 
     @tool(effect="read")
     def search_handbook(self, query: str) -> list[dict[str, str]]:
-        """Search the policy handbook; cite results by id.
+        """Search the policy handbook.
 
         Args:
             query: What to look for.

@@ -25,7 +25,9 @@ class HFPolicy:
     """A local causal LM (embedded name or directory), optionally with a LoRA adapter.
 
     Prompts of a batch are sorted by length and generated in sub-batches of ``batch_size`` so that
-    padding stays small; generation stops at the end-of-turn token.
+    padding stays small; generation stops at the end-of-turn token. The turns every prompt of a call
+    shares (the system prompt and tool list, typically half of an agent's context) are encoded once and
+    their key/value cache is reused across the batch and across calls (``reuse_prefix``).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class HFPolicy:
         dtype: str = "float32",
         device: str = "cpu",
         seed: int = 0,
+        reuse_prefix: bool = True,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from agentft.models import load_model
@@ -48,6 +51,8 @@ class HFPolicy:
         self.batch_size = batch_size
         self.temperature = temperature
         self.seed = seed
+        self.reuse_prefix = reuse_prefix
+        self._prefix_cache: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
         self.model, self.tokenizer = loaded or load_model(model, adapter=adapter, dtype=dtype, device=device)
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self._stop_ids = sorted({i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0})
@@ -90,18 +95,67 @@ class HFPolicy:
             options.update(temperature=None, top_p=None, top_k=None)
         if min_new_tokens:
             options["min_new_tokens"] = min_new_tokens
+        prefix = self._shared_prefix(prompts) if self.reuse_prefix else ""
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            encoded = self.tokenizer(
-                [prompts[i] for i in chunk], return_tensors="pt", padding=True, padding_side="left",
-                add_special_tokens=False,
-            ).to(self.model.device)
             with torch.inference_mode():
-                output = self.model.generate(**encoded, **options)
-            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
-            for row, index in zip(new_tokens, chunk, strict=True):
+                if prefix:
+                    prompt_width, output = self._generate_after_prefix(prefix, [prompts[i] for i in chunk], options)
+                else:
+                    encoded = self.tokenizer(
+                        [prompts[i] for i in chunk], return_tensors="pt", padding=True, padding_side="left",
+                        add_special_tokens=False,
+                    ).to(self.model.device)
+                    prompt_width, output = encoded["input_ids"].shape[1], self.model.generate(**encoded, **options)
+            for row, index in zip(output[:, prompt_width:].tolist(), chunk, strict=True):
                 results[index] = self._finish(row, lengths[index])
         return [r for r in results if r is not None]
+
+    def _shared_prefix(self, prompts: Sequence[str]) -> str:
+        """The longest run of whole turns every prompt starts with (the system prompt and tools, at least)."""
+        common = os.path.commonprefix(list(prompts))
+        boundary = common.rfind(END_OF_TURN + "\n")
+        return common[: boundary + len(END_OF_TURN) + 1] if boundary > 0 else ""
+
+    def _prefix_state(self, prefix: str) -> tuple[Any, list[tuple[Any, Any]]]:
+        """Token ids and key/value tensors of a prefix, computed once and kept for the next calls."""
+        cached = self._prefix_cache.get(prefix)
+        if cached is None:
+            ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
+                self.model.device)
+            cache = self.model(input_ids=ids, use_cache=True).past_key_values
+            cached = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
+            if len(self._prefix_cache) >= 4:
+                self._prefix_cache.pop(next(iter(self._prefix_cache)))
+            self._prefix_cache[prefix] = cached
+        return cached
+
+    def _generate_after_prefix(self, prefix: str, prompts: Sequence[str], options: dict[str, Any]) -> tuple[int, Any]:
+        """Generate with the shared prefix's cache: only the rest of each prompt is encoded.
+
+        Rows are laid out as [prefix][padding][rest] with the padding masked out, so the prefix sits at the
+        same positions in every row and its cached keys and values serve the whole batch.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        prefix_ids, layers = self._prefix_state(prefix)
+        rests = self.tokenizer([p[len(prefix):] for p in prompts], add_special_tokens=False)["input_ids"]
+        width = max(len(r) for r in rests)
+        pad = self.tokenizer.pad_token_id
+        rows, masks = [], []
+        for rest in rests:
+            gap = width - len(rest)
+            rows.append(prefix_ids.tolist() + [pad] * gap + rest)
+            masks.append([1] * len(prefix_ids) + [0] * gap + [1] * len(rest))
+        device = self.model.device
+        batch = len(prompts)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1).contiguous(),
+                                              v.expand(batch, -1, -1, -1).contiguous()) for k, v in layers])
+        input_ids = torch.tensor(rows, device=device)
+        output = self.model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=device),
+                                     cache=cache, **options)
+        return input_ids.shape[1], output
 
     def _finish(self, tokens: list[int], prompt_tokens: int) -> Generation:
         # Keep the end-of-turn token in the count (it was generated), drop the padding after it.
