@@ -107,10 +107,9 @@ def collect(
     env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from agentft.collect import CollectConfig
     from agentft.collect import collect as run_collect
+    from agentft.progress import episode_progress
     from agentft.runner import RunConfig
 
     if backend not in ("local", "ray"):
@@ -122,23 +121,7 @@ def collect(
         env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
     )
-    counts = {"done": 0, "success": 0, "compliant": 0}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task(f"collect {env} / {policy}", total=None, stats="")
-
-        def on_start(planned: int, already: int) -> None:
-            progress.update(bar, total=planned, completed=already,
-                            stats=f"resuming: {already} already on disk" if already else "")
-
-        def on_finish(batch: list) -> None:
-            counts["done"] += len(batch)
-            counts["success"] += sum(bool(t.score and t.score.success) for t in batch)
-            counts["compliant"] += sum(bool(t.score and t.score.compliant) for t in batch)
-            done = counts["done"]
-            progress.update(bar, advance=len(batch), stats=f"success {counts['success']}/{done} "
-                                                           f"compliant {counts['compliant']}/{done}")
-
+    with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
     console.print(f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
@@ -164,10 +147,9 @@ def eval_command(
     env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from agentft.collect import CollectConfig
     from agentft.evaluate import REPORT, SUMMARY, evaluate
+    from agentft.progress import episode_progress
     from agentft.runner import RunConfig
 
     if backend not in ("local", "ray"):
@@ -181,23 +163,7 @@ def eval_command(
         env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
     )
-    counts = {"done": 0, "success": 0, "compliant": 0}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task(f"eval {env} / {policy} / {split}", total=None, stats="")
-
-        def on_start(planned: int, already: int) -> None:
-            progress.update(bar, total=planned, completed=already,
-                            stats=f"resuming: {already} already on disk" if already else "")
-
-        def on_finish(batch: list) -> None:
-            counts["done"] += len(batch)
-            counts["success"] += sum(bool(t.score and t.score.success) for t in batch)
-            counts["compliant"] += sum(bool(t.score and t.score.compliant) for t in batch)
-            done = counts["done"]
-            progress.update(bar, advance=len(batch), stats=f"success {counts['success']}/{done} "
-                                                           f"compliant {counts['compliant']}/{done}")
-
+    with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
     table = Table("metric", "value")
@@ -424,98 +390,68 @@ def doctor() -> None:
 
 @app.command()
 def quickstart(
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option(help="output directory (rerun to resume)")] = Path("runs/quickstart"),
     model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
+    budget: Annotated[str, typer.Option(help="default | fast (the same stages, small counts)")] = "default",
 ) -> None:
-    """The main job on the embedded model (see README for the stages in this version)."""
+    """The main job: oracle data, LoRA SFT, DPO from the SFT model's mistakes; base vs tuned on held-out tasks."""
     from agentft.quickstart import run_quickstart
 
-    summary = run_quickstart(out=out, model=model, console=console)
-    console.print_json(json.dumps(summary))
+    run_quickstart(out=out, model=model, budget=budget, console=console)
 
 
-rag_app = typer.Typer(help="Knowledge store: ingest Markdown, text and PDF files into Chroma and search them.",
-                      no_args_is_help=True)
-app.add_typer(rag_app, name="rag")
-_STORE_HELP = "store directory (embedded Chroma)"
-_COLLECTION_HELP = "collection name"
-_URL_HELP = "Chroma server, e.g. http://127.0.0.1:8000 (instead of --store)"
-
-
-@rag_app.callback()
-def rag_callback() -> None:
-    """Knowledge store commands; the embedding model is the offline all-MiniLM-L6-v2."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _open_store(store: Path, collection: str, chroma_url: str | None, *, create: bool = False) -> Any:
-    from agentft.rag import KnowledgeStore
-
-    return KnowledgeStore(store, collection, chroma_url=chroma_url, create=create)
-
-
-@rag_app.command("ingest")
-def rag_ingest(
-    paths: Annotated[list[Path], typer.Argument(help="files or directories (.md, .markdown, .txt, .pdf)")],
-    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
-    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
-    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
-    chunk_size: Annotated[int, typer.Option(help="most characters per chunk")] = 800,
-    chunk_overlap: Annotated[int, typer.Option(help="characters shared by neighbouring chunks")] = 100,
-    skip_bad: Annotated[bool, typer.Option(help="skip unreadable files with a warning instead of stopping")] = False,
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
+    adapter: Annotated[list[str] | None, typer.Option(
+        help="LoRA adapter DIR or NAME=DIR (repeatable); a request's `model` selects it by NAME")] = None,
+    env: Annotated[str | None, typer.Option(help="environment for /v1/agent/runs (name or pkg.module:factory)")] = None,
+    rag: Annotated[Path | None, typer.Option(help="knowledge store whose search tool agent runs also get")] = None,
+    host: Annotated[str, typer.Option(help="interface to bind; other than loopback needs API keys")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    api_key: Annotated[list[str] | None, typer.Option(
+        help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)")] = None,
+    guard: Annotated[bool, typer.Option(help="block agent-run writes that break the environment's rules")] = False,
+    max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
+    max_concurrency: Annotated[int, typer.Option(help="requests admitted at once; more get 429")] = 64,
+    timeout: Annotated[float, typer.Option(help="seconds per request (a whole agent run included); then 504")] = 120.0,
+    max_body_bytes: Annotated[int, typer.Option(help="largest request body; larger gets 413")] = 1_000_000,
+    log_dir: Annotated[Path, typer.Option(help="where served conversations are recorded (PII-scrubbed)")] = Path(
+        "runs/serve-logs"),
+    env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
 ) -> None:
-    """Chunk, embed and store files; unchanged chunks are skipped, so re-running adds nothing."""
-    import warnings
+    """Serve a model (and its adapters) over an OpenAI-compatible API, with server-side agent runs."""
+    from agentft.serve.config import ServeConfig, api_keys_from_env, is_loopback
 
-    from rich.markup import escape
+    keys = [*(api_key or []), *api_keys_from_env()]
+    if not keys and not is_loopback(host):
+        raise UserError(f"refusing to serve on {host} without an API key: pass --api-key KEY (or set "
+                        "AGENTFT_API_KEYS), or bind to 127.0.0.1")
+    adapters: dict[str, str] = {}
+    for item in adapter or []:
+        name, sep, path = item.partition("=")
+        name, path = (name, path) if sep else (Path(item).name, item)
+        if not name or name in adapters or name == model:
+            raise UserError(f"adapter name {name!r} is empty or used twice; use --adapter NAME=DIR")
+        adapters[name] = path
+    import logging
 
-    knowledge = _open_store(store, collection, chroma_url, create=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = knowledge.ingest(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                  on_error="skip" if skip_bad else "raise", progress=console.is_terminal)
-    for problem in result.skipped_files:
-        err_console.print(f"[yellow]skipped[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
-    console.print(f"{len(result.files)} files, {result.chunks_seen} chunks: {result.chunks_added} added, "
-                  f"{result.chunks_skipped} already stored, {result.chunks_removed} removed "
-                  f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]", markup=False, highlight=False,
-                  soft_wrap=True)
+    import uvicorn
 
+    from agentft.serve import create_app
 
-@rag_app.command("query")
-def rag_query(
-    text: Annotated[str, typer.Argument(help="the question")],
-    k: Annotated[int, typer.Option("-k", "--k", help="number of chunks")] = 3,
-    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
-    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
-    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the hits as JSON")] = False,
-) -> None:
-    """Print the K chunks nearest in meaning to TEXT, each with its source#chunk citation."""
-    from dataclasses import asdict
-
-    from rich.markup import escape
-
-    knowledge = _open_store(store, collection, chroma_url)
-    if knowledge.count() == 0:
-        raise UserError(f"collection {collection!r} at {knowledge.location} is empty; run `agentft rag ingest` first")
-    hits = knowledge.search(text, k)
-    if as_json:
-        console.print_json(json.dumps([asdict(hit) for hit in hits]))
-        return
-    for hit in hits:
-        console.print(f"[bold]{escape(f'[{hit.id}]')}[/bold] score {hit.score:.3f}", highlight=False, soft_wrap=True)
-        console.print(hit.text, markup=False, highlight=False, soft_wrap=True)
-
-
-@rag_app.command("stats")
-def rag_stats(
-    store: Annotated[Path, typer.Option(help=_STORE_HELP)] = Path(".agentft/chroma"),
-    collection: Annotated[str, typer.Option(help=_COLLECTION_HELP)] = "handbook",
-    chroma_url: Annotated[str | None, typer.Option(help=_URL_HELP)] = None,
-) -> None:
-    """Print the collection's name, chunk count, sources and location as JSON."""
-    console.print_json(json.dumps(_open_store(store, collection, chroma_url).stats()))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    config = ServeConfig(model=model, adapters=adapters, env=env, env_kwargs=_key_values(env_arg or [], "--env-arg"),
+                         rag_store=str(rag) if rag else None, api_keys=keys, guard=guard, max_batch=max_batch,
+                         batch_wait_ms=batch_wait_ms, max_concurrency=max_concurrency, timeout_s=timeout,
+                         max_body_bytes=max_body_bytes, log_dir=str(log_dir))
+    with console.status(f"loading {model}..."):
+        server_app = create_app(config)
+    console.print(f"serving {model} ({', '.join(adapters) or 'no adapters'}) on http://{host}:{port}/v1"
+                  + (f", agent runs in {env}" + (" with the guard" if guard else "") if env else ""),
+                  markup=False, highlight=False)
+    uvicorn.run(server_app, host=host, port=port, log_level="info")
 
 
 def main() -> None:

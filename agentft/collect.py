@@ -36,7 +36,9 @@ class CollectConfig:
     """Output directory."""
     split: str = "train"
     n: int | None = None
-    """Number of tasks (the first n of the split); all of them when omitted."""
+    """Number of tasks (the first n of the split, after ``start``); all of them when omitted."""
+    start: int = 0
+    """Skip this many tasks of the split first (to run disjoint blocks of one split)."""
     k: int = 1
     """Attempts per task."""
     seed: int = 0
@@ -88,9 +90,11 @@ def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
         tasks = env.tasks(config.split)
     except KeyError as exc:
         raise UserError(f"{config.env}: {exc.args[0]}") from None
+    if config.start + (config.n or 0) > len(tasks):
+        raise UserError(f"{config.env} has {len(tasks)} {config.split} tasks; start {config.start} + n {config.n} "
+                        "asks for more")
+    tasks = tasks[config.start:]
     if config.n is not None:
-        if config.n > len(tasks):
-            raise UserError(f"{config.env} has {len(tasks)} {config.split} tasks; --n {config.n} asks for more")
         tasks = tasks[: config.n]
     return plan_episodes(tasks, k=config.k, seed=config.seed)
 

@@ -1,98 +1,178 @@
-"""``agentft quickstart``: the main job on the embedded model.
+"""``agentft quickstart``: the main job. A small instruct model becomes a measurably better, policy-compliant
+tool agent on held-out tasks, on a CPU, offline.
 
-Stages in this version: (1) pull the embedded model; (2) probe it: eight claims-desk requests that each
-need one tool call are sent as one batch through the tool-aware chat format, and every reply is
-scored against the expected call. An untuned SmolLM2 scores near zero here; this is the baseline the
-fine-tuning stages start from.
+Stages (each resumable: a finished stage is skipped on rerun, a half-finished collection or evaluation
+continues where it stopped):
+
+1. ``pull`` the embedded model;
+2. ``collect`` the oracle on a block of ``claims`` train tasks;
+3. ``dataset``: SFT rows (validation split carved from train by task);
+4. ``sft``: LoRA SFT on CPU;
+5. ``eval-base`` and ``eval-sft`` on held-out test tasks (never trained on);
+6. ``mine``: the SFT model on a second, disjoint block of train tasks, with the oracle on the same tasks;
+   DPO pairs where the SFT model departs from the oracle, plus rule-breaking perturbations;
+7. ``dpo`` from the SFT adapter, then ``eval-dpo`` on the same test tasks;
+8. ``summary.json`` (``base``, ``sft``, ``dpo`` → eval summaries, timings per stage) and ``report.html``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["run_quickstart", "PROBE_TOOLS", "PROBE_REQUESTS"]
+from agentft.errors import UserError
+
+__all__ = ["Budget", "BUDGETS", "run_quickstart"]
 
 
-def _tool(name: str, description: str, **params: str) -> dict[str, Any]:
-    return {"type": "function", "function": {
-        "name": name, "description": description,
-        "parameters": {"type": "object", "properties": {p: {"type": "string", "description": d}
-                                                        for p, d in params.items()},
-                       "required": list(params)}}}
+@dataclass(frozen=True)
+class Budget:
+    sft_tasks: int
+    """Train tasks the oracle demonstrates for SFT."""
+    mine_tasks: int
+    """Further train tasks the SFT model attempts, to mine DPO pairs from its mistakes."""
+    test_tasks: int
+    """Held-out test tasks every model is scored on."""
+    sft_epochs: float
+    dpo_epochs: float
+    max_new_tokens: int
+    """Generation limit per model turn."""
+    max_steps: int = 12
+    """Most model turns per episode."""
+    sft_max_steps: int = -1
+    dpo_max_steps: int = -1
 
 
-PROBE_TOOLS = [
-    _tool("get_claim", "Look up an insurance claim.", claim_id="Claim id, e.g. CLM-1001"),
-    _tool("get_policy", "Look up an insurance policy.", policy_id="Policy id, e.g. POL-2001"),
-    _tool("find_customer", "Find a customer by email.", email="Customer email"),
-]
-PROBE_SYSTEM = "You are the claims desk assistant of Acme Insurance. Use the tools to answer."
-PROBE_REQUESTS: list[tuple[str, str, dict[str, str]]] = [
-    ("What is the status of claim CLM-1001?", "get_claim", {"claim_id": "CLM-1001"}),
-    ("Can you check claim CLM-2040 for me?", "get_claim", {"claim_id": "CLM-2040"}),
-    ("Is my policy POL-2001 still active?", "get_policy", {"policy_id": "POL-2001"}),
-    ("Please pull up policy POL-7313.", "get_policy", {"policy_id": "POL-7313"}),
-    ("My email is dana@example.com, find my account.", "find_customer", {"email": "dana@example.com"}),
-    ("Look me up: lee.wong@example.org", "find_customer", {"email": "lee.wong@example.org"}),
-    ("Claim CLM-3300: has it been paid yet?", "get_claim", {"claim_id": "CLM-3300"}),
-    ("What does policy POL-1180 cover?", "get_policy", {"policy_id": "POL-1180"}),
-]
+BUDGETS = {
+    # CI: the same stages with counts small enough for a few minutes.
+    "fast": Budget(sft_tasks=18, mine_tasks=9, test_tasks=9, sft_epochs=1, dpo_epochs=1, max_new_tokens=48,
+                   max_steps=8, sft_max_steps=6, dpo_max_steps=3),
+    "default": Budget(sft_tasks=72, mine_tasks=18, test_tasks=27, sft_epochs=1, dpo_epochs=1, max_new_tokens=96,
+                      dpo_max_steps=12),
+}
+ENV = "claims"
 
 
-def _probe(policy: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    conversations = [[{"role": "system", "content": PROBE_SYSTEM}, {"role": "user", "content": request}]
-                     for request, _, _ in PROBE_REQUESTS]
-    started = time.perf_counter()
-    replies = policy.act(conversations, PROBE_TOOLS)
-    seconds = time.perf_counter() - started
-    records, called, correct, malformed = [], 0, 0, 0
-    for (request, tool, arguments), reply in zip(PROBE_REQUESTS, replies, strict=True):
-        calls = reply.message.tool_calls
-        called += bool(calls)
-        malformed += bool(reply.errors)
-        right = len(calls) == 1 and calls[0].function.name == tool and calls[0].function.arguments == arguments
-        correct += right
-        records.append({"request": request, "expected": {"name": tool, "arguments": arguments},
-                        "reply": reply.model_dump(), "correct": right})
-    n = len(PROBE_REQUESTS)
-    summary = {"requests": n, "tool_call_rate": called / n, "correct_call_rate": correct / n,
-               "malformed_rate": malformed / n, "seconds": round(seconds, 2),
-               "completion_tokens": sum(r.completion_tokens for r in replies)}
-    return summary, records
+def _stage(out: Path, name: str, timings: dict[str, float], console: Console, title: str):
+    """Run a stage once: skipped when its marker exists; its wall time goes into ``timings``."""
+
+    def wrap(work):
+        marker = out / f".done-{name}"
+        if marker.exists():
+            result = json.loads(marker.read_text())
+            timings[name] = result.get("seconds", 0.0)
+            console.print(f"[dim]{title}: done before, skipped[/dim]")
+            return result.get("value")
+        console.rule(f"[bold]{title}")
+        started = time.perf_counter()
+        value = work()
+        seconds = round(time.perf_counter() - started, 1)
+        timings[name] = seconds
+        marker.write_text(json.dumps({"seconds": seconds, "value": value}, default=str))
+        console.print(f"[green]{title}[/green] in {seconds:.0f} s")
+        return value
+
+    return wrap
 
 
-def run_quickstart(*, out: Path, model: str = "smollm2-135m", console: Console | None = None) -> dict[str, Any]:
-    """Run every stage available in this version; write ``summary.json`` and ``probe.jsonl`` under ``out``."""
-    from agentft.models import EMBEDDED_MODELS, pull
-    from agentft.policies.hf import HFPolicy
+def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "default",
+                   console: Console | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage under ``out``; returns the summary also written to ``out/summary.json``."""
+    from agentft.collect import CollectConfig, collect
+    from agentft.datasets import build_sft_dataset, save_sft_dataset
+    from agentft.evaluate import evaluate
+    from agentft.manifest import write_json_atomic
+    from agentft.models import EMBEDDED_MODELS, pull, resolve_model_path
+    from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+    from agentft.progress import episode_progress
+    from agentft.report import write_report
+    from agentft.runner import RunConfig
+    from agentft.train import DPOTrainConfig, SFTTrainConfig, build_config, train_dpo, train_sft
 
+    if budget not in BUDGETS:
+        raise UserError(f"--budget is one of {', '.join(BUDGETS)}, not {budget!r}")
+    plan = BUDGETS[budget]
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    run = RunConfig(max_steps=plan.max_steps, batch_size=64)
+    generation = {"max_new_tokens": plan.max_new_tokens, "batch_size": 64}
 
-    started = time.perf_counter()
-    if model in EMBEDDED_MODELS:
-        with console.status(f"[1/2] pulling {model} (converted once, then cached)"):
-            pull(model)
-    timings["pull_s"] = round(time.perf_counter() - started, 2)
+    def episodes(name: str, policy: str, split: str, n: int, start: int = 0) -> dict[str, Any]:
+        config = CollectConfig(env=ENV, policy=policy, out=str(out / name), split=split, n=n, start=start,
+                               policy_kwargs=generation if policy.startswith("hf:") else {}, run=run)
+        with episode_progress(console, f"{name}: {policy} on {n} {split} tasks") as (on_start, on_finish):
+            if name.startswith("eval"):
+                return evaluate(config, on_start=on_start, on_finish=on_finish)
+            return collect(config, on_start=on_start, on_finish=on_finish).summary
 
-    started = time.perf_counter()
-    with console.status(f"[2/2] probing {model}: {len(PROBE_REQUESTS)} tool-use requests in one batch"):
-        policy = HFPolicy(model, max_new_tokens=64)
-        probe, records = _probe(policy)
-    timings["probe_s"] = round(time.perf_counter() - started, 2)
+    def stage(name: str, title: str):
+        return _stage(out, name, timings, console, title)
 
-    with (out / "probe.jsonl").open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-    summary = {"model": model, "base_probe": probe, "timings": timings}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    console.print(f"[bold]{model}[/bold] untuned: {probe['correct_call_rate']:.0%} correct tool calls, "
-                  f"{probe['tool_call_rate']:.0%} attempted, {probe['malformed_rate']:.0%} malformed "
-                  f"({probe['requests']} requests). Wrote {out}/summary.json and probe.jsonl")
+    stage("pull", f"1/9 pull {model}")(lambda: str(pull(model)) if model in EMBEDDED_MODELS else
+                                       str(resolve_model_path(model)))
+    stage("collect", "2/9 oracle demonstrations")(
+        lambda: episodes("oracle-sft", "oracle", "train", plan.sft_tasks))
+
+    def dataset() -> dict[str, Any]:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+        built = build_sft_dataset([out / "oracle-sft"], tokenizer=tokenizer, validation_fraction=0.1)
+        save_sft_dataset(built, out / "data-sft", title="quickstart SFT dataset")
+        return built.stats
+
+    stage("dataset", "3/9 SFT dataset")(dataset)
+    sft_metrics = stage("sft", "4/9 LoRA SFT")(lambda: train_sft(build_config(
+        SFTTrainConfig, "cpu-small", model=model, data=str(out / "data-sft"), out=str(out / "adapter-sft"),
+        epochs=plan.sft_epochs, max_steps=plan.sft_max_steps, logging_steps=5, save_steps=25, resume=True,
+        device="auto")))
+    sft_policy = f"hf:{model}@{out / 'adapter-sft'}"
+    base = stage("eval-base", "5/9 evaluate the base model on held-out tasks")(
+        lambda: episodes("eval-base", f"hf:{model}", "test", plan.test_tasks))
+    sft = stage("eval-sft", "6/9 evaluate the SFT model on the same tasks")(
+        lambda: episodes("eval-sft", sft_policy, "test", plan.test_tasks))
+
+    def mine() -> dict[str, Any]:
+        episodes("mine-oracle", "oracle", "train", plan.mine_tasks, start=plan.sft_tasks)
+        episodes("mine-sft", sft_policy, "train", plan.mine_tasks, start=plan.sft_tasks)
+        pairs = build_dpo_dataset([out / "mine-oracle", out / "mine-sft"], PreferenceConfig(perturbations=True))
+        save_dpo_dataset(pairs, out / "data-dpo")
+        return pairs.stats
+
+    stage("mine", "7/9 mine preference pairs from the SFT model's mistakes on train tasks")(mine)
+    dpo_metrics = stage("dpo", "8/9 DPO from the SFT adapter")(lambda: train_dpo(build_config(
+        DPOTrainConfig, "cpu-small", model=model, adapter=str(out / "adapter-sft"), data=str(out / "data-dpo"),
+        out=str(out / "adapter-dpo"), epochs=plan.dpo_epochs, max_steps=plan.dpo_max_steps, logging_steps=2,
+        save_steps=25, resume=True, device="auto")))
+    dpo = stage("eval-dpo", "9/9 evaluate the DPO model on the same tasks")(
+        lambda: episodes("eval-dpo", f"hf:{model}@{out / 'adapter-dpo'}", "test", plan.test_tasks))
+
+    summary = {"model": model, "env": ENV, "budget": budget, "plan": asdict(plan), "base": base, "sft": sft,
+               "dpo": dpo, "training": {"sft": sft_metrics, "dpo": dpo_metrics},
+               "timings": {**timings, "total": round(sum(timings.values()), 1)}}
+    write_json_atomic(out / "summary.json", summary)
+    write_report(out / "report.html", [("base", base, None), ("sft", sft, None), ("dpo", dpo, None)],
+                 title=f"agentft quickstart: {model} on {ENV} (held-out test tasks)")
+    _print_result(console, summary, out)
     return summary
+
+
+def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    table = Table("model", "success", "compliance", "violations", "mean latency")
+    for name in ("base", "sft", "dpo"):
+        run = summary[name]
+        table.add_row(name, f"{run['success_rate']:.0%}", f"{run['compliance_rate']:.0%}",
+                      str(sum(run["violations_by_rule"].values())), f"{run['mean_latency_s']:.1f} s")
+    console.print(table)
+    dpo_rules = summary["dpo"]["violations_by_rule"]
+    if dpo_rules:
+        console.print("violations after DPO, by rule: " + ", ".join(f"{r} {c}" for r, c in dpo_rules.items()))
+    console.print(f"total {summary['timings']['total'] / 60:.1f} min; {out}/summary.json, {out}/report.html")

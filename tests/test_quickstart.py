@@ -1,0 +1,40 @@
+"""`agentft quickstart --budget fast` end to end (tiny model): every stage runs and the summary holds."""
+
+import json
+import subprocess
+import sys
+
+
+def test_quickstart_fast_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "qs"
+    command = [sys.executable, "-m", "agentft.cli", "quickstart", "--budget", "fast", "--model", "tiny-test",
+               "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("base", "sft", "dpo"):
+        run = summary[name]
+        for field in ("success_rate", "compliance_rate", "pass_hat_k", "violations_by_rule", "episodes", "errors",
+                      "mean_latency_s"):
+            assert field in run, (name, field)
+        assert run["episodes"] == summary["plan"]["test_tasks"] and run["split"] == "test"
+    sft = summary["training"]["sft"]
+    assert sft["eval_loss"] < sft["eval_loss_before"]  # the tuned model's loss fell on held-out train tasks
+    losses = [json.loads(line)["loss"] for line in (out / "adapter-sft" / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert losses and all(loss == loss for loss in losses)  # finite
+    assert summary["training"]["dpo"]["pairs"] > 0
+    assert set(summary["timings"]) >= {"pull", "collect", "dataset", "sft", "eval-base", "eval-sft", "mine", "dpo",
+                                       "eval-dpo", "total"}
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in ("base", "sft", "dpo")) and "https://" not in html
+    # Held-out: no test task was trained on.
+    trained = {json.loads(line)["trajectory_id"] for line in (out / "data-sft" / "train.jsonl").open()}
+    from agentft.trajectory import read_trajectories
+
+    sft_tasks = {t.task_id for t in read_trajectories(out / "oracle-sft" / "trajectories.jsonl") if t.id in trained}
+    test_tasks = {t.task_id for t in read_trajectories(out / "eval-sft" / "trajectories.jsonl")}
+    assert sft_tasks and not sft_tasks & test_tasks and all(t.startswith("claims-test") for t in test_tasks)
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and " ".join(again.stdout.split()).count("done before, skipped") == 9
