@@ -56,8 +56,15 @@ def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
         if not (adapter / "adapter_config.json").exists():
             raise UserError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
         return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+    layers, targets = None, config.target_modules
+    if config.lora_top_layers:
+        total = model.config.num_hidden_layers
+        layers = list(range(max(0, total - config.lora_top_layers), total))
+        if targets == "all-linear":  # peft needs names to combine with layers_to_transform
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+                      target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
     return get_peft_model(model, lora), tokenizer
 
 

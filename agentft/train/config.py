@@ -42,6 +42,8 @@ class TrainConfig:
     lora_alpha: int = _help("LoRA scaling numerator (scale = alpha / r)", 32)
     lora_dropout: float = _help("LoRA dropout", 0.0)
     target_modules: str | list[str] = _help("LoRA target modules ('all-linear' or a list of names)", "all-linear")
+    lora_top_layers: int | None = _help("put LoRA only on the top N transformer layers: backward then stops there "
+                                        "(on a CPU the backward pass is most of the time); None: every layer", None)
     max_length: int | None = _help("truncate examples to this many tokens (None: never truncate)", None)
     bf16: bool = _help("bf16 mixed precision (GPU); CPU runs fp32", False)
     gradient_checkpointing: bool = _help("recompute activations in backward (saves memory, ~25% slower)", False)
