@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 
@@ -34,13 +33,3 @@ def test_user_errors_exit_2_with_a_message_not_a_traceback():
     assert result.returncode == 2
     assert "error:" in result.stderr and "embedded models are" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_quickstart_on_tiny_test_writes_its_summary(tmp_path):
-    result = runner.invoke(app, ["quickstart", "--model", "tiny-test", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["model"] == "tiny-test"
-    assert set(summary["base_probe"]) >= {"requests", "tool_call_rate", "correct_call_rate", "malformed_rate"}
-    lines = (tmp_path / "probe.jsonl").read_text().splitlines()
-    assert len(lines) == summary["base_probe"]["requests"] == 8
