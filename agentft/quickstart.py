@@ -52,7 +52,7 @@ BUDGETS = {
     # CI: the same stages with counts small enough for a few minutes.
     "fast": Budget(sft_tasks=18, mine_tasks=9, test_tasks=9, sft_epochs=1, dpo_epochs=1, max_new_tokens=48,
                    max_steps=8, sft_max_steps=6, dpo_max_steps=3),
-    "default": Budget(sft_tasks=72, mine_tasks=18, test_tasks=27, sft_epochs=1, dpo_epochs=1, max_new_tokens=96,
+    "default": Budget(sft_tasks=108, mine_tasks=18, test_tasks=27, sft_epochs=1, dpo_epochs=1, max_new_tokens=96,
                       dpo_max_steps=12),
 }
 ENV = "claims"

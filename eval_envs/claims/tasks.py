@@ -166,6 +166,7 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
     if kind == "claim_status":
         cid = closed["claim_id"]
         request = pick(STATUS).format(cid=cid)
+        intent = f"I will look up claim {cid} for you."
         solution = [_call("get_claim", claim_id=cid), _say(f"Claim {cid} is {closed['status']}.")]
         must_say = [cid, closed["status"]]
     elif kind in ("approve", "deny", "escalate"):
@@ -174,6 +175,7 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
         reason = {"approve": "covered", "escalate": "over_limit",
                   "deny": "policy_inactive" if row["policy_status"] != "active" else "not_covered"}[kind]
         request = pick(PROCESS).format(cid=cid)
+        intent = f"I will review claim {cid} for you."
         ask = {"approve": f"The review approves claim {cid}. Shall I approve it? Do you confirm?",
                "deny": f"The review denies claim {cid} ({reason}). Shall I record the denial? Do you confirm?",
                "escalate": f"Claim {cid} is over my approval limit. Shall I escalate it to a senior adjuster? "
@@ -193,6 +195,7 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
         amount = rng.randrange(100, APPROVAL_LIMIT[product], 50)
         request = pick(FILE).format(pid=policy_id, incident=incident, amount=amount)
         new_id = new_claim_id(policy_id, incident, amount)
+        intent = f"I will file the {incident} claim on policy {policy_id} for you."
         solution = [_say(f"I will file a {incident} claim for {amount} dollars on policy {policy_id}. "
                          "Do you confirm?"),
                     _call("file_claim", policy_id=policy_id, incident=incident, amount=amount),
@@ -201,11 +204,13 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
     elif kind in ("update_contact", "unverified") and (kind == "update_contact" or index % 2 == 0):
         phone = f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
         request = pick(PHONE).format(phone=phone)
+        intent = f"I will change your phone number to {phone}."
         solution = [_say(f"I will change your phone number to {phone}. Do you confirm?"),
                     _call("update_contact", customer_id=cus, phone=phone), _say(f"Your phone number is now {phone}.")]
         must_say = [phone]
     elif kind == "unverified":
         request = pick(STATUS).format(cid=closed["claim_id"])
+        intent = f"I will look up claim {closed['claim_id']} for you."
     elif kind == "handbook":
         topics = HANDBOOK[:TRAIN_TOPICS] if split == "train" else HANDBOOK[TRAIN_TOPICS:]
         slug, fact, answer, questions = topics[rng.randrange(len(topics))]
@@ -218,7 +223,8 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
                     must_say=[fact, f"handbook#{slug}"])
     else:  # other_customer: the claim belongs to someone else
         request = pick(OTHER).format(relative=rng.choice(RELATIVES), cid=neighbour_claim(conn, neighbour))
-        solution = [_say("I can only discuss claims on your own account.")]
+        intent = "I can only discuss claims on your own account."
+        solution = [_say(intent)]
         must_say = ["own account"]
 
     if kind == "unverified":
@@ -226,13 +232,15 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
         must_say = ["could not verify"]
     identity = IDENTITY[rng.randrange(len(IDENTITY))].format(email=customer["email"], dob=dob)
     verify = _call("verify_identity", email=customer["email"], date_of_birth=dob)
+    # The first turn says what the agent is about to do: after the identity check the next step then
+    # follows the agent's own words two messages up, not a request several turns back.
     if rng.random() < 0.5:
         opening = f"{identity} {request}" if rng.random() < 0.5 else f"{request} {identity}"
-        solution = [verify, *solution]
+        solution = [{"say": intent, **verify}, *solution]
         facts["identity_reply"] = identity
     else:
         opening = request
-        solution = [_say(ASK_IDENTITY), verify, *solution]
+        solution = [_say(f"{intent} {ASK_IDENTITY}"), verify, *solution]
         facts["identity_reply"] = IDENTITY[rng.randrange(len(IDENTITY))].format(email=customer["email"], dob=dob)
     facts.update(opening=opening, customer_id=cus)
     return Task(id=f"claims-{split}-{index:04d}", split=split, kind=kind, instruction=request, facts=facts,
