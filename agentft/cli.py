@@ -450,7 +450,7 @@ def serve(
         server_app = create_app(config)
     console.print(f"serving {model} ({', '.join(adapters) or 'no adapters'}) on http://{host}:{port}/v1"
                   + (f", agent runs in {env}" + (" with the guard" if guard else "") if env else ""),
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     uvicorn.run(server_app, host=host, port=port, log_level="info")
 
 

@@ -14,6 +14,7 @@ FAST_ARGS = {
     "04_collect.py": [],
     "05_evaluate.py": [],
     "06_rag.py": [],
+    "07_serve.py": [],
 }
 
 

@@ -1,0 +1,111 @@
+"""The server's configuration, and the state one running server shares between its routes."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentft.serve.errors import APIError
+
+if TYPE_CHECKING:
+    from agentft.serve.agent import AgentService
+    from agentft.serve.engine import Backend, Engine
+    from agentft.serve.metrics import Metrics
+    from agentft.serve.recorder import Recorder
+
+__all__ = ["ServeConfig", "ServeState", "Slot", "api_keys_from_env", "is_loopback"]
+
+
+@dataclass
+class ServeConfig:
+    model: str = "smollm2-135m"
+    """Embedded model name or local model directory (the base model; its id in ``/v1/models``)."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """LoRA adapters by model id: a request's ``model`` selects one."""
+    env: str | None = None
+    """Environment for ``/v1/agent/runs`` (built-in name or ``pkg.module:factory``)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    rag_store: str | None = None
+    """Knowledge store directory whose search tool is added to agent runs (needs ``agentft[rag]``)."""
+    rag_collection: str = "handbook"
+    api_keys: list[str] = field(default_factory=list)
+    """Bearer keys; with none, only loopback clients are served."""
+    guard: bool = False
+    """Check the environment's rules before every write tool call of an agent run, and block violations."""
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    max_concurrency: int = 64
+    """Requests admitted at once (queued or generating); past it a request gets 429."""
+    timeout_s: float = 120.0
+    """Per-request limit (a whole agent run included); past it the generation is cancelled and the answer is 504."""
+    max_body_bytes: int = 1_000_000
+    log_dir: str | None = "runs/serve-logs"
+    """Where served conversations are appended as PII-scrubbed trajectories; None records nothing."""
+    default_max_tokens: int = 256
+    """Tokens generated when a request gives no max_tokens (capped by what the context leaves)."""
+    agent_max_steps: int = 10
+    agent_max_steps_limit: int = 50
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def api_keys_from_env() -> list[str]:
+    """Keys from ``$AGENTFT_API_KEYS`` (comma-separated; blanks ignored)."""
+    return [k.strip() for k in os.environ.get("AGENTFT_API_KEYS", "").split(",") if k.strip()]
+
+
+def is_loopback(host: str | None) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Slot:
+    """One admitted request; ``release()`` (idempotent) frees it."""
+
+    def __init__(self, state: ServeState) -> None:
+        self._state: ServeState | None = state
+
+    def release(self) -> None:
+        if self._state is not None:
+            self._state.in_flight -= 1
+            self._state = None
+
+
+class ServeState:
+    """Everything the routes of one server share (``app.state.serve``)."""
+
+    def __init__(self, config: ServeConfig, engine: Engine, metrics: Metrics, recorder: Recorder | None,
+                 agent: AgentService | None) -> None:
+        self.config = config
+        self.engine = engine
+        self.backend: Backend = engine.backend
+        self.metrics = metrics
+        self.recorder = recorder
+        self.agent = agent
+        self.in_flight = 0
+
+    def model_ids(self) -> list[str]:
+        return [self.backend.model_name, *self.backend.adapters]
+
+    def resolve_model(self, requested: str | None) -> tuple[str, str | None]:
+        """(model id, adapter or None for the base model); an unknown id is a 404."""
+        if requested in (None, "", self.backend.model_name):
+            return self.backend.model_name, None
+        if requested in self.backend.adapters:
+            return requested, requested
+        listed = ", ".join(self.model_ids())
+        raise APIError(404, f"the model {requested!r} does not exist; this server has {listed}",
+                       code="model_not_found", param="model")
+
+    def acquire(self) -> Slot:
+        if self.in_flight >= self.config.max_concurrency:
+            raise APIError(429, f"the server is at its concurrency limit ({self.config.max_concurrency} requests); "
+                           "retry shortly", code="too_many_requests", headers={"Retry-After": "1"})
+        self.in_flight += 1
+        return Slot(self)

@@ -1,0 +1,94 @@
+"""The runtime guard: an environment's rules, checked before a write tool call is executed.
+
+``RuleChecker.blocking(...)`` builds a provisional trajectory, the conversation so far plus the proposed call as
+an ``Event`` (its assistant message is already in the conversation), runs every rule's ``check(Audit(...))`` with
+the seed database as the initial state (a private read-only copy), and returns the violations that the proposed
+call adds: those present with it and absent without it, so that an earlier, already-recorded violation never
+blocks a later call. A rule whose check raises blocks the call (fail closed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentft.envs import Task
+from agentft.messages import Message
+from agentft.trajectory import Event, Trajectory, Violation
+
+__all__ = ["RuleChecker", "Block"]
+
+_FAILED = "rule check failed: "
+
+
+@dataclass(frozen=True)
+class Block:
+    rule: str
+    description: str
+    detail: str
+
+    def observation(self) -> str:
+        return f"Error (policy_violation): {self.rule}: {self.description}"
+
+
+class RuleChecker:
+    """The rules of a SQLite-backed environment (``env.rules``, ``env.seed_path()``)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env_name = env.name
+        self.rules = list(env.rules)
+        self.descriptions = {rule.name: rule.description for rule in self.rules}
+        self._dir = Path(tempfile.mkdtemp(prefix="agentft-guard-"))
+        self.initial_path = self._dir / "initial.sqlite"
+        shutil.copyfile(env.seed_path(), self.initial_path)
+        os.chmod(self.initial_path, stat.S_IRUSR | stat.S_IRGRP)
+
+    @staticmethod
+    def supports(env: Any) -> bool:
+        return bool(getattr(env, "rules", None)) and callable(getattr(env, "seed_path", None))
+
+    def violations(self, messages: Sequence[Message], events: Sequence[Event], task: Task) -> list[Violation]:
+        from agentft.sqlite_env import Audit
+
+        trajectory = Trajectory(id="guard", env=self.env_name, task_id=task.id, policy="guard",
+                                messages=list(messages), events=list(events))
+        conn = sqlite3.connect(f"file:{self.initial_path}?mode=ro", uri=True)
+        try:
+            audit = Audit(trajectory, task, conn)
+            found: list[Violation] = []
+            for rule in self.rules:
+                try:
+                    found.extend(rule.check(audit))
+                except Exception as exc:  # fail closed
+                    found.append(Violation(rule=rule.name, step=None, detail=f"{_FAILED}{type(exc).__name__}: {exc}"))
+            return found
+        finally:
+            conn.close()
+
+    def blocking(self, messages: Sequence[Message], events: Sequence[Event], task: Task,
+                 pending: Event) -> list[Block]:
+        """The rule violations the pending call would add."""
+        before = Counter(_key(v) for v in self.violations(messages, events, task))
+        blocks = []
+        for violation in self.violations(messages, [*events, pending], task):
+            key = _key(violation)
+            if before[key] > 0 and not violation.detail.startswith(_FAILED):
+                before[key] -= 1
+                continue
+            blocks.append(Block(violation.rule, self.descriptions.get(violation.rule, ""), violation.detail))
+        return blocks
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _key(violation: Violation) -> tuple[str, int | None, str]:
+    return violation.rule, violation.step, violation.detail
