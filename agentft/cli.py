@@ -332,6 +332,70 @@ def train_dpo_command(
     _report_training("dpo", config.out, train_dpo(config))
 
 
+@train_app.command("cpt")
+def train_cpt_command(
+    docs: Annotated[Path, typer.Option(help="directory of .md/.markdown/.txt documents")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
+    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
+    block_size: Annotated[int | None, typer.Option(help="tokens per training block")] = None,
+    resume: Resume = False, full: Full = False, device: Device = None,
+) -> None:
+    """Domain adaptation: continued pre-training on raw documents (LoRA by default)."""
+    from agentft.train import CPTTrainConfig, build_config, train_cpt
+
+    config = build_config(CPTTrainConfig, _default_recipe(recipe), model=model, docs=str(docs), out=str(out),
+                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
+                          lora_r=lora_r, batch_size=batch_size, block_size=block_size, resume=resume or None,
+                          full=full or None, device=device)
+    _report_training("cpt", config.out, train_cpt(config))
+
+
+@train_app.command("plan")
+def train_plan_command(
+    model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="lora | full | dpo | dpo-full")] = "lora",
+    batch: Annotated[int, typer.Option(help="sequences per step (DPO: pairs)")] = 2,
+    seq: Annotated[int, typer.Option(help="tokens per sequence")] = 1024,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 16,
+    lora_top_layers: Annotated[int | None, typer.Option(help="LoRA on the top N layers only")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 (default: by device)")] = None,
+    label_positions_only: Annotated[bool, typer.Option(help="LM head on trained positions only")] = True,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations")] = False,
+    mask: Annotated[str, typer.Option(help="none (CPT / one row) | padding | packed (padding-free)")] = "padding",
+    dataset_tokens: Annotated[int | None, typer.Option(help="tokens per epoch, for its duration")] = None,
+    gpu: Annotated[str | None, typer.Option(help="plan for this GPU (H200, H100, A100, L40S, A10G, L4, T4)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Estimate peak memory and time per epoch before training (the sizing to do before renting GPUs)."""
+    from agentft.train.plan import estimate
+
+    plan = estimate(model, method, batch, seq, device, lora_r=lora_r, dtype=dtype,
+                    label_positions_only=label_positions_only, gradient_checkpointing=gradient_checkpointing,
+                    dataset_tokens=dataset_tokens, lora_top_layers=lora_top_layers, mask=mask, gpu=gpu)
+    if json_output:
+        console.print_json(json.dumps(plan.to_dict()))
+    else:
+        console.print(plan.table())
+
+
+@app.command()
+def export(
+    adapter: Annotated[Path, typer.Argument(help="LoRA adapter directory")],
+    out: Annotated[Path, typer.Option(help="directory for the merged model")],
+    merge: Annotated[bool, typer.Option("--merge", help="fold the adapter into its base model")] = False,
+    model: Annotated[str | None, typer.Option(help="base model if the adapter's record is missing or wrong")] = None,
+    dtype: Annotated[str | None, typer.Option(help="saved dtype (default: the base model's)")] = None,
+) -> None:
+    """A merged full checkpoint that loads with plain transformers (agentft export ADAPTER --merge --out DIR)."""
+    if not merge:
+        raise UserError("agentft export needs --merge (the only export so far)")
+    from agentft.export import merge_adapter
+
+    console.print(f"merged -> {merge_adapter(adapter, out, model=model, dtype=dtype)}")
+
+
 @app.command()
 def lineage(path: Annotated[Path, typer.Argument(help="an adapter, dataset, eval run or collect output")]) -> None:
     """Print what PATH was made from, down to the trajectories (hashes re-checked)."""

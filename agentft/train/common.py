@@ -81,7 +81,7 @@ def trainer_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
         "gradient_accumulation_steps": config.grad_accum,
         "bf16": bool(config.bf16 and device == "cuda"),
         "use_cpu": device == "cpu",
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing": config.gradient_checkpointing,
         "seed": config.seed,
         "logging_steps": config.logging_steps,
         "save_strategy": "steps",
@@ -146,7 +146,8 @@ def _plot(out: Path) -> None:
     axis.set_xlabel("step")
     axis.set_ylabel("loss")
     axis.set_title(out.name)
-    axis.legend()
+    if train or evals:
+        axis.legend()
     figure.tight_layout()
     figure.savefig(out / "loss.png", dpi=100)
     plt.close(figure)

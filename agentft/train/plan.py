@@ -12,13 +12,19 @@ pass, when every saved activation and the loss's vocabulary-sized buffers coexis
 - gradients: one per trainable parameter, in its dtype;
 - optimizer: AdamW's two fp32 moments per trainable parameter, plus an fp32 master copy when full
   fine-tuning runs in half precision;
-- activations: what autograd keeps per token of each decoder layer (see ``_layer_bytes_per_token``), times
-  layers and tokens; with gradient checkpointing only each layer's input plus one layer's worth;
+- activations: what autograd keeps per token of each decoder layer the backward goes through (see
+  ``_layer_bytes_per_token``; with LoRA on the top N layers only those), times tokens; with gradient
+  checkpointing each layer's input, plus a recomputed layer where it outgrows the logits' buffers;
 - logits: trained positions x vocabulary x 4 bytes x 3 (the log-softmax output kept for the backward, its
   gradient and the logits' gradient); with ``label_positions_only`` only the trained positions (35%);
 - reference: the frozen reference model of a full DPO run that does not precompute its log-probs.
 
 The framework's own footprint (Python, torch, the CUDA context) is shown separately as ``overhead``.
+Checked against measured peak RSS of real LoRA and full training steps on the CPU: within 5% across
+plain/label-positions losses, masks, gradient checkpointing and top-layer LoRA.
+
+Time: tokens per second = device FLOP/s x utilization / training FLOPs per token (see ``estimate_for_config``);
+an epoch = ``dataset_tokens`` / that.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,13 +48,20 @@ Mask = Literal["none", "padding", "packed"]
 GiB = 1024**3
 LABEL_FRACTION = 0.35  # share of positions that carry a label in agentft's tool-use SFT data
 LOGIT_COPIES = 3  # log-softmax output (kept for backward), its gradient, the logits' gradient
-CPU_OVERHEAD = int(0.7 * GiB)  # python + torch + transformers + peft + trl imported, measured RSS
+CPU_OVERHEAD = int(0.6 * GiB)  # python with torch, transformers, peft, trl imported: ~0.5 GiB RSS, + the trainer
 CUDA_OVERHEAD = int(0.6 * GiB)  # CUDA context and cuBLAS workspaces
 
-# Utilization = training FLOP/s achieved / the probe's (or the table's) FLOP/s. CPU: calibrated on the
-# 2-core reference machine, where SmolLM2-135M LoRA SFT runs at ~100 real tokens/s with the LM head on
-# label positions only and ~70 without, against a best-of fp32 probe of ~95 GFLOP/s (see BENCHMARKS.md).
-CPU_UTILIZATION = 0.55
+# Utilization = training FLOP/s achieved / the probe's (or the table's) FLOP/s. CPU, calibrated with
+# SmolLM2-135M LoRA (r16, all-linear) on the 2-core reference machine, training and probe back to back:
+# - one thread: 0.75 (199/167 tokens/s with LoRA on the top 15 layers, 146/128 on all 30, label positions
+#   only / all positions, batch 2 x 512; estimates within 3%);
+# - two threads, as prepare_model runs: 0.25-0.45 (OpenMP threads stall whenever another process holds a
+#   core; the probe's best sample does not see that), and agentft's measured SFT (~100 tokens/s label
+#   positions only, ~70 without, padding-free batches) implies 0.35-0.5 against an idle probe: 0.40.
+# On the CPU attention runs at about half the matmuls' efficiency: its FLOPs count twice.
+CPU_UTILIZATION = 0.40
+CPU_UTILIZATION_ONE_THREAD = 0.75
+CPU_ATTENTION_COST = 2.0
 # GPU: ~40% of the datasheet's dense bf16 peak; a matmul probe itself reaches ~75-80% of that peak.
 GPU_UTILIZATION_OF_PEAK = 0.40
 GPU_UTILIZATION_OF_PROBE = 0.52
@@ -81,7 +93,6 @@ _EMBEDDED_CONFIGS: dict[str, dict[str, Any]] = {
 
 # Decoder-only models whose block is Llama's (RMSNorm, q/k/v/o, gated MLP): counted analytically.
 _LLAMA_FAMILY = {"llama", "mistral", "qwen2", "qwen3"}
-_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -123,8 +134,9 @@ class Architecture:
         names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
         return {name: shape for name, shape in self.linears.items() if name in names}
 
-    def lora_params(self, r: int, target_modules: str | list[str] = "all-linear") -> int:
-        return self.layers * sum(r * (i + o) for i, o in self.lora_targets(target_modules).values())
+    def lora_params(self, r: int, target_modules: str | list[str] = "all-linear", top_layers: int | None = None) -> int:
+        layers = min(top_layers, self.layers) if top_layers else self.layers
+        return layers * sum(r * (i + o) for i, o in self.lora_targets(target_modules).values())
 
 
 def _read_config(model: str | os.PathLike[str]) -> dict[str, Any]:
@@ -340,7 +352,7 @@ def device_speed(device: str, gpu: str | None = None, *, probe_seconds: float = 
                                                                                              int | None]:
     """(FLOP/s, utilization, where the figure came from, memory capacity in bytes) of ``device``."""
     if device == "cpu":
-        return _cpu_probe(probe_seconds), CPU_UTILIZATION, "fp32 matmul probe", _system_memory()
+        return _cpu_probe(probe_seconds), _cpu_utilization(), "fp32 matmul probe", _system_memory()
     if device != "cuda":
         raise UserError(f"device must be cpu or cuda, not {device!r}")
     import torch
@@ -356,20 +368,27 @@ def device_speed(device: str, gpu: str | None = None, *, probe_seconds: float = 
     raise UserError(f"unknown GPU {name!r}: known are {', '.join(GPU_PEAKS)}")
 
 
+def _cpu_utilization() -> float:
+    return CPU_UTILIZATION_ONE_THREAD if (os.cpu_count() or 1) == 1 else CPU_UTILIZATION
+
+
 def _cpu_probe(seconds: float) -> float:
     """Best fp32 matmul rate over ~``seconds``: the best sample is the least disturbed by other processes."""
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)  # as prepare_model does
-    n = 768
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best, started = math.inf, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        tick = time.perf_counter()
-        for _ in range(3):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # the threads training gets (prepare_model)
+    try:
+        n = 1024
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best, started = math.inf, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            tick = time.perf_counter()
             a @ b
-        best = min(best, (time.perf_counter() - tick) / 3)
+            best = min(best, time.perf_counter() - tick)
+    finally:
+        torch.set_num_threads(threads)
     return 2 * n**3 / best
 
 
@@ -416,7 +435,8 @@ def estimate(model: str, method: Method, batch: int, seq: int, device: Literal["
 def estimate_for_config(config: Any, method: Method, batch: int, seq: int, device: Literal["cpu", "cuda"], *,
                         lora_r: int = 16, dtype: str | None = None, label_positions_only: bool = True,
                         gradient_checkpointing: bool = False, dataset_tokens: int | None = None,
-                        target_modules: str | list[str] = "all-linear", mask: Mask = "padding",
+                        target_modules: str | list[str] = "all-linear", lora_top_layers: int | None = None,
+                        mask: Mask = "padding",
                         label_fraction: float = LABEL_FRACTION, precompute_ref: bool = True, gpu: str | None = None,
                         device_flops: float | None = None, name: str | None = None) -> Plan:
     """The estimate for a transformers config (object or dict).
@@ -424,13 +444,16 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
     ``mask``: how batches are laid out: ``none`` (every row full, no mask: CPT blocks), ``padding`` (padded
     rows with an attention mask: SFT/DPO without padding-free) or ``packed`` (padding-free: one row of
     batch x seq tokens). ``label_positions_only`` (SFT): the LM head runs on ``label_fraction`` of the
-    positions only; ignored for DPO (TRL scores every position). ``gpu``: plan for this GPU (a name in
+    positions only; ignored for DPO (TRL scores every position). ``lora_top_layers``: LoRA on the top N
+    layers only (the layers below keep no activations and get no backward). ``gpu``: plan for this GPU (a name in
     ``GPU_PEAKS``) instead of the one present. ``device_flops``: skip the probe and use this FLOP/s.
     """
     if method not in ("lora", "full", "dpo", "dpo-full"):
         raise UserError(f"method must be lora, full, dpo or dpo-full, not {method!r}")
     if mask not in ("none", "padding", "packed"):
         raise UserError(f"mask must be none, padding or packed, not {mask!r}")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device must be cpu or cuda, not {device!r}")
     if batch < 1 or seq < 2:
         raise UserError("batch must be at least 1 and seq at least 2")
     arch = architecture(config)
@@ -445,7 +468,9 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
     notes: list[str] = []
 
     targets = arch.lora_targets(target_modules) if lora else {}
-    adapter_params = arch.lora_params(lora_r, target_modules) if lora else 0
+    adapter_params = arch.lora_params(lora_r, target_modules, lora_top_layers) if lora else 0
+    # layers the backward goes through: with LoRA on the top N only, nothing below them needs a gradient
+    trained_layers = min(lora_top_layers, arch.layers) if lora and lora_top_layers else arch.layers
     trainable = adapter_params if lora else arch.params
     memory = {"weights": arch.params * weight_bytes}
     if lora:
@@ -462,11 +487,11 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
         # Only each layer's input survives the forward. The backward recomputes one layer at a time (plus its
         # gradients in flight, ~ the MLP's two input gradients) after the loss's vocabulary-sized buffers are
         # gone: the peak is the larger of the two phases, so the recomputed layer counts only by its excess.
-        memory["activations"] = tokens * (arch.layers * weight_bytes * arch.hidden + final_norm)
+        memory["activations"] = tokens * (trained_layers * weight_bytes * arch.hidden + final_norm)
         in_flight = 2 * weight_bytes * arch.intermediate
         memory["recomputed layer"] = max(0, tokens * (per_layer + in_flight) - memory["logits"])
     else:
-        memory["activations"] = tokens * (arch.layers * per_layer + final_norm)
+        memory["activations"] = tokens * (trained_layers * per_layer + final_norm)
     if dpo and not lora and not precompute_ref:
         memory["reference"] = arch.params * weight_bytes
     if not lora and weight_bytes < 4:
@@ -475,27 +500,37 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
 
     # FLOPs per token: 2 per weight for the forward matmuls (the LM head on the trained positions only);
     # the backward doubles that for the activation gradients, and for full fine-tuning once more for the
-    # weight gradients (frozen weights get none); causal attention costs 2 x seq x q_dim per layer forward
-    # and about twice that backward.
-    forward = 2 * arch.layers * arch.layer_matmul_params + 2 * arch.head_params * fraction
-    attention = 2 * arch.layers * seq * arch.q_dim
-    flops = forward * (2 if lora else 3) + 3 * attention
+    # weight gradients (frozen weights get none). Attention per layer, forward: QK^T and AV over the keys a
+    # token sees, 2 x 2 x keys x q_dim; causal without a mask (flash kernel) skips the upper triangle
+    # (keys = seq / 2 on average), with a mask the kernel computes every key of the row (seq, or
+    # batch x seq when packed); its backward is about twice its forward.
+    layer_forward = 2 * arch.layer_matmul_params
+    head_forward = 2 * arch.head_params * fraction
+    keys = {"none": seq / 2, "padding": seq, "packed": rows * seq}[mask]
+    attention = 4 * keys * arch.q_dim * (CPU_ATTENTION_COST if device == "cpu" else 1.0)  # per layer
+    forward = arch.layers * (layer_forward + attention) + head_forward
+    backward = (1 if lora else 2) * (trained_layers * layer_forward + head_forward) + 2 * trained_layers * attention
+    flops = forward + backward
     if gradient_checkpointing:
-        flops += 2 * arch.layers * arch.layer_matmul_params + attention
-    if dpo:  # the reference model's forward over the same tokens (precomputed or not, it is run once an epoch)
-        flops += 2 * arch.layers * arch.layer_matmul_params + 2 * arch.head_params + attention
+        flops += trained_layers * (layer_forward + attention)
+    if dpo:  # the reference model's forward over the same tokens (precomputed: once, before training)
+        flops += arch.layers * (layer_forward + attention) + 2 * arch.head_params
 
     if device_flops is not None:
-        speed, utilization, source = device_flops, CPU_UTILIZATION if device == "cpu" else GPU_UTILIZATION_OF_PEAK, \
-            "given"
-        capacity = _system_memory() if device == "cpu" else None
+        utilization = _cpu_utilization() if device == "cpu" else GPU_UTILIZATION_OF_PEAK
+        speed, source, capacity = device_flops, "given", _system_memory() if device == "cpu" else None
     else:
         speed, utilization, source, capacity = device_speed(device, gpu)
-    if device == "cuda" and gpu is None and "probe" not in source:
-        notes.append(f"no GPU visible here: planned for an {DEFAULT_GPU} (pass gpu=... for another)")
-    if mask == "packed" or (mask == "padding" and not dpo):
+        if device == "cpu":
+            notes.append(f"CPU speed probed just now on {os.cpu_count() or 1} thread(s): other processes on the "
+                         "cores slow training more than they slow the probe")
+        if device == "cuda" and gpu is None and "probe" not in source:
+            notes.append(f"no GPU visible here: planned for an {DEFAULT_GPU} (pass gpu=... for another)")
+    if arch.model_type not in _LLAMA_FAMILY:
+        notes.append(f"{arch.model_type}: activations and FLOPs assume a Llama-style block")
+    if mask != "none":
         notes.append(f"attention mask ({mask}): k/v repeated to every head and a {mask_row}-wide mask kept per "
-                     "layer")
+                     "layer (as measured on the CPU)")
     return Plan(
         model=name or str(arch.model_type), method=method, device=device, dtype=dtype, batch=batch, seq=seq,
         params=arch.params, trainable_params=trainable, memory=memory,
@@ -504,9 +539,3 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
         tokens_per_step=tokens, dataset_tokens=dataset_tokens, notes=notes,
     )
 
-
-def _gpu_name_fragment(name: str) -> str | None:
-    for fragment in GPU_PEAKS:
-        if re.search(re.escape(fragment), name, re.IGNORECASE):
-            return fragment
-    return None
