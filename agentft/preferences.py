@@ -55,9 +55,9 @@ def _key(message: Message) -> tuple[Any, ...]:
     return message.role, re.sub(r"\s+", " ", (message.content or "").strip()), calls
 
 
-def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
+def _shared_prefix(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -> int:
     n = 0
-    while n < len(a) and n < len(b) and _key(a[n]) == _key(b[n]):
+    while n < len(a) and n < len(b) and a[n] == b[n]:
         n += 1
     return n
 
@@ -72,10 +72,11 @@ def _row(prompt: Sequence[Message], chosen: Sequence[Message], rejected: Sequenc
             "tools": tools, "source": source}
 
 
-def _step_pair(bad: Trajectory, goods: Sequence[Trajectory]) -> dict[str, Any] | None:
+def _step_pair(bad: Trajectory, goods: Sequence[Trajectory],
+               keys: dict[str, list[tuple[Any, ...]]]) -> dict[str, Any] | None:
     best, best_len = None, -1
     for good in goods:
-        n = _shared_prefix(bad.messages, good.messages)
+        n = _shared_prefix(keys[bad.id], keys[good.id])
         if n < len(bad.messages) and n < len(good.messages) and isinstance(bad.messages[n], AssistantMessage) \
                 and isinstance(good.messages[n], AssistantMessage) and n > best_len:
             best, best_len = good, n
@@ -130,8 +131,9 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
     for (_env, _task), group in sorted(by_task.items()):
         goods = [t for t in group if _good(t)]
         bads = [t for t in group if not _good(t)]
+        keys = {t.id: [_key(m) for m in t.messages] for t in group} if config.step_pairs and goods and bads else {}
         for bad in bads:
-            if config.step_pairs and goods and (row := _step_pair(bad, goods)) is not None:
+            if config.step_pairs and goods and (row := _step_pair(bad, goods, keys)) is not None:
                 rows.append(row)
             if config.whole_episodes and goods:
                 good = goods[0]
