@@ -89,38 +89,57 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
-@app.command()
-def collect(
-    env: Annotated[str, typer.Option(help="environment: built-in name or import path pkg.module:factory")],
-    policy: Annotated[str, typer.Option(help="oracle | noop | hf:MODEL[@ADAPTER] | openai:BASE_URL#MODEL")],
-    split: Annotated[str, typer.Option(help="task split")] = "train",
-    n: Annotated[int | None, typer.Option(help="number of tasks (default: the whole split)")] = None,
-    k: Annotated[int, typer.Option(help="attempts per task")] = 1,
-    out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
-    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
-    workers: Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")] = 1,
-    batch_size: Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")] = 32,
-    max_steps: Annotated[int, typer.Option(help="most model turns per episode")] = 20,
-    episode_timeout: Annotated[float, typer.Option(help="seconds per episode")] = 600.0,
-    max_new_tokens: Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")] = 256,
-    seed: Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")] = 0,
-    env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
-) -> None:
-    """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
+EnvOption = Annotated[str, typer.Option("--env", help="environment: built-in name or import path pkg.module:factory")]
+PolicyOption = Annotated[str, typer.Option("--policy", help="oracle | noop | hf:MODEL[@ADAPTER] | "
+                                                             "openai:BASE_URL#MODEL")]
+Tasks = Annotated[int | None, typer.Option("--n", help="number of tasks (default: the whole split)")]
+Backend = Annotated[str, typer.Option(help="local | ray")]
+Workers = Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")]
+LockstepBatch = Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")]
+EpisodeSteps = Annotated[int, typer.Option(help="most model turns per episode")]
+EpisodeTimeout = Annotated[float, typer.Option(help="seconds per episode")]
+MaxNewTokens = Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")]
+Seed = Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")]
+EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
+
+
+def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None, k: int, backend: str,
+                     workers: int, batch_size: int, max_steps: int, episode_timeout: float, max_new_tokens: int,
+                     seed: int, env_arg: list[str] | None):
+    """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
-    from agentft.collect import collect as run_collect
-    from agentft.progress import episode_progress
     from agentft.runner import RunConfig
 
     if backend not in ("local", "ray"):
         raise UserError(f"--backend is local or ray, not {backend!r}")
-    policy_kwargs = {"max_new_tokens": max_new_tokens} if ":" in policy else {}
-    config = CollectConfig(
-        env=env, policy=policy, out=str(out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"),
-        split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
-        env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
+    if k < 1:
+        raise UserError(f"--k is the number of attempts per task and must be at least 1, not {k}")
+    return CollectConfig(
+        env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
+        env_kwargs=_key_values(env_arg or [], "--env-arg"),
+        policy_kwargs={"max_new_tokens": max_new_tokens} if ":" in policy else {},
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
     )
+
+
+@app.command()
+def collect(
+    env: EnvOption, policy: PolicyOption,
+    split: Annotated[str, typer.Option(help="task split")] = "train",
+    n: Tasks = None,
+    k: Annotated[int, typer.Option(help="attempts per task")] = 1,
+    out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
+    backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
+    episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
+    env_arg: EnvArgs = None,
+) -> None:
+    """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
+    from agentft.collect import collect as run_collect
+    from agentft.progress import episode_progress
+
+    out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
+    config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
+                              episode_timeout, max_new_tokens, seed, env_arg)
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
@@ -131,38 +150,22 @@ def collect(
 
 @app.command("eval")
 def eval_command(
-    env: Annotated[str, typer.Option(help="environment: built-in name or import path pkg.module:factory")],
-    policy: Annotated[str, typer.Option(help="oracle | noop | hf:MODEL[@ADAPTER] | openai:BASE_URL#MODEL")],
+    env: EnvOption, policy: PolicyOption,
     split: Annotated[str, typer.Option(help="task split")] = "test",
-    n: Annotated[int | None, typer.Option(help="number of tasks (default: the whole split)")] = None,
+    n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task (pass^1 .. pass^k are reported)")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
-    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
-    workers: Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")] = 1,
-    batch_size: Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")] = 32,
-    max_steps: Annotated[int, typer.Option(help="most model turns per episode")] = 20,
-    episode_timeout: Annotated[float, typer.Option(help="seconds per episode")] = 600.0,
-    max_new_tokens: Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")] = 256,
-    seed: Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")] = 0,
-    env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
+    backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
+    episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
+    env_arg: EnvArgs = None,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
-    from agentft.collect import CollectConfig
     from agentft.evaluate import REPORT, SUMMARY, evaluate
     from agentft.progress import episode_progress
-    from agentft.runner import RunConfig
 
-    if backend not in ("local", "ray"):
-        raise UserError(f"--backend is local or ray, not {backend!r}")
-    if k < 1:
-        raise UserError(f"--k is the number of attempts per task and must be at least 1, not {k}")
-    policy_kwargs = {"max_new_tokens": max_new_tokens} if ":" in policy else {}
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
-    config = CollectConfig(
-        env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
-        env_kwargs=_key_values(env_arg or [], "--env-arg"), policy_kwargs=policy_kwargs,
-        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
-    )
+    config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
+                              episode_timeout, max_new_tokens, seed, env_arg)
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
