@@ -33,3 +33,10 @@ def test_user_errors_exit_2_with_a_message_not_a_traceback():
     assert result.returncode == 2
     assert "error:" in result.stderr and "embedded models are" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_documented_command_is_there():
+    names = {command.name or command.callback.__name__ for command in app.registered_commands}
+    groups = {group.name for group in app.registered_groups}
+    assert {"chat", "collect", "eval", "report", "export", "lineage", "doctor", "quickstart", "serve"} <= names
+    assert {"models", "dataset", "train", "rag"} <= groups
