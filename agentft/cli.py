@@ -480,7 +480,7 @@ def serve(
         help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)")] = None,
     guard: Annotated[bool, typer.Option(help="block agent-run writes that break the environment's rules")] = False,
     max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
-    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 5.0,
+    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 100.0,
     max_concurrency: Annotated[int, typer.Option(help="requests admitted at once; more get 429")] = 64,
     timeout: Annotated[float, typer.Option(help="seconds per request (a whole agent run included); then 504")] = 120.0,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body; larger gets 413")] = 1_000_000,

@@ -65,11 +65,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--batch-wait-ms", type=float, default=100.0,
+                        help="how long the batcher waits for company once a turn is pending")
     args = parser.parse_args()
 
     pull(args.model)
     with tempfile.TemporaryDirectory() as logs:
-        app = create_app(ServeConfig(model=args.model, max_batch=16, batch_wait_ms=10, log_dir=logs))
+        app = create_app(ServeConfig(model=args.model, max_batch=16, batch_wait_ms=args.batch_wait_ms, log_dir=logs))
         engine = app.state.serve.engine
         with serve_in_thread(app) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
