@@ -34,7 +34,7 @@ from agentft.envs import Task
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 from agentft.serve.config import ServeState
-from agentft.serve.errors import APIError
+from agentft.serve.errors import APIError, client_closed_response
 from agentft.serve.guard import RuleChecker
 from agentft.serve.schemas import AgentRunRequest, to_messages
 from agentft.serve.turns import ClientGone, await_output, build_request, interpret
@@ -190,9 +190,7 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(episode.close)
     except ClientGone:
-        state.metrics.error(499, "client_closed")
-        return JSONResponse({"error": {"message": "client closed the request", "type": "client_closed_request",
-                                       "param": None, "code": "client_closed"}}, status_code=499)
+        return client_closed_response(state.metrics)
     finally:
         slot.release()
     trajectory = await _finish(state, run, rid, model_id, started)

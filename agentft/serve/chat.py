@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from agentft.messages import Message
 from agentft.serve.config import ServeState, Slot
 from agentft.serve.engine import GenOutput, GenRequest, WorkItem
-from agentft.serve.errors import APIError
+from agentft.serve.errors import APIError, client_closed_response
 from agentft.serve.schemas import ChatCompletionRequest, forced_tool, to_messages, tool_dicts
 from agentft.serve.turns import ClientGone, Interpreted, await_output, build_request, interpret
 from agentft.trajectory import Event, Trajectory, Usage
@@ -123,9 +123,7 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
     try:
         output = await await_output(item, request, deadline)
     except ClientGone:
-        state.metrics.error(499, "client_closed")
-        return JSONResponse({"error": {"message": "client closed the request", "type": "client_closed_request",
-                                       "param": None, "code": "client_closed"}}, status_code=499)
+        return client_closed_response(state.metrics)
     finally:
         slot.release()
     reply = interpret(output.text, gen, mode, forced_name)

@@ -14,7 +14,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["APIError", "envelope", "error_response", "install_error_handlers", "raw_error_response"]
+__all__ = ["APIError", "envelope", "error_response", "client_closed_response", "install_error_handlers",
+           "raw_error_response"]
 
 log = logging.getLogger("agentft.serve")
 
@@ -51,6 +52,12 @@ def error_response(error: APIError, request: Request | None = None) -> JSONRespo
     if metrics is not None:
         metrics.error(error.status, error.code)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def client_closed_response(metrics: Any) -> JSONResponse:
+    """The (nginx-style) 499 for a client that went away before its answer; counted in ``metrics``."""
+    metrics.error(499, "client_closed")
+    return JSONResponse(APIError(499, "client closed the request", code="client_closed").body(), status_code=499)
 
 
 def raw_error_response(status: int, message: str, *, code: str | None = None,
