@@ -118,8 +118,13 @@ def load_model(
     adapter: str | os.PathLike[str] | None = None,
     dtype: str = "float32",
     device: str = "cpu",
+    merge: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer (with a LoRA adapter applied when given), ready for inference."""
+    """Load a causal LM and its tokenizer (with a LoRA adapter applied when given), ready for inference.
+
+    ``merge`` folds the adapter into the weights: generation then costs what the base model costs (a separate
+    LoRA branch adds two small matmuls per layer and projection), but the adapter can no longer be switched off.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,6 +139,8 @@ def load_model(
         if not (adapter_path / "adapter_config.json").exists():
             raise UserError(f"{adapter_path} is not a LoRA adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, adapter_path)
+        if merge:
+            model = model.merge_and_unload()
     model.to(device).eval()
     _ensure_chat_tokens(tokenizer)
     return model, tokenizer

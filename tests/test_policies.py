@@ -2,6 +2,7 @@ import asyncio
 import json
 
 import pytest
+import torch
 
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage
@@ -56,13 +57,21 @@ def test_hf_policy_spec_with_a_lora_adapter(tiny, tmp_path, tools):
 
     base, tokenizer = load_model("tiny-test")
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
     peft_model.save_pretrained(tmp_path / "adapter")
+    with torch.no_grad():
+        expected = peft_model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
     policy = load_policy(f"hf:tiny-test@{tmp_path / 'adapter'}", max_new_tokens=5)
     assert policy.name == f"hf:tiny-test@{tmp_path / 'adapter'}"
-    assert type(policy.model).__name__.startswith("Peft")
-    # A fresh LoRA (B = 0) leaves the base model's output unchanged.
-    plain = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=5)
-    assert policy.act([USER], tools)[0].text == plain.act([USER], tools)[0].text
+    # The adapter is folded into the weights for generation: the same outputs as the adapter beside the base.
+    assert not type(policy.model).__name__.startswith("Peft")
+    with torch.no_grad():
+        merged = policy.model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    plain_logits = tiny[0](input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    assert torch.allclose(merged, expected, atol=1e-4) and not torch.allclose(merged, plain_logits, atol=1e-2)
     with pytest.raises(UserError, match="not a LoRA adapter"):
         load_policy(f"hf:tiny-test@{tmp_path}")
 

@@ -97,6 +97,41 @@ def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
+    """Four packed conversations that open with the same system prompt and tools: running that opening
+    once and attending to its cache must train exactly like the packed row."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from agentft.train.prefix import shared_prefix_length, unpack_rows
+    from agentft.train.sft import label_positions_loss
+
+    sft, _ = data
+    model, tokenizer = tiny
+    rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(4))
+    rows = rows.remove_columns(["trajectory_id"])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
+                         args=SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, padding_free=True,
+                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=4))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    input_ids, attention_mask, _ = unpack_rows(batch)
+    assert input_ids.shape[0] == 4 and shared_prefix_length(input_ids, attention_mask) >= 32
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        loss, _ = label_positions_loss(model, batch, share_prefix=share)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (packed, packed_grads), (shared, shared_grads) = results
+    assert torch.allclose(packed, shared, atol=1e-5)
+    assert len(packed_grads) == len(shared_grads) > 0
+    for a, b in zip(packed_grads, shared_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+    model.zero_grad()
+    one = trainer.data_collator([trainer.train_dataset[0]])
+    assert unpack_rows(one) is None  # one conversation: nothing to share
+
+
 def test_full_fine_tuning_changes_every_weight(data, tmp_path):
     sft, _ = data
     out = tmp_path / "full"
@@ -120,6 +155,45 @@ def test_dpo_from_an_sft_adapter_moves_the_adapter_and_the_margin(data, tmp_path
     before, after = adapter_weights(start), adapter_weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((out / "manifest.json").read_text())["config"]["adapter"] == str(start)
+
+
+def test_dpo_shared_prefix_gives_the_same_loss_gradients_and_reference(data, tmp_path, monkeypatch):
+    from datasets import load_dataset
+    from trl import DPOConfig
+
+    import agentft.train.prefix
+    from agentft.train.common import prepare_model
+    from agentft.train.dpo import _trainer_class
+    from agentft.train.prefix import shared_prefix_length
+
+    _, dpo = data
+    config = DPOTrainConfig(model="tiny-test", data=str(dpo), out=str(tmp_path), device="cpu")
+    model, tokenizer = prepare_model(config, "cpu")
+    rows = load_dataset("json", data_files=str(dpo / "train.jsonl"))["train"].select(range(2))
+    rows = rows.remove_columns([c for c in rows.column_names if c not in ("prompt", "chosen", "rejected", "tools")])
+    trainer = _trainer_class(True)(
+        model=model, processing_class=tokenizer, train_dataset=rows,
+        args=DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=2,
+                       precompute_ref_log_probs=False))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) >= 32
+    calls = []
+    original = agentft.train.prefix.shared_prefix_hidden
+    monkeypatch.setattr(agentft.train.prefix, "shared_prefix_hidden", lambda *a: calls.append(1) or original(*a))
+    results = []
+    for trainer_class in (_trainer_class(False), type(trainer)):
+        model.zero_grad()
+        loss = trainer_class.compute_loss(trainer, model, batch)
+        loss.backward()
+        reference = trainer_class.compute_ref_log_probs(trainer, model, batch)
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None],
+                        torch.cat(reference)))
+    (plain, plain_grads, plain_ref), (shared, shared_grads, shared_ref) = results
+    assert len(calls) == 3  # the shared class routed the policy, inline reference and precompute passes
+    assert torch.allclose(plain, shared, atol=1e-5) and torch.allclose(plain_ref, shared_ref, atol=1e-4)
+    assert len(plain_grads) == len(shared_grads) > 0
+    for a, b in zip(plain_grads, shared_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
 
 
 def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, tmp_path):

@@ -53,7 +53,8 @@ class HFPolicy:
         self.seed = seed
         self.reuse_prefix = reuse_prefix
         self._prefix_cache: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
-        self.model, self.tokenizer = loaded or load_model(model, adapter=adapter, dtype=dtype, device=device)
+        self.model, self.tokenizer = loaded or load_model(model, adapter=adapter, dtype=dtype, device=device,
+                                                                     merge=True)
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self._stop_ids = sorted({i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0})
 
@@ -137,7 +138,7 @@ class HFPolicy:
         same positions in every row and its cached keys and values serve the whole batch.
         """
         import torch
-        from transformers import DynamicCache
+        from transformers import StaticCache
 
         prefix_ids, layers = self._prefix_state(prefix)
         rests = self.tokenizer([p[len(prefix):] for p in prompts], add_special_tokens=False)["input_ids"]
@@ -150,8 +151,11 @@ class HFPolicy:
             masks.append([1] * len(prefix_ids) + [0] * gap + [1] * len(rest))
         device = self.model.device
         batch = len(prompts)
-        cache = DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1).contiguous(),
-                                              v.expand(batch, -1, -1, -1).contiguous()) for k, v in layers])
+        # Preallocated: a growing cache would copy every row's keys and values at each new token (measured:
+        # three quarters of the decode time at batch 27 with a 600-token prefix).
+        cache = StaticCache(config=self.model.config, max_cache_len=len(rows[0]) + options["max_new_tokens"])
+        for layer, (keys, values) in zip(cache.layers, layers, strict=True):
+            layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
         input_ids = torch.tensor(rows, device=device)
         output = self.model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=device),
                                      cache=cache, **options)

@@ -61,6 +61,8 @@ class SFTTrainConfig(TrainConfig):
     data: str = _help("SFT dataset directory from `agentft dataset sft`", "data/sft")
     padding_free: bool = _help("pack each batch into one row without padding (same loss, no padding work)", True)
     label_positions_only: bool = _help("project through the LM head only where a label is trained", True)
+    share_prefix: bool = _help("in a packed batch, run the untrained opening that examples share (system prompt, "
+                               "tools) once; same loss (needs padding_free and label_positions_only)", True)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class DPOTrainConfig(TrainConfig):
     lr: float = _help("peak learning rate", 5e-5)
     beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
     precompute_ref: bool = _help("compute the reference log-probs once before training", True)
+    share_prefix: bool = _help("run the opening a batch's rows share (prompt of a pair, system prompt and tools) "
+                               "once; same log-probs", True)
 
 
 @dataclass

@@ -7,8 +7,10 @@ and the reference is the base model with the adapter disabled. Either way no sec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from agentft.train.common import (
     trainer_arguments,
 )
 from agentft.train.config import DPOTrainConfig
+from agentft.train.prefix import sharing_backbone
 
 __all__ = ["train_dpo"]
 
@@ -32,9 +35,50 @@ def _reward_margins(out: Path) -> list[float]:
     return [r["rewards/margins"] for r in rows if "rewards/margins" in r]
 
 
+@contextlib.contextmanager
+def _score_completions_only() -> Iterator[None]:
+    """TRL's fused LM head scores only the completion tokens on Triton devices and every position elsewhere
+    (fixed tile shapes for compilers such as XLA). Eager CPU runs gain from the compact path too: measured on
+    SmolLM2 pairs, the head took 4.7 of 10 s per step scoring all ~900 positions for ~60 completion tokens.
+    The log-probs are the same (unscored positions are zeros either way). TRL's kernels keep their own
+    device check, so they stay on the torch path."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:  # a TRL without the switch: nothing to change
+        yield
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def _trainer_class(share_prefix: bool) -> type:
+    from trl import DPOTrainer
+
+    if not share_prefix:
+        return DPOTrainer
+
+    class SharedPrefixDPOTrainer(DPOTrainer):
+        """Chosen and rejected rows share their prompt, and every pair the system prompt and tools: both the
+        policy and the reference pass run that common opening once per batch (same log-probs)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            with sharing_backbone(self.model), _score_completions_only():
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def compute_ref_log_probs(self, model, inputs):  # noqa: ANN001
+            with sharing_backbone(self.model), _score_completions_only():
+                return super().compute_ref_log_probs(model, inputs)
+
+    return SharedPrefixDPOTrainer
+
+
 def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
     from datasets import load_dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     device = resolve_device(config)
     out = Path(config.out)
@@ -57,8 +101,8 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
         precompute_ref_log_probs=config.precompute_ref,
         max_length=config.max_length,
     )
-    trainer = DPOTrainer(model=model, processing_class=tokenizer, args=arguments, train_dataset=data,
-                         callbacks=callbacks(out))
+    trainer = _trainer_class(config.share_prefix)(model=model, processing_class=tokenizer, args=arguments,
+                                                  train_dataset=data, callbacks=callbacks(out))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started

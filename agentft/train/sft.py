@@ -17,26 +17,36 @@ from agentft.train.common import (
     trainer_arguments,
 )
 from agentft.train.config import SFTTrainConfig
+from agentft.train.prefix import shared_prefix_hidden, unpack_rows
 
 __all__ = ["train_sft", "label_positions_loss"]
 
 
-def label_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any]:
+def label_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
+                         share_prefix: bool = False) -> tuple[Any, Any]:
     """Next-token loss with the LM head applied only where a label is trained.
 
     In a tool-use conversation most tokens are prompt (system, tools, user, tool results): projecting
     only the ~30% that carry a label through the (hidden x vocab) head gives the same loss and gradients
-    for a fraction of the work. Returns the loss and the share of top-1 correct trained tokens.
+    for a fraction of the work. With ``share_prefix`` the examples of a packed batch that open with the
+    same untrained tokens (system prompt and tool list, ~600 tokens in ``claims``) run that prefix once
+    and attend to its keys and values; the loss and gradients are again the same. Returns the loss and
+    the share of top-1 correct trained tokens.
     """
     import torch
     import torch.nn.functional as F
 
-    labels = inputs["labels"]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
-    forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    hidden = backbone(**forward, use_cache=False).last_hidden_state[:, :-1]
-    targets = labels[:, 1:]
+    rows = unpack_rows(inputs) if share_prefix else None
+    if rows is None:
+        forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        hidden = backbone(**forward, use_cache=False).last_hidden_state[:, :-1]
+        targets = inputs["labels"][:, 1:]
+    else:
+        input_ids, attention_mask, labels = rows
+        hidden = shared_prefix_hidden(backbone, input_ids, attention_mask)[:, :-1]
+        targets = labels[:, 1:]
     mask = targets != -100
     logits = base.get_output_embeddings()(hidden[mask]).float()
     picked = targets[mask]
@@ -47,7 +57,7 @@ def label_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch:
     return loss, accuracy
 
 
-def _trainer_class(label_positions_only: bool) -> type:
+def _trainer_class(label_positions_only: bool, share_prefix: bool) -> type:
     from trl import SFTTrainer
 
     if not label_positions_only:
@@ -55,7 +65,7 @@ def _trainer_class(label_positions_only: bool) -> type:
 
     class LabelPositionsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            loss, accuracy = label_positions_loss(model, inputs, num_items_in_batch)
+            loss, accuracy = label_positions_loss(model, inputs, num_items_in_batch, share_prefix=share_prefix)
             mode = "train" if model.training else "eval"
             self._metrics[mode]["mean_token_accuracy"].append(accuracy.item())
             return (loss, {"loss": loss}) if return_outputs else loss
@@ -90,7 +100,7 @@ def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
         max_length=config.max_length,
         eval_strategy="no",
     )
-    trainer = _trainer_class(config.label_positions_only)(
+    trainer = _trainer_class(config.label_positions_only, config.share_prefix)(
         model=model, processing_class=tokenizer, args=arguments, train_dataset=data["train"],
         eval_dataset=data.get("validation"), callbacks=callbacks(out),
     )

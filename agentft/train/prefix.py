@@ -1,0 +1,114 @@
+"""Run the opening that every row of a batch shares once, then the rest of each row against its cache.
+
+Tool-use training rows open with the same system prompt and tool list (about 600 of ~900 tokens in
+``claims``). Running that opening once per batch and letting each row's remainder attend to its keys and
+values gives the same hidden states, loss and gradients as running every row in full: autograd carries
+each row's gradient back through the expanded cache into the one prefix pass.
+
+SFT uses it on its packed rows; DPO (chosen and rejected rows that share their whole prompt) through
+:func:`sharing_backbone`, which TRL's fused LM head then calls without knowing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["MIN_SHARED_PREFIX", "shared_prefix_hidden", "unpack_rows", "sharing_backbone"]
+
+MIN_SHARED_PREFIX = 32
+"""Shorter common openings are not worth a second forward call."""
+
+
+def shared_prefix_length(input_ids: Any, attention_mask: Any) -> int:
+    """Tokens every row starts with, within every row's real (unpadded) length."""
+    same = (input_ids == input_ids[:1]).all(dim=0).long().cumprod(dim=0).sum()
+    return int(min(int(same), int(attention_mask.sum(dim=1).min())))
+
+
+def shared_prefix_hidden(backbone: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """Last hidden states ``[rows, length, hidden]`` of right-padded rows, the shared opening run once.
+
+    Falls back to one plain forward call for a single row or a short common opening.
+    """
+    import torch
+
+    rows, width = input_ids.shape
+    length = shared_prefix_length(input_ids, attention_mask) if rows > 1 else 0
+    if length < MIN_SHARED_PREFIX or length == width:
+        return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    prefix = backbone(input_ids=input_ids[:1, :length], use_cache=True)
+    cache = prefix.past_key_values
+    cache.batch_repeat_interleave(rows)
+    positions = torch.arange(length, width, device=input_ids.device).expand(rows, -1)
+    rest = backbone(input_ids=input_ids[:, length:], attention_mask=attention_mask, position_ids=positions,
+                    cache=cache, use_cache=True).last_hidden_state
+    return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest], dim=1)
+
+
+def unpack_rows(inputs: dict[str, Any]) -> tuple[Any, Any, Any] | None:
+    """A padding-free packed row (``position_ids`` restart at each example) as right-padded rows:
+    ``(input_ids, attention_mask, labels)``; None when the batch is not a packed row of several examples."""
+    import torch
+
+    ids, labels, positions = inputs["input_ids"], inputs["labels"], inputs.get("position_ids")
+    if positions is None or ids.shape[0] != 1:
+        return None
+    starts = (positions[0] == 0).nonzero().flatten().tolist()
+    if len(starts) < 2:
+        return None
+    ends = [*starts[1:], ids.shape[1]]
+    width = max(b - a for a, b in zip(starts, ends, strict=True))
+    out_ids = torch.zeros(len(starts), width, dtype=ids.dtype, device=ids.device)
+    out_labels = torch.full_like(out_ids, -100)
+    attention = torch.zeros_like(out_ids)
+    for row, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        out_ids[row, : b - a] = ids[0, a:b]
+        out_labels[row, : b - a] = labels[0, a:b]
+        attention[row, : b - a] = 1
+    return out_ids, attention, out_labels
+
+
+@contextlib.contextmanager
+def sharing_backbone(model: Any) -> Iterator[None]:
+    """While active, the model's backbone runs a batch's shared opening once (see the module docstring).
+
+    Only plain calls (``input_ids`` and a right-padding ``attention_mask``, no cache) are rerouted; anything
+    else goes to the original forward unchanged.
+    """
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    original = backbone.forward
+
+    def forward(input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        # PEFT passes inputs_embeds=None, output_attentions=None, ... explicitly: those are still plain calls
+        extras = {k for k, v in kwargs.items() if v is not None and v is not False and k != "return_dict"}
+        plain = input_ids is not None and attention_mask is not None and not extras
+        if not plain or not _right_padded(attention_mask):
+            return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return BaseModelOutputWithPast(
+            last_hidden_state=shared_prefix_hidden(_Original(original), input_ids, attention_mask))
+
+    backbone.forward = forward
+    try:
+        yield
+    finally:
+        del backbone.forward
+
+
+class _Original:
+    """The backbone's own forward, callable like the module."""
+
+    def __init__(self, forward: Any) -> None:
+        self.forward = forward
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.forward(**kwargs)
+
+
+def _right_padded(attention_mask: Any) -> bool:
+    """Every row is ones then zeros (what a shared opening at position 0 needs)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
