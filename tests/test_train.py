@@ -77,21 +77,25 @@ def test_sft_trains_lora_only_and_writes_its_outputs(data, tmp_path):
     assert not list(out.glob("checkpoint-*"))
 
 
-def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
+def packed_batch(sft, tiny, n):
+    """n training rows packed into one padding-free row by TRL's own collator."""
+    from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
-    from agentft.train.sft import label_positions_loss
-
-    sft, _ = data
     model, tokenizer = tiny
-    from datasets import load_dataset
-
-    rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(2))
+    rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(n))
     rows = rows.remove_columns(["trajectory_id"])
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
                          args=SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, padding_free=True,
-                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=2))
-    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=n))
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+
+
+def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
+    from agentft.train.sft import label_positions_loss
+
+    model, _ = tiny
+    batch = packed_batch(data[0], tiny, 2)
     ours, _ = label_positions_loss(model, batch)
     theirs = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]).loss
     assert torch.allclose(ours, theirs, atol=1e-5)
@@ -100,20 +104,11 @@ def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
 def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
     """Four packed conversations that open with the same system prompt and tools: running that opening
     once and attending to its cache must train exactly like the packed row."""
-    from datasets import load_dataset
-    from trl import SFTConfig, SFTTrainer
-
     from agentft.train.prefix import shared_prefix_length, unpack_rows
     from agentft.train.sft import label_positions_loss
 
-    sft, _ = data
-    model, tokenizer = tiny
-    rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(4))
-    rows = rows.remove_columns(["trajectory_id"])
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
-                         args=SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, padding_free=True,
-                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=4))
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model, _ = tiny
+    batch = packed_batch(data[0], tiny, 4)
     input_ids, attention_mask, _ = unpack_rows(batch)
     assert input_ids.shape[0] == 4 and shared_prefix_length(input_ids, attention_mask) >= 32
     results = []
@@ -128,8 +123,7 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
     for a, b in zip(packed_grads, shared_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
     model.zero_grad()
-    one = trainer.data_collator([trainer.train_dataset[0]])
-    assert unpack_rows(one) is None  # one conversation: nothing to share
+    assert unpack_rows(packed_batch(data[0], tiny, 1)) is None  # one conversation: nothing to share
 
 
 def test_full_fine_tuning_changes_every_weight(data, tmp_path):
@@ -194,6 +188,21 @@ def test_dpo_shared_prefix_gives_the_same_loss_gradients_and_reference(data, tmp
     assert len(plain_grads) == len(shared_grads) > 0
     for a, b in zip(plain_grads, shared_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_dpo_sft_weight_adds_the_chosen_nll(data, tmp_path):
+    """At the first step the policy is its reference, so plain DPO's loss is exactly log 2; with sft_weight
+    the chosen completions' negative log-likelihood is added on top."""
+    _, dpo = data
+    first = {}
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"w{weight}"
+        train_dpo(DPOTrainConfig(model="tiny-test", data=str(dpo), out=str(out), max_steps=1, logging_steps=1,
+                                 save_steps=100, sft_weight=weight, device="cpu"))
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        first[weight] = next(r["loss"] for r in rows if "loss" in r)
+    assert first[0.0] == pytest.approx(0.6931, abs=1e-3)
+    assert first[1.0] > first[0.0] + 0.5  # the tiny model gives its chosen tokens little probability
 
 
 def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, tmp_path):

@@ -71,6 +71,8 @@ class DPOTrainConfig(TrainConfig):
     lr: float = _help("peak learning rate", 5e-5)
     beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
     precompute_ref: bool = _help("compute the reference log-probs once before training", True)
+    sft_weight: float = _help("add the chosen completions' negative log-likelihood with this weight (RPO): keeps "
+                              "small-data DPO from lowering the likelihood of what it prefers; 0: plain DPO", 0.0)
     share_prefix: bool = _help("run the opening a batch's rows share (prompt of a pair, system prompt and tools) "
                                "once; same log-probs", True)
 

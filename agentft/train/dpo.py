@@ -98,6 +98,8 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
     arguments = DPOConfig(
         **trainer_arguments(config, device),
         beta=config.beta,
+        loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
         precompute_ref_log_probs=config.precompute_ref,
         max_length=config.max_length,
     )

@@ -1,0 +1,132 @@
+"""Running a batch's shared opening once: SFT and DPO steps with and without it, side by side.
+
+SmolLM2-135M-Instruct with a LoRA adapter on the top 15 layers (the cpu-small recipe), oracle claims
+trajectories; every conversation opens with the same system prompt and tool list (~590 tokens).
+
+- SFT: one optimizer step's forward + backward over 8 conversations packed in one row, the loss at
+  trained positions only; without sharing the row's attention spans all 8 conversations.
+- DPO: forward + backward of the policy and the reference log-probs for 8 pairs (one pair per batch, as
+  in cpu-small): TRL's DPOTrainer as shipped, then agentft's (shared opening, completion-only LM head).
+
+Prints seconds, tokens/s, the ratio and the loss difference (it must be ~0: the same computation).
+
+Run: .venv/bin/python benchmarks/shared_prefix.py
+"""
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def make_data(root: Path) -> tuple[Path, Path]:
+    from agentft.collect import CollectConfig, collect
+    from agentft.datasets import build_sft_dataset, save_sft_dataset
+    from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+
+    trajectories = collect(CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=27,
+                                         env_kwargs={"sandbox": False})).out
+    sft = save_sft_dataset(build_sft_dataset([trajectories]), root / "sft")
+    pairs = build_dpo_dataset([trajectories], PreferenceConfig(step_pairs=False, perturbations=True))
+    return sft, save_dpo_dataset(pairs, root / "dpo")
+
+
+def timed(work) -> tuple[float, float]:
+    work()  # warm-up
+    started = time.perf_counter()
+    value = work()
+    return time.perf_counter() - started, value
+
+
+def sft_step(data: Path, out: Path) -> None:
+    from datasets import load_dataset
+    from trl import SFTConfig
+
+    from agentft.train import SFTTrainConfig, build_config
+    from agentft.train.common import prepare_model, trainer_arguments
+    from agentft.train.sft import _trainer_class, label_positions_loss
+
+    config = build_config(SFTTrainConfig, "cpu-small", model="smollm2-135m", data=str(data), out=str(out))
+    rows = load_dataset("json", data_files=str(data / "train.jsonl"))["train"].select(range(8))
+    rows = rows.remove_columns(["trajectory_id"])
+    model, tokenizer = prepare_model(config, "cpu")
+    trainer = _trainer_class(True, True)(
+        model=model, processing_class=tokenizer, train_dataset=rows,
+        args=SFTConfig(**trainer_arguments(config, "cpu"), assistant_only_loss=True, padding_free=True,
+                       max_length=None))
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokens = batch["input_ids"].shape[1]
+
+    def step(share: bool):
+        model.zero_grad()
+        loss, _ = label_positions_loss(model, batch, share_prefix=share)
+        loss.backward()
+        return loss.item()
+
+    print(f"\n## SFT step: 8 conversations, {tokens} tokens")
+    print("| | seconds | tokens/s | loss |\n|---|---|---|---|")
+    results = {}
+    for share in (False, True):
+        seconds, loss = timed(lambda share=share: step(share))
+        results[share] = (seconds, loss)
+        name = "shared opening" if share else "packed row"
+        print(f"| {name} | {seconds:.1f} | {tokens / seconds:.0f} | {loss:.6f} |")
+    print(f"speed ratio {results[False][0] / results[True][0]:.2f}x; "
+          f"loss difference {abs(results[True][1] - results[False][1]):.1e}")
+
+
+def dpo_steps(data: Path, out: Path) -> None:
+    from datasets import load_dataset
+    from trl import DPOConfig
+
+    from agentft.train import DPOTrainConfig, build_config
+    from agentft.train.common import prepare_model
+    from agentft.train.dpo import _trainer_class
+
+    config = build_config(DPOTrainConfig, "cpu-small", model="smollm2-135m", data=str(data), out=str(out))
+    config.lora_top_layers = 15  # as an adapter from cpu-small SFT has it
+    rows = load_dataset("json", data_files=str(data / "train.jsonl"))["train"].select(range(8))
+    rows = rows.remove_columns([c for c in rows.column_names if c not in ("prompt", "chosen", "rejected", "tools")])
+    model, tokenizer = prepare_model(config, "cpu")
+    trainer = _trainer_class(True)(model=model, processing_class=tokenizer, train_dataset=rows,
+                                   args=DPOConfig(output_dir=str(out), report_to=[], use_cpu=True,
+                                                  per_device_train_batch_size=1, precompute_ref_log_probs=False))
+    batches = list(trainer.get_train_dataloader())
+    tokens = sum(b["input_ids"].numel() for b in batches)
+
+    def steps(cls):
+        total = 0.0
+        for batch in batches:
+            model.zero_grad()
+            loss = cls.compute_loss(trainer, model, batch)
+            loss.backward()
+            total += loss.item()
+        return total
+
+    print(f"\n## DPO: 8 pairs (policy forward + backward, reference forward), {tokens} tokens")
+    print("| trainer | seconds | tokens/s | summed loss |\n|---|---|---|---|")
+    results = {}
+    for name, cls in (("TRL DPOTrainer", _trainer_class(False)), ("agentft", type(trainer))):
+        seconds, loss = timed(lambda cls=cls: steps(cls))
+        results[name] = (seconds, loss)
+        print(f"| {name} | {seconds:.1f} | {tokens / seconds:.0f} | {loss:.6f} |")
+    (trl_s, trl_loss), (ours_s, ours_loss) = results.values()
+    print(f"speed ratio {trl_s / ours_s:.2f}x; loss difference {abs(trl_loss - ours_loss):.1e}")
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    root = Path(tempfile.mkdtemp(prefix="agentft-prefix-bench-"))
+    sft, dpo = make_data(root)
+    print(f"# shared opening, SmolLM2-135M; {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    sft_step(sft, root / "sft-out")
+    dpo_steps(dpo, root / "dpo-out")
+
+
+if __name__ == "__main__":
+    main()
