@@ -8,7 +8,11 @@ environment's deterministic user, two episodes of one task can only part at an a
 Also, on request:
 
 - **perturbations** of good episodes that break a rule the same way models do: the write issued
-  without first asking the user to confirm, and a customer-data call made before the identity check;
+  without first asking the user to confirm (``skip_confirmation``), and a customer-data call made before
+  the identity check (``skip_verification``); each with its mirror one step later, where the rule is
+  satisfied and the same move is now the wrong one (``ask_again`` after the user said yes,
+  ``verify_again`` after the identity was verified), so that DPO learns the rule rather than a
+  preference for questions over tool calls;
 - **whole-episode** pairs (``prompt`` = system + opening, ``chosen``/``rejected`` = everything after) as a
   fallback where step-level pairs are too few.
 
@@ -38,7 +42,8 @@ class PreferenceConfig:
     step_pairs: bool = True
     """Pairs at the first assistant turn where a failing episode departs from a good one."""
     perturbations: bool = False
-    """Pairs from rule-breaking edits of good episodes (skip confirmation, act before verifying)."""
+    """Pairs from rule-breaking edits of good episodes (skip confirmation, act before verifying) and their
+    mirrors (ask again after a yes, verify again after verifying)."""
     whole_episodes: bool = False
     """Whole-episode pairs (fallback)."""
     verify_tools: tuple[str, ...] = ("verify_identity", "verify_employee")
@@ -107,14 +112,25 @@ def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str,
                 rows.append(_row(messages[:i], [message], [write], tools,
                                  {"kind": "skip_confirmation", "chosen_trajectory": good.id, "message_index": i,
                                   "task_id": good.task_id, "env": good.env}))
+                # Its mirror: once the user said yes, the write is right and asking again is wrong. Without it
+                # DPO learns "a question beats a tool call" everywhere (measured: success fell by half).
+                rows.append(_row(messages[: i + 2], [write], [message], tools,
+                                 {"kind": "ask_again", "chosen_trajectory": good.id, "message_index": i + 2,
+                                  "task_id": good.task_id, "env": good.env}))
     calls = [(i, m) for i, m in enumerate(messages) if isinstance(m, AssistantMessage) and m.tool_calls]
-    for (i, first), (_, following) in zip(calls, calls[1:], strict=False):
+    for (i, first), (j, following) in zip(calls, calls[1:], strict=False):
         if first.tool_calls[0].function.name in config.verify_tools:
             # Act before verifying: the bad turn is the next data call made in the identity check's place.
             early = AssistantMessage(content=following.content, tool_calls=[
                 ToolCall.create(c.id, c.function.name, c.function.arguments) for c in following.tool_calls])
             rows.append(_row(messages[:i], [first], [early], tools,
                              {"kind": "skip_verification", "chosen_trajectory": good.id, "message_index": i,
+                              "task_id": good.task_id, "env": good.env}))
+            # Its mirror: once verified, the data call is right and checking the identity again is wrong.
+            again = AssistantMessage(content=None, tool_calls=[
+                ToolCall.create(f"{c.id}-again", c.function.name, c.function.arguments) for c in first.tool_calls])
+            rows.append(_row(messages[:j], [following], [again], tools,
+                             {"kind": "verify_again", "chosen_trajectory": good.id, "message_index": j,
                               "task_id": good.task_id, "env": good.env}))
             break
     return rows

@@ -116,6 +116,16 @@ def test_perturbation_and_whole_episode_pairs(runs):
     assert kinds["skip_confirmation"] > 0 and kinds["skip_verification"] > 0
     row = next(r for r in perturbed.rows if r["source"]["kind"] == "skip_confirmation")
     assert "confirm" in row["chosen"][0]["content"] and row["rejected"][0]["tool_calls"]
+    # Every perturbation has its mirror one step on, with the two turns swapped.
+    assert kinds["ask_again"] == kinds["skip_confirmation"] and kinds["verify_again"] == kinds["skip_verification"]
+    mirror = next(r for r in perturbed.rows if r["source"]["kind"] == "ask_again"
+                  and r["source"]["chosen_trajectory"] == row["source"]["chosen_trajectory"])
+    assert mirror["chosen"] == row["rejected"] and mirror["rejected"] == row["chosen"]
+    assert mirror["prompt"][: len(row["prompt"]) + 1] == row["prompt"] + row["chosen"]
+    assert mirror["prompt"][-1]["role"] == "user"  # the yes
+    again = next(r for r in perturbed.rows if r["source"]["kind"] == "verify_again")
+    assert again["rejected"][0]["tool_calls"][0]["function"]["name"] == "verify_identity"
+    assert again["prompt"][-1]["role"] == "tool" and "verified" in again["prompt"][-1]["content"]
     whole = build_dpo_dataset([oracle, base], PreferenceConfig(step_pairs=False, whole_episodes=True))
     assert whole.stats["by_kind"] == {"episode": 100}
     assert all(len(r["prompt"]) == 2 for r in whole.rows)
