@@ -1,0 +1,102 @@
+"""How the quickstart's SFT and DPO settings were chosen: runs scored on a validation block of train tasks.
+
+Train tasks 300-326 (27 tasks, 3 per kind) are never used by the quickstart: SFT demonstrations come from
+tasks 0 to N-1 (N = 216 by default) and DPO pairs are mined on tasks 216-233. Nothing here looks at test.
+Each run appends one JSON line to ``ROOT/results.jsonl`` (BENCHMARKS.md has the table).
+
+    .venv/bin/python benchmarks/quickstart_settings.py sft NAME N_TASKS EPOCHS LR ['{"warmup_steps": 2}']
+    .venv/bin/python benchmarks/quickstart_settings.py dpo SFT_NAME NAME '{"max_steps": 12}'
+
+ROOT is ``$AGENTFT_SETTINGS_DIR`` (default ``/tmp/agentft-settings``). A run takes 8-15 minutes on 2 cores.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(os.environ.get("AGENTFT_SETTINGS_DIR", "/tmp/agentft-settings"))
+VALIDATION_START, VALIDATION_TASKS = 300, 27
+MINE_START, MINE_TASKS = 216, 18
+MODEL = "smollm2-135m"
+GENERATION = {"max_new_tokens": 96, "batch_size": 64}
+
+
+def episodes(policy: str, out: Path, n: int, start: int, *, score: bool = False) -> dict:
+    from agentft.collect import CollectConfig, collect
+    from agentft.evaluate import evaluate
+    from agentft.runner import RunConfig
+
+    config = CollectConfig(env="claims", policy=policy, out=str(out), split="train", n=n, start=start,
+                           policy_kwargs=GENERATION if policy.startswith("hf:") else {},
+                           run=RunConfig(max_steps=12, batch_size=64))
+    return evaluate(config) if score else collect(config).summary
+
+
+def validate(adapter: Path, out: Path) -> dict:
+    summary = episodes(f"hf:{MODEL}@{adapter}", out, VALIDATION_TASKS, VALIDATION_START, score=True)
+    return {"success": summary["success_rate"], "compliance": summary["compliance_rate"],
+            "violations": summary["violations_by_rule"],
+            "by_kind": {k: v["success_rate"] for k, v in summary["by_task_kind"].items()}}
+
+
+def sft(name: str, n: int, epochs: float, lr: float, extra: dict) -> dict:
+    from transformers import AutoTokenizer
+
+    from agentft.datasets import build_sft_dataset, save_sft_dataset
+    from agentft.models import resolve_model_path
+    from agentft.train import SFTTrainConfig, build_config, train_sft
+
+    oracle = ROOT / f"oracle-{n}"
+    episodes("oracle", oracle, n, 0)
+    out = ROOT / name
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
+    save_sft_dataset(build_sft_dataset([oracle], tokenizer=tokenizer, validation_fraction=0.1), out / "data",
+                     title=f"settings run {name}")
+    started = time.perf_counter()
+    metrics = train_sft(build_config(SFTTrainConfig, "cpu-small", model=MODEL, data=str(out / "data"),
+                                     out=str(out / "adapter"), epochs=epochs, lr=lr, save_steps=10_000,
+                                     device="cpu", **extra))
+    return {"name": name, "tasks": n, "epochs": epochs, "lr": lr, **extra,
+            "train_seconds": round(time.perf_counter() - started), "eval_loss": metrics.get("eval_loss"),
+            **validate(out / "adapter", out / "validation")}
+
+
+def dpo(sft_name: str, name: str, extra: dict) -> dict:
+    from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+    from agentft.train import DPOTrainConfig, build_config, train_dpo
+
+    root = ROOT / sft_name
+    episodes("oracle", root / "mine-oracle", MINE_TASKS, MINE_START)
+    episodes(f"hf:{MODEL}@{root / 'adapter'}", root / "mine-sft", MINE_TASKS, MINE_START)
+    pairs = build_dpo_dataset([root / "mine-oracle", root / "mine-sft"], PreferenceConfig(perturbations=True))
+    save_dpo_dataset(pairs, root / name / "data")
+    started = time.perf_counter()
+    metrics = train_dpo(build_config(DPOTrainConfig, "cpu-small", model=MODEL, adapter=str(root / "adapter"),
+                                     data=str(root / name / "data"), out=str(root / name / "adapter"),
+                                     save_steps=10_000, device="cpu", **extra))
+    return {"name": f"{sft_name}/{name}", **extra, "pairs": pairs.stats["by_kind"],
+            "train_seconds": round(time.perf_counter() - started),
+            "margin": [metrics["reward_margin_first"], metrics["reward_margin_last"]],
+            **validate(root / name / "adapter", root / name / "validation")}
+
+
+def main() -> None:
+    command, *args = sys.argv[1:] or ["help"]
+    if command == "sft" and len(args) in (4, 5):
+        result = sft(args[0], int(args[1]), float(args[2]), float(args[3]), json.loads(args[4]) if args[4:] else {})
+    elif command == "dpo" and len(args) == 3:
+        result = dpo(args[0], args[1], json.loads(args[2]))
+    else:
+        raise SystemExit(__doc__)
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with (ROOT / "results.jsonl").open("a") as handle:
+        handle.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
