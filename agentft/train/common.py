@@ -17,7 +17,7 @@ from agentft.manifest import write_manifest
 from agentft.train.config import TrainConfig
 
 __all__ = ["prepare_model", "trainer_arguments", "callbacks", "newest_complete_checkpoint", "finish_run",
-           "resolve_device", "data_files"]
+           "resolve_device", "data_files", "train_timed"]
 
 COMPLETE = ".agentft-complete"
 
@@ -92,6 +92,18 @@ def trainer_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
         "include_num_input_tokens_seen": "non_padding",
         "disable_tqdm": False,
     }
+
+
+def train_timed(trainer: Any, checkpoint: Path | None) -> dict[str, Any]:
+    """Train (resuming from ``checkpoint`` when given); the loss, steps, time and real tokens/s."""
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    tokens = trainer.state.num_input_tokens_seen
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step,
+            "train_seconds": round(seconds, 1), "tokens": tokens,
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+            "resumed_from": str(checkpoint) if checkpoint else None}
 
 
 def callbacks(out: Path) -> list[Any]:

@@ -11,7 +11,6 @@ the dataset goes to the trainer already tokenized, with no packing and no comple
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from agentft.train.common import (
     newest_complete_checkpoint,
     prepare_model,
     resolve_device,
+    train_timed,
     trainer_arguments,
 )
 from agentft.train.config import CPTTrainConfig
@@ -112,11 +112,5 @@ def train_cpt(config: CPTTrainConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"device": device, "documents": len(texts), "blocks": len(blocks),
                                "block_size": config.block_size, "document_tokens": sum(map(len, blocks)),
                                "last_block": "padded"}
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
-    tokens = trainer.state.num_input_tokens_seen
-    metrics.update(train_loss=result.training_loss, steps=trainer.state.global_step, train_seconds=round(seconds, 1),
-                   tokens=tokens, tokens_per_second=round(tokens / seconds, 1) if seconds else None,
-                   resumed_from=str(checkpoint) if checkpoint else None)
+    metrics.update(train_timed(trainer, checkpoint))
     return finish_run(trainer, tokenizer, config, kind="cpt", inputs=files, metrics=metrics)

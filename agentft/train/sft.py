@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from agentft.train.common import (
     newest_complete_checkpoint,
     prepare_model,
     resolve_device,
+    train_timed,
     trainer_arguments,
 )
 from agentft.train.config import SFTTrainConfig
@@ -107,13 +107,7 @@ def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"device": device, "train_examples": len(data["train"])}
     if "validation" in data and checkpoint is None:
         metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
-    tokens = trainer.state.num_input_tokens_seen
-    metrics.update(train_loss=result.training_loss, steps=trainer.state.global_step, train_seconds=round(seconds, 1),
-                   tokens=tokens, tokens_per_second=round(tokens / seconds, 1) if seconds else None,
-                   resumed_from=str(checkpoint) if checkpoint else None)
+    metrics.update(train_timed(trainer, checkpoint))
     if "validation" in data:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     return finish_run(trainer, tokenizer, config, kind="sft", inputs=files, metrics=metrics)
