@@ -444,7 +444,11 @@ def doctor() -> None:
     try:
         import torch
 
+        from agentft.models import cpu_has_native_bf16
+
         table.add_row("torch threads", str(torch.get_num_threads()))
+        table.add_row("CPU bf16", "native (AVX512-BF16 or AMX): `auto` precision picks bf16" if cpu_has_native_bf16()
+                      else "emulated: `auto` precision stays fp32")
         if torch.cuda.is_available():
             gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
             table.add_row("GPU", gpus)

@@ -23,7 +23,7 @@ def test_chat_prints_a_reply_from_tiny_test():
 def test_doctor_reports_versions_and_cache():
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
-    for needle in ("transformers", "AGENTFT_HOME", "torch threads", "GPU"):
+    for needle in ("transformers", "AGENTFT_HOME", "torch threads", "CPU bf16", "GPU"):
         assert needle in result.output
 
 

@@ -77,6 +77,40 @@ def test_sft_trains_lora_only_and_writes_its_outputs(data, tmp_path):
     assert not list(out.glob("checkpoint-*"))
 
 
+def test_bf16_setting_is_true_false_or_auto_by_device(monkeypatch):
+    from agentft import models
+    from agentft.train import common
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert [common.use_bf16(SFTTrainConfig(bf16=v), "cpu") for v in (True, False, "auto")] == [True, False, False]
+    assert common.use_bf16(SFTTrainConfig(bf16="auto"), "cuda")
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert common.use_bf16(SFTTrainConfig(bf16="AUTO"), "cpu")
+    with pytest.raises(UserError, match="true, false or auto"):
+        common.use_bf16(SFTTrainConfig(bf16="fp8"), "cpu")
+
+
+def test_sft_in_bf16_on_cpu_computes_the_loss_under_autocast(data, tmp_path, monkeypatch):
+    """The loss calls the backbone directly, so the trainer's autocast (which wraps ``forward``) must be
+    entered around it; the weights stay fp32."""
+    from agentft.train import sft as sft_module
+
+    seen = []
+    original = sft_module.label_positions_loss
+
+    def recording(model, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     next(model.parameters()).dtype))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(sft_module, "label_positions_loss", recording)
+    metrics = train_sft(SFTTrainConfig(model="tiny-test", data=str(data[0]), out=str(tmp_path / "a"), max_steps=3,
+                                       lr=5e-3, bf16=True, device="cpu", logging_steps=1, save_steps=100))
+    assert metrics["precision"] == "bf16 mixed" and torch.isfinite(torch.tensor(metrics["train_loss"]))
+    assert metrics["eval_loss"] < metrics["eval_loss_before"]
+    assert seen and all(entry == (True, torch.bfloat16, torch.float32) for entry in seen)
+
+
 def packed_batch(sft, tiny, n):
     """n training rows packed into one padding-free row by TRL's own collator."""
     from datasets import load_dataset
@@ -188,6 +222,13 @@ def test_dpo_shared_prefix_gives_the_same_loss_gradients_and_reference(data, tmp
     assert len(plain_grads) == len(shared_grads) > 0
     for a, b in zip(plain_grads, shared_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_dpo_precomputes_the_reference_only_where_a_pair_is_seen_twice():
+    from agentft.train.dpo import _pairs_seen
+
+    assert _pairs_seen(DPOTrainConfig(max_steps=12, batch_size=1, grad_accum=2), 143) == 24  # on the fly
+    assert _pairs_seen(DPOTrainConfig(epochs=2), 10) == 20  # precomputed once, used twice
 
 
 def test_dpo_sft_weight_adds_the_chosen_nll(data, tmp_path):

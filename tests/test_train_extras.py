@@ -207,6 +207,26 @@ def test_merged_model_gives_the_adapters_logits(tmp_path):
     assert all(item["status"] == "ok" for item in tree["inputs"])
 
 
+def test_bf16_load_merges_in_fp32_then_casts(tmp_path, monkeypatch):
+    """A bf16 policy with a merged adapter: the adapter is folded into fp32 weights before the cast, so the
+    result is the fp32 merge rounded once (not bf16 weights plus a rounded delta)."""
+    from agentft import models
+
+    adapter = tmp_path / "adapter"
+    _perturbed_adapter(adapter)
+    fp32, _ = models.load_model("tiny-test", adapter=adapter, merge=True)
+    bf16, _ = models.load_model("tiny-test", adapter=adapter, merge=True, dtype="bfloat16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    for (name, a), (_, b) in zip(fp32.state_dict().items(), bf16.state_dict().items(), strict=True):
+        assert torch.equal(a.to(torch.bfloat16), b), name
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert models.resolve_dtype("auto", "cpu") == "float32" and models.resolve_dtype("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.resolve_dtype("auto", "cpu") == "bfloat16"
+    with pytest.raises(UserError, match="dtype must be"):
+        models.resolve_dtype("int4", "cpu")
+
+
 def test_merge_rejects_what_is_not_an_adapter(tmp_path):
     from agentft.export import adapter_base_model, merge_adapter
     from agentft.models import model_dir

@@ -27,7 +27,8 @@ class HFPolicy:
     Prompts of a batch are sorted by length and generated in sub-batches of ``batch_size`` so that
     padding stays small; generation stops at the end-of-turn token. The turns every prompt of a call
     shares (the system prompt and tool list, typically half of an agent's context) are encoded once and
-    their key/value cache is reused across the batch and across calls (``reuse_prefix``).
+    their key/value cache is reused across the batch and across calls (``reuse_prefix``). ``dtype`` is
+    float32, bfloat16 or auto (bf16 on a GPU or on a CPU that multiplies bf16 natively, else fp32).
     """
 
     def __init__(

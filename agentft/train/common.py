@@ -17,7 +17,7 @@ from agentft.manifest import write_manifest
 from agentft.train.config import TrainConfig
 
 __all__ = ["prepare_model", "trainer_arguments", "callbacks", "newest_complete_checkpoint", "finish_run",
-           "resolve_device", "data_files", "train_timed"]
+           "resolve_device", "use_bf16", "data_files", "train_timed"]
 
 COMPLETE = ".agentft-complete"
 
@@ -32,6 +32,19 @@ def resolve_device(config: TrainConfig) -> str:
     return config.device
 
 
+def use_bf16(config: TrainConfig, device: str) -> bool:
+    """Whether to train in bf16 mixed precision: ``bf16: true/false`` as given; ``auto`` on a GPU, and on a CPU
+    that multiplies bf16 natively (AVX512-BF16 or AMX: matmuls ~4x faster, an SFT step ~2x); a CPU without it
+    emulates bf16, slower than fp32."""
+    if isinstance(config.bf16, bool):
+        return config.bf16
+    if str(config.bf16).lower() != "auto":
+        raise UserError(f"bf16 must be true, false or auto, not {config.bf16!r}")
+    from agentft.models import cpu_has_native_bf16
+
+    return device == "cuda" or cpu_has_native_bf16()
+
+
 def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
     """The model ready to train: a new LoRA adapter, the given adapter made trainable, or every weight (full)."""
     import torch
@@ -41,7 +54,8 @@ def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
 
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    dtype = "bfloat16" if config.bf16 and device == "cuda" else "float32"
+    # a CPU keeps the weights fp32 and autocasts the matmuls to bf16
+    dtype = "bfloat16" if device == "cuda" and use_bf16(config, device) else "float32"
     model, tokenizer = load_model(config.model, dtype=dtype, device=device)
     model.train()
     model.config.use_cache = False
@@ -79,7 +93,7 @@ def trainer_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
         "per_device_train_batch_size": config.batch_size,
         "per_device_eval_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.grad_accum,
-        "bf16": bool(config.bf16 and device == "cuda"),
+        "bf16": use_bf16(config, device),
         "use_cpu": device == "cpu",
         "activation_checkpointing": config.gradient_checkpointing,
         "seed": config.seed,
@@ -169,6 +183,7 @@ def finish_run(trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, 
                metrics: dict[str, Any]) -> dict[str, Any]:
     """Save the adapter (or model) and tokenizer, the loss curve and the manifest; drop finished checkpoints."""
     out = Path(config.out)
+    metrics["precision"] = "bf16 mixed" if trainer.args.bf16 else "fp32"
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     if (out / "metrics.jsonl").exists():

@@ -45,7 +45,9 @@ class TrainConfig:
     lora_top_layers: int | None = _help("put LoRA only on the top N transformer layers: backward then stops there "
                                         "(on a CPU the backward pass is most of the time); None: every layer", None)
     max_length: int | None = _help("truncate examples to this many tokens (None: never truncate)", None)
-    bf16: bool = _help("bf16 mixed precision (GPU); CPU runs fp32", False)
+    bf16: bool | str = _help("bf16 mixed precision: true, false or auto (on a GPU; on a CPU only where it multiplies "
+                             "bf16 natively, AVX512-BF16 or AMX: fp32 weights under autocast, ~2x faster; elsewhere "
+                             "bf16 is emulated and slower than fp32)", False)
     gradient_checkpointing: bool = _help("recompute activations in backward (saves memory, ~25% slower)", False)
     seed: int = _help("random seed", 0)
     logging_steps: int = _help("log the loss every N steps", 5)
@@ -70,7 +72,9 @@ class DPOTrainConfig(TrainConfig):
     data: str = _help("DPO dataset directory from `agentft dataset dpo`", "data/dpo")
     lr: float = _help("peak learning rate", 5e-5)
     beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
-    precompute_ref: bool = _help("compute the reference log-probs once before training", True)
+    precompute_ref: bool = _help("compute the reference log-probs of every pair once before training, where the "
+                                 "run sees some pair twice (else each batch's as it comes: same values, and no "
+                                 "work on pairs max_steps never reaches)", True)
     sft_weight: float = _help("add the chosen completions' negative log-likelihood with this weight (RPO): keeps "
                               "small-data DPO from lowering the likelihood of what it prefers; 0: plain DPO", 0.0)
     share_prefix: bool = _help("run the opening a batch's rows share (prompt of a pair, system prompt and tools) "

@@ -55,6 +55,13 @@ def _score_completions_only() -> Iterator[None]:
         trl_utils._use_triton = original
 
 
+def _pairs_seen(config: DPOTrainConfig, pairs: int) -> float:
+    """Pairs the run will train on: a precomputed reference pays off only when some are seen twice."""
+    if config.max_steps > 0:
+        return config.max_steps * config.batch_size * config.grad_accum
+    return pairs * config.epochs
+
+
 def _trainer_class(share_prefix: bool) -> type:
     from trl import DPOTrainer
 
@@ -100,7 +107,7 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
         beta=config.beta,
         loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
         loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
-        precompute_ref_log_probs=config.precompute_ref,
+        precompute_ref_log_probs=config.precompute_ref and _pairs_seen(config, len(data)) > len(data),
         max_length=config.max_length,
     )
     trainer = _trainer_class(config.share_prefix)(model=model, processing_class=tokenizer, args=arguments,

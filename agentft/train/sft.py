@@ -65,7 +65,8 @@ def _trainer_class(label_positions_only: bool, share_prefix: bool) -> type:
 
     class LabelPositionsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            loss, accuracy = label_positions_loss(model, inputs, num_items_in_batch, share_prefix=share_prefix)
+            with self.accelerator.autocast():  # the loss calls the backbone, not the autocast-wrapped forward
+                loss, accuracy = label_positions_loss(model, inputs, num_items_in_batch, share_prefix=share_prefix)
             mode = "train" if model.training else "eval"
             self._metrics[mode]["mean_token_accuracy"].append(accuracy.item())
             return (loss, {"loss": loss}) if return_outputs else loss
