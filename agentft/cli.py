@@ -100,12 +100,14 @@ EpisodeSteps = Annotated[int, typer.Option(help="most model turns per episode")]
 EpisodeTimeout = Annotated[float, typer.Option(help="seconds per episode")]
 MaxNewTokens = Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")]
 Seed = Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")]
+Dtype = Annotated[str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU "
+                                         "with native bf16)")]
 EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
 
 
 def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None, k: int, backend: str,
                      workers: int, batch_size: int, max_steps: int, episode_timeout: float, max_new_tokens: int,
-                     seed: int, env_arg: list[str] | None):
+                     seed: int, env_arg: list[str] | None, dtype: str = "float32"):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
     from agentft.runner import RunConfig
@@ -114,10 +116,13 @@ def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None
         raise UserError(f"--backend is local or ray, not {backend!r}")
     if k < 1:
         raise UserError(f"--k is the number of attempts per task and must be at least 1, not {k}")
+    if dtype not in ("float32", "bfloat16", "auto"):
+        raise UserError(f"--dtype is float32, bfloat16 or auto, not {dtype!r}")
     return CollectConfig(
         env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
-        policy_kwargs={"max_new_tokens": max_new_tokens} if ":" in policy else {},
+        policy_kwargs={"max_new_tokens": max_new_tokens, **({"dtype": dtype} if policy.startswith("hf:") else {})}
+        if ":" in policy else {},
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
     )
 
@@ -131,7 +136,7 @@ def collect(
     out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
     backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
     episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
-    env_arg: EnvArgs = None,
+    env_arg: EnvArgs = None, dtype: Dtype = "float32",
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
     from agentft.collect import collect as run_collect
@@ -139,7 +144,7 @@ def collect(
 
     out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg)
+                              episode_timeout, max_new_tokens, seed, env_arg, dtype)
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
@@ -157,7 +162,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
     backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
     episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
-    env_arg: EnvArgs = None,
+    env_arg: EnvArgs = None, dtype: Dtype = "float32",
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
     from agentft.evaluate import REPORT, SUMMARY, evaluate
@@ -165,7 +170,7 @@ def eval_command(
 
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg)
+                              episode_timeout, max_new_tokens, seed, env_arg, dtype)
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
@@ -239,12 +244,15 @@ def dataset_dpo(
     source: Annotated[list[Path], typer.Option("--from", help="trajectory file or run directory (repeatable)")],
     out: Annotated[Path, typer.Option(help="output directory")],
     perturb: Annotated[bool, typer.Option(help="add pairs from rule-breaking edits of good episodes")] = False,
+    step_mirrors: Annotated[bool, typer.Option(help="for pairs that differ only in words, reject those words "
+                                                    "where another task's expert says something else")] = False,
     whole_episodes: Annotated[bool, typer.Option(help="add whole-episode pairs (fallback)")] = False,
 ) -> None:
     """Mine DPO pairs where failing episodes depart from successful ones."""
     from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
 
-    dataset = build_dpo_dataset(source, PreferenceConfig(perturbations=perturb, whole_episodes=whole_episodes))
+    dataset = build_dpo_dataset(source, PreferenceConfig(perturbations=perturb, step_mirrors=step_mirrors,
+                                                         whole_episodes=whole_episodes))
     save_dpo_dataset(dataset, out)
     console.print(f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
                   f"trajectories ({dataset.stats['failing']} failing) -> {out}")

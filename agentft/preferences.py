@@ -13,6 +13,11 @@ Also, on request:
   satisfied and the same move is now the wrong one (``ask_again`` after the user said yes,
   ``verify_again`` after the identity was verified), so that DPO learns the rule rather than a
   preference for questions over tool calls;
+- **step mirrors** of step pairs whose turns make the same tool calls and differ only in words: in another
+  task's good episode at the same turn, that task's own words beat the pair's chosen words
+  (``step_mirror``), so that DPO learns when those words are right instead of saying them everywhere
+  (without them, pairs that prefer "I can only discuss claims on your own account" made the model refuse
+  its customers' own claims);
 - **whole-episode** pairs (``prompt`` = system + opening, ``chosen``/``rejected`` = everything after) as a
   fallback where step-level pairs are too few.
 
@@ -44,6 +49,9 @@ class PreferenceConfig:
     perturbations: bool = False
     """Pairs from rule-breaking edits of good episodes (skip confirmation, act before verifying) and their
     mirrors (ask again after a yes, verify again after verifying)."""
+    step_mirrors: bool = False
+    """For each step pair that differs only in words, the same words rejected where another task's expert
+    says something else at that turn."""
     whole_episodes: bool = False
     """Whole-episode pairs (fallback)."""
     verify_tools: tuple[str, ...] = ("verify_identity", "verify_employee")
@@ -91,6 +99,34 @@ def _step_pair(bad: Trajectory, goods: Sequence[Trajectory],
     return _row(bad.messages[:n], [best.messages[n]], [bad.messages[n]], _tools(bad),
                 {"kind": "step", "chosen_trajectory": best.id, "rejected_trajectory": bad.id, "message_index": n,
                  "task_id": bad.task_id, "env": bad.env})
+
+
+def _calls(message: AssistantMessage) -> list[str]:
+    return [c.function.name for c in message.tool_calls]
+
+
+def _step_mirror(pair: dict[str, Any], episodes: dict[str, Trajectory],
+                 goods: dict[tuple[str, str], list[Trajectory]]) -> dict[str, Any] | None:
+    """The pair's chosen words as the rejected turn of the next task (in sorted order) whose good episode makes
+    the same tool calls at the same turn but says something else; None when the pair differs in its calls."""
+    source, n = pair["source"], pair["source"]["message_index"]
+    chosen = episodes[source["chosen_trajectory"]].messages[n]
+    rejected = episodes[source["rejected_trajectory"]].messages[n]
+    if not chosen.content or _calls(chosen) != _calls(rejected):
+        return None
+    tasks = sorted(goods)
+    here = tasks.index((source["env"], source["task_id"])) if (source["env"], source["task_id"]) in tasks else -1
+    for task in tasks[here + 1:] + tasks[: max(here, 0)]:
+        good = goods[task][0]
+        right = good.messages[n] if n < len(good.messages) else None
+        if isinstance(right, AssistantMessage) and right.content and _calls(right) == _calls(chosen) \
+                and _key(right)[1] != _key(chosen)[1]:
+            wrong = AssistantMessage(content=chosen.content, tool_calls=[
+                ToolCall.create(c.id, c.function.name, c.function.arguments) for c in right.tool_calls])
+            return _row(good.messages[:n], [right], [wrong], _tools(good),
+                        {"kind": "step_mirror", "chosen_trajectory": good.id, "message_index": n,
+                         "task_id": good.task_id, "env": good.env, "mirrors_task": source["task_id"]})
+    return None
 
 
 def _asks_to_confirm(message: Message) -> bool:
@@ -144,6 +180,9 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
         by_task[(t.env, t.task_id)].append(t)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    episodes = {t.id: t for t in trajectories}
+    good_by_task = {task: [t for t in group if _good(t)] for task, group in by_task.items()}
+    good_by_task = {task: goods for task, goods in good_by_task.items() if goods}
     for (_env, _task), group in sorted(by_task.items()):
         goods = [t for t in group if _good(t)]
         bads = [t for t in group if not _good(t)]
@@ -151,6 +190,8 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
         for bad in bads:
             if config.step_pairs and goods and (row := _step_pair(bad, goods, keys)) is not None:
                 rows.append(row)
+                if config.step_mirrors and (mirror := _step_mirror(row, episodes, good_by_task)) is not None:
+                    rows.append(mirror)
             if config.whole_episodes and goods:
                 good = goods[0]
                 rows.append(_row(good.messages[:2], good.messages[2:], bad.messages[2:], _tools(bad),

@@ -10,7 +10,7 @@ continues where it stopped):
 4. ``sft``: LoRA SFT on CPU;
 5. ``eval-base`` and ``eval-sft`` on held-out test tasks (never trained on);
 6. ``mine``: the SFT model on a second, disjoint block of train tasks, with the oracle on the same tasks;
-   DPO pairs where the SFT model departs from the oracle, plus rule-breaking perturbations;
+   DPO pairs at the turn where the SFT model departs from the oracle;
 7. ``dpo`` from the SFT adapter, then ``eval-dpo`` on the same test tasks;
 8. ``summary.json`` (``base``, ``sft``, ``dpo`` → eval summaries, timings per stage) and ``report.html``.
 """
@@ -27,7 +27,7 @@ from rich.console import Console
 
 from agentft.errors import UserError
 
-__all__ = ["Budget", "BUDGETS", "run_quickstart"]
+__all__ = ["Budget", "BUDGETS", "run_quickstart", "mine_preferences"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,20 @@ class Budget:
     dpo_max_steps: int = -1
     sft_lr: float | None = None
     """SFT learning rate (None: the cpu-small recipe's)."""
+    perturbations: bool = False
+    """Add rule-breaking edits of good episodes to the mined pairs (always used when the SFT model made no
+    mistake on the mining tasks)."""
 
 
 BUDGETS = {
     # CI: the same stages with counts small enough for a few minutes.
     "fast": Budget(sft_tasks=18, mine_tasks=9, test_tasks=9, sft_epochs=1, dpo_epochs=1, max_new_tokens=48,
                    max_steps=8, sft_max_steps=6, dpo_max_steps=3),
-    # 24 demonstrations per task kind, two passes at lr 2e-3: chosen on train tasks 300-326 (a validation
-    # block that neither SFT nor mining uses), where it reached 78%, against 59% at lr 1e-3, 30% for one pass
-    # at 3e-3 and 7% for one pass at 1e-3 (BENCHMARKS.md).
-    "default": Budget(sft_tasks=216, mine_tasks=18, test_tasks=27, sft_epochs=2, dpo_epochs=1, max_new_tokens=96,
+    # Chosen on train tasks 300-326, a validation block that neither SFT nor mining uses (BENCHMARKS.md):
+    # SFT on 24 demonstrations per task kind, two passes at lr 2e-3 (78-85%, against 59% at lr 1e-3, 30% for
+    # one pass at 3e-3); DPO on the SFT model's own mistakes on 54 further tasks, 12 steps (violations 3 -> 0),
+    # where adding perturbation pairs fixed none and 24 steps made it refuse its customers' own claims.
+    "default": Budget(sft_tasks=216, mine_tasks=54, test_tasks=27, sft_epochs=2, dpo_epochs=1, max_new_tokens=96,
                       dpo_max_steps=12, sft_lr=2e-3),
 }
 ENV = "claims"
@@ -93,7 +97,7 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
     from agentft.evaluate import evaluate
     from agentft.manifest import write_json_atomic
     from agentft.models import EMBEDDED_MODELS, pull, resolve_model_path
-    from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+    from agentft.preferences import save_dpo_dataset
     from agentft.progress import episode_progress
     from agentft.report import write_report
     from agentft.runner import RunConfig
@@ -106,7 +110,8 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     run = RunConfig(max_steps=plan.max_steps, batch_size=64)
-    generation = {"max_new_tokens": plan.max_new_tokens, "batch_size": 64}
+    # bf16 where the CPU multiplies it natively (1.6x faster, the same validation score), else fp32
+    generation = {"max_new_tokens": plan.max_new_tokens, "batch_size": 64, "dtype": "auto"}
 
     def episodes(name: str, policy: str, split: str, n: int, start: int = 0) -> dict[str, Any]:
         config = CollectConfig(env=ENV, policy=policy, out=str(out / name), split=split, n=n, start=start,
@@ -147,7 +152,7 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
     def mine() -> dict[str, Any]:
         episodes("mine-oracle", "oracle", "train", plan.mine_tasks, start=plan.sft_tasks)
         episodes("mine-sft", sft_policy, "train", plan.mine_tasks, start=plan.sft_tasks)
-        pairs = build_dpo_dataset([out / "mine-oracle", out / "mine-sft"], PreferenceConfig(perturbations=True))
+        pairs = mine_preferences([out / "mine-oracle", out / "mine-sft"], plan.perturbations, console)
         save_dpo_dataset(pairs, out / "data-dpo")
         return pairs.stats
 
@@ -167,6 +172,19 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
                  title=f"agentft quickstart: {model} on {ENV} (held-out test tasks)")
     _print_result(console, summary, out)
     return summary
+
+
+def mine_preferences(sources: list[Path], perturbations: bool, console: Console) -> Any:
+    """Pairs where the SFT model departed from the oracle; if it made no mistake there, rule-breaking
+    edits of its good episodes instead (a run with no DPO data would have nothing to show)."""
+    from agentft.preferences import PreferenceConfig, build_dpo_dataset
+
+    pairs = build_dpo_dataset(sources, PreferenceConfig(perturbations=perturbations))
+    if not pairs.rows and not perturbations:
+        console.print("[yellow]the SFT model made no mistake on the mining tasks: DPO trains on rule-breaking "
+                      "perturbations of its good episodes[/yellow]")
+        pairs = build_dpo_dataset(sources, PreferenceConfig(perturbations=True))
+    return pairs
 
 
 def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:

@@ -1,11 +1,13 @@
 """How the quickstart's SFT and DPO settings were chosen: runs scored on a validation block of train tasks.
 
 Train tasks 300-326 (27 tasks, 3 per kind) are never used by the quickstart: SFT demonstrations come from
-tasks 0 to N-1 (N = 216 by default) and DPO pairs are mined on tasks 216-233. Nothing here looks at test.
+tasks 0 to N-1 (N = 216 by default) and DPO pairs are mined on tasks from 216 (54 by default: 216-269).
+Nothing here looks at test. Generation runs in bf16 where the CPU has native bf16, as in the quickstart.
 Each run appends one JSON line to ``ROOT/results.jsonl`` (BENCHMARKS.md has the table).
 
     .venv/bin/python benchmarks/quickstart_settings.py sft NAME N_TASKS EPOCHS LR ['{"warmup_steps": 2}']
-    .venv/bin/python benchmarks/quickstart_settings.py dpo SFT_NAME NAME '{"max_steps": 12}'
+    .venv/bin/python benchmarks/quickstart_settings.py dpo SFT_NAME NAME '{"max_steps": 12, "mine_tasks": 54,
+                                                                        "perturbations": false}'
 
 ROOT is ``$AGENTFT_SETTINGS_DIR`` (default ``/tmp/agentft-settings``). A run takes 8-15 minutes on 2 cores.
 """
@@ -20,9 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(os.environ.get("AGENTFT_SETTINGS_DIR", "/tmp/agentft-settings"))
 VALIDATION_START, VALIDATION_TASKS = 300, 27
-MINE_START, MINE_TASKS = 216, 18
+MINE_START, MINE_TASKS = 216, 54
 MODEL = "smollm2-135m"
-GENERATION = {"max_new_tokens": 96, "batch_size": 64}
+GENERATION = {"max_new_tokens": 96, "batch_size": 64, "dtype": "auto"}
 
 
 def episodes(policy: str, out: Path, n: int, start: int, *, score: bool = False) -> dict:
@@ -70,15 +72,23 @@ def dpo(sft_name: str, name: str, extra: dict) -> dict:
     from agentft.train import DPOTrainConfig, build_config, train_dpo
 
     root = ROOT / sft_name
-    episodes("oracle", root / "mine-oracle", MINE_TASKS, MINE_START)
-    episodes(f"hf:{MODEL}@{root / 'adapter'}", root / "mine-sft", MINE_TASKS, MINE_START)
-    pairs = build_dpo_dataset([root / "mine-oracle", root / "mine-sft"], PreferenceConfig(perturbations=True))
+    mine = extra.pop("mine_tasks", MINE_TASKS)
+    if MINE_START + mine > VALIDATION_START:
+        raise SystemExit(f"mining {mine} tasks from {MINE_START} would reach the validation block")
+    episodes("oracle", root / f"mine-oracle-{mine}", mine, MINE_START)
+    episodes(f"hf:{MODEL}@{root / 'adapter'}", root / f"mine-sft-{mine}", mine, MINE_START)
+    perturbations = extra.pop("perturbations", False)
+    step_mirrors = extra.pop("step_mirrors", True)
+    pairs = build_dpo_dataset([root / f"mine-oracle-{mine}", root / f"mine-sft-{mine}"],
+                              PreferenceConfig(perturbations=perturbations, step_mirrors=step_mirrors))
     save_dpo_dataset(pairs, root / name / "data")
     started = time.perf_counter()
     metrics = train_dpo(build_config(DPOTrainConfig, "cpu-small", model=MODEL, adapter=str(root / "adapter"),
                                      data=str(root / name / "data"), out=str(root / name / "adapter"),
                                      save_steps=10_000, device="cpu", **extra))
-    return {"name": f"{sft_name}/{name}", **extra, "pairs": pairs.stats["by_kind"],
+    return {"name": f"{sft_name}/{name}", "mine_tasks": mine, "perturbations": perturbations,
+            "step_mirrors": step_mirrors, **extra,
+            "pairs": pairs.stats["by_kind"],
             "train_seconds": round(time.perf_counter() - started),
             "margin": [metrics["reward_margin_first"], metrics["reward_margin_last"]],
             **validate(root / name / "adapter", root / name / "validation")}

@@ -131,6 +131,32 @@ def test_perturbation_and_whole_episode_pairs(runs):
     assert all(len(r["prompt"]) == 2 for r in whole.rows)
 
 
+def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(runs):
+    """A model that looks up someone else's claim gives the pair "refuse > look up"; its mirror rejects the
+    refusal in another task whose expert, at the same turn with the same tool calls, says something else."""
+    from agentft.preferences import mine_pairs
+
+    oracle, _ = runs
+    goods = list(read_trajectories(oracle / "trajectories.jsonl"))
+    refusal = next(t for t in goods if "own account" in (t.messages[2].content or "") and t.messages[2].tool_calls)
+    n, words = 2, refusal.messages[2].content
+    bad = refusal.model_copy(deep=True)
+    bad.id, bad.messages[n].content = "bad", "I will look up that claim for you."
+    bad.score = bad.score.model_copy(update={"success": False})
+    rows = mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))
+    assert [r["source"]["kind"] for r in rows] == ["step", "step_mirror"]
+    step, mirror = rows
+    assert step["chosen"][0]["content"] == words and mirror["rejected"][0]["content"] == words
+    assert mirror["source"]["task_id"] != refusal.task_id and mirror["chosen"][0]["content"] != words
+    assert len(mirror["prompt"]) == n and mirror["prompt"][1]["role"] == "user"
+    names = [[c["function"]["name"] for c in turn[0].get("tool_calls") or []]
+             for turn in (mirror["chosen"], mirror["rejected"])]
+    assert names[0] == names[1]  # the same calls: only the words differ
+    assert [r["source"]["kind"] for r in mine_pairs([*goods, bad])] == ["step"]  # off by default
+    bad.messages[n].tool_calls = []  # a pair that differs in its calls has no mirror
+    assert [r["source"]["kind"] for r in mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))] == ["step"]
+
+
 def test_openai_export_and_lineage(runs, tmp_path):
     oracle, _ = runs
     out = save_sft_dataset(build_sft_dataset([oracle]), tmp_path / "sft")

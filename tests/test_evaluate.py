@@ -208,6 +208,16 @@ def test_cli_eval_and_report_end_to_end(tmp_path):
     assert "oracle" in page and "noop" in page and "http://" not in page and "https://" not in page
 
 
+def test_cli_eval_runs_an_hf_policy_in_bf16(tmp_path):
+    result = cli("eval", "--env", ENV, "--policy", "hf:tiny-test", "--dtype", "bfloat16", "--env-arg", "n_test=2",
+                 "--max-new-tokens", "8", "--max-steps", "2", "--out", tmp_path / "bf16")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["config"]["policy_kwargs"] == {"max_new_tokens": 8, "dtype": "bfloat16"}
+    result = cli("eval", "--env", ENV, "--policy", "hf:tiny-test", "--dtype", "int4", "--out", tmp_path / "bad")
+    assert result.returncode == 2 and "--dtype is float32, bfloat16 or auto" in result.stderr
+
+
 def test_cli_report_on_a_missing_run_dir_exits_2_with_a_message(tmp_path):
     result = cli("report", tmp_path / "missing", "--out", tmp_path / "cmp.html")
     assert result.returncode == 2 and "error:" in result.stderr and "no such run directory" in result.stderr

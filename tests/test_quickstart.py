@@ -38,3 +38,18 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and " ".join(again.stdout.split()).count("done before, skipped") == 9
+
+
+def test_mining_falls_back_to_perturbations_when_the_sft_model_made_no_mistake(tmp_path):
+    from rich.console import Console
+
+    from agentft.collect import CollectConfig, collect
+    from agentft.quickstart import mine_preferences
+
+    sources = [collect(CollectConfig(env="claims", policy="oracle", out=str(tmp_path / name), split="train", n=9,
+                                     start=216, env_kwargs={"sandbox": False})).out for name in ("oracle", "sft")]
+    console = Console(record=True, width=200)
+    pairs = mine_preferences(sources, perturbations=False, console=console)
+    assert pairs.rows and "step" not in pairs.stats["by_kind"]  # nothing failed: edits of good episodes only
+    assert {"skip_verification", "verify_again"} <= set(pairs.stats["by_kind"])
+    assert "made no mistake" in console.export_text()
