@@ -15,6 +15,8 @@ FAST_ARGS = {
     "05_evaluate.py": [],
     "06_rag.py": [],
     "07_serve.py": [],
+    "08_train.py": ["--model", "tiny-test", "--steps", "2"],
+    "09_quickstart.py": ["--model", "tiny-test", "--budget", "fast"],
 }
 
 
