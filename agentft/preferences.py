@@ -114,7 +114,7 @@ def _step_mirror(pair: dict[str, Any], episodes: dict[str, Trajectory],
     rejected = episodes[source["rejected_trajectory"]].messages[n]
     if not chosen.content or _calls(chosen) != _calls(rejected):
         return None
-    tasks = sorted(goods)
+    tasks = sorted(task for task, found in goods.items() if found)
     here = tasks.index((source["env"], source["task_id"])) if (source["env"], source["task_id"]) in tasks else -1
     for task in tasks[here + 1:] + tasks[: max(here, 0)]:
         good = goods[task][0]
@@ -182,9 +182,8 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
     seen: set[str] = set()
     episodes = {t.id: t for t in trajectories}
     good_by_task = {task: [t for t in group if _good(t)] for task, group in by_task.items()}
-    good_by_task = {task: goods for task, goods in good_by_task.items() if goods}
-    for (_env, _task), group in sorted(by_task.items()):
-        goods = [t for t in group if _good(t)]
+    for task, group in sorted(by_task.items()):
+        goods = good_by_task.get(task, [])
         bads = [t for t in group if not _good(t)]
         keys = {t.id: [_key(m) for m in t.messages] for t in group} if config.step_pairs and goods and bads else {}
         for bad in bads:

@@ -40,9 +40,9 @@ def use_bf16(config: TrainConfig, device: str) -> bool:
         return config.bf16
     if str(config.bf16).lower() != "auto":
         raise UserError(f"bf16 must be true, false or auto, not {config.bf16!r}")
-    from agentft.models import cpu_has_native_bf16
+    from agentft.models import resolve_dtype
 
-    return device == "cuda" or cpu_has_native_bf16()
+    return resolve_dtype("auto", device) == "bfloat16"
 
 
 def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
