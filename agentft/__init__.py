@@ -24,6 +24,7 @@ from agentft.messages import (
 from agentft.models import EMBEDDED_MODELS, load_model, pull
 from agentft.policies import Policy, Reply, ScriptedPolicy, load_policy
 from agentft.runner import RunConfig, run_episodes
+from agentft.stats import PairedComparison, compare_paired, wilson_interval
 from agentft.tools import Observation, Tool, Toolkit, tool
 from agentft.trajectory import Trajectory, read_trajectories
 
@@ -40,6 +41,7 @@ __all__ = [
     "FunctionCall",
     "Message",
     "Observation",
+    "PairedComparison",
     "ParsedReply",
     "Policy",
     "Reply",
@@ -56,6 +58,7 @@ __all__ = [
     "UserError",
     "UserMessage",
     "collect",
+    "compare_paired",
     "evaluate",
     "load_environment",
     "load_model",
@@ -71,4 +74,5 @@ __all__ = [
     "to_hf",
     "to_openai",
     "tool",
+    "wilson_interval",
 ]

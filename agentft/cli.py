@@ -9,13 +9,16 @@ import re
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from agentft.errors import UserError
+
+if TYPE_CHECKING:
+    from agentft.report import RunData
 
 app = typer.Typer(help="Fine-tune chat models into policy-compliant tool-using agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -107,7 +110,8 @@ EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=
 
 def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None, k: int, backend: str,
                      workers: int, batch_size: int, max_steps: int, episode_timeout: float, max_new_tokens: int,
-                     seed: int, env_arg: list[str] | None, dtype: str = "float32"):
+                     seed: int, env_arg: list[str] | None, dtype: str = "float32", augment: int = 0,
+                     augment_seed: int = 0):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
     from agentft.runner import RunConfig
@@ -118,8 +122,11 @@ def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None
         raise UserError(f"--k is the number of attempts per task and must be at least 1, not {k}")
     if dtype not in ("float32", "bfloat16", "auto"):
         raise UserError(f"--dtype is float32, bfloat16 or auto, not {dtype!r}")
+    if augment < 0:
+        raise UserError(f"--augment is the number of rewritten variants per task and cannot be negative, not {augment}")
     return CollectConfig(
         env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
+        augment=augment, augment_seed=augment_seed,
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
         policy_kwargs={"max_new_tokens": max_new_tokens, **({"dtype": dtype} if policy.startswith("hf:") else {})}
         if ":" in policy else {},
@@ -137,6 +144,10 @@ def collect(
     backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
     episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
     env_arg: EnvArgs = None, dtype: Dtype = "float32",
+    augment: Annotated[int, typer.Option(help="add N rewritten variants of every task's user turns (typos, small "
+                                              "talk, reordering, numbers and dates in words, varied consent); the "
+                                              "oracle is replayed on each and failing variants are dropped")] = 0,
+    augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
     from agentft.collect import collect as run_collect
@@ -144,12 +155,13 @@ def collect(
 
     out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg, dtype)
+                              episode_timeout, max_new_tokens, seed, env_arg, dtype, augment, augment_seed)
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
+    dropped = f"; {len(result.dropped)} augmented variants dropped (the oracle failed them)" if result.dropped else ""
     console.print(f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
-                  f"success {summary['success_rate']:.1%}, compliance {summary['compliance_rate']:.1%} "
+                  f"success {summary['success_rate']:.1%}, compliance {summary['compliance_rate']:.1%}{dropped} "
                   f"-> {result.out}/trajectories.jsonl")
 
 
@@ -167,6 +179,7 @@ def eval_command(
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
     from agentft.evaluate import REPORT, SUMMARY, evaluate
     from agentft.progress import episode_progress
+    from agentft.stats import format_rate
 
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
@@ -176,8 +189,8 @@ def eval_command(
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
     table = Table("metric", "value")
     table.add_row("episodes / tasks", f"{summary['episodes']} / {summary['tasks']}")
-    table.add_row("success", f"{summary['success_rate']:.1%}")
-    table.add_row("compliance", f"{summary['compliance_rate']:.1%}")
+    table.add_row("success (95% CI)", format_rate(summary["success_rate"], summary["success_ci"]))
+    table.add_row("compliance (95% CI)", format_rate(summary["compliance_rate"], summary["compliance_ci"]))
     for key, value in summary["pass_hat_k"].items():
         table.add_row(f"pass^{key}", "n/a" if value is None else f"{value:.1%}")
     errors = {kind: count for kind, count in summary["errors"].items() if count}
@@ -189,17 +202,45 @@ def eval_command(
         console.print(f"{out / name}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _print_comparisons(runs: list[RunData]) -> None:
+    """Each later run (B) against the first (A), paired on the tasks both ran: one table per pair."""
+    from agentft.report import compare_runs
+
+    base = runs[0]
+    for other in runs[1:]:
+        comparisons = compare_runs(base, other)
+        first = comparisons[0]
+        console.print(f"{other[0]} (B) vs {base[0]} (A): {first.n} tasks in common, {first.only_in_a} only in A, "
+                      f"{first.only_in_b} only in B", markup=False, highlight=False, soft_wrap=True)
+        labels = [label for label in first.formatted() if label != "verdict"]
+        table = Table("", *(c.metric for c in comparisons))
+        for label in labels:
+            table.add_row(label, *(c.formatted()[label] for c in comparisons))
+        console.print(table)
+        for c in comparisons:
+            console.print(f"{c.metric}: {c.verdict}", markup=False, highlight=False, soft_wrap=True)
+        console.print()
+
+
 @app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="run directories written by `agentft eval`")],
-    out: Annotated[Path, typer.Option(help="HTML file to write")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: none, only the console "
+                                                  "comparison)")] = None,
     title: Annotated[str, typer.Option(help="page title")] = "agentft evaluation report",
 ) -> None:
-    """Compare evaluation runs side by side in one self-contained HTML page."""
+    """Compare evaluation runs: each later run against the first, paired task by task (success and
+    compliance, 95% intervals, exact McNemar p-value), and with --out a self-contained HTML page."""
     from agentft.report import load_runs, write_report
 
-    path = write_report(out, load_runs(runs), title=title)
-    console.print(f"{path}", markup=False, highlight=False, soft_wrap=True)
+    if out is None and len(runs) < 2:
+        raise UserError("nothing to do: give two or more runs to compare, or --out FILE for an HTML page")
+    loaded = load_runs(runs)
+    if out is not None:
+        path = write_report(out, loaded, title=title)
+        console.print(f"{path}", markup=False, highlight=False, soft_wrap=True)
+    if len(loaded) > 1:
+        _print_comparisons(loaded)
 
 
 dataset_app = typer.Typer(help="Training datasets from trajectories.", no_args_is_help=True)

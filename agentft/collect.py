@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agentft.envs import load_environment, resolve_policy
+from agentft.augment import AugmentConfig, AugmentedEnvironment
+from agentft.envs import Environment, load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.manifest import write_manifest
 from agentft.runner import EpisodeSpec, RunConfig, plan_episodes, run_episodes
@@ -42,6 +43,11 @@ class CollectConfig:
     k: int = 1
     """Attempts per task."""
     seed: int = 0
+    augment: int = 0
+    """Rewritten variants of each task's user turns, for training diversity; see agentft.augment. Each chosen
+    task is run together with its variants; a variant the oracle does not solve within policy is dropped."""
+    augment_seed: int = 0
+    """Seed of the rewrites (same seed, same variants)."""
     backend: Literal["local", "ray"] = "local"
     workers: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +65,8 @@ class CollectResult:
     env_name: str = ""
     ids: set[str] = field(default_factory=set)
     """The planned episode ids (the file may hold records of other runs too)."""
+    dropped: list[str] = field(default_factory=list)
+    """Augmented task ids dropped because the oracle did not solve them within policy (``augment`` > 0)."""
 
 
 def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
@@ -85,9 +93,24 @@ def _existing(out: Path) -> dict[str, Trajectory]:
     return found
 
 
+def _environment(config: CollectConfig) -> Environment:
+    """The configured environment, wrapped in ``AugmentedEnvironment`` when ``config.augment`` asks for variants.
+
+    Every path builds it here (the sharded ones once per worker), so all of them see the same tasks.
+    """
+    if config.augment < 0:
+        raise UserError(f"augment is the number of rewritten variants per task and cannot be negative, not "
+                        f"{config.augment}")
+    env = load_environment(config.env, **config.env_kwargs)
+    if config.augment:
+        env = AugmentedEnvironment(env, AugmentConfig(n=config.augment, seed=config.augment_seed))
+    return env
+
+
 def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
+    """``n`` tasks from ``start`` of the split's original tasks, each followed by its verified variants."""
     try:
-        tasks = env.tasks(config.split)
+        tasks = env.originals(config.split) if isinstance(env, AugmentedEnvironment) else env.tasks(config.split)
     except KeyError as exc:
         raise UserError(f"{config.env}: {exc.args[0]}") from None
     if config.start + (config.n or 0) > len(tasks):
@@ -96,13 +119,18 @@ def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
     tasks = tasks[config.start:]
     if config.n is not None:
         tasks = tasks[: config.n]
+    if isinstance(env, AugmentedEnvironment):
+        tasks = env.expand(tasks, config.split)
     return plan_episodes(tasks, k=config.k, seed=config.seed)
 
 
 def _run_shard(config: CollectConfig, task_ids: list[tuple[str, int, int]], path: str) -> int:
     """Run the listed (task id, attempt, seed) episodes, appending to ``path``. Used by every backend."""
-    env = load_environment(config.env, **config.env_kwargs)
-    by_id = {task.id: task for task in env.tasks(config.split)}
+    env = _environment(config)
+    # Variants are rebuilt from their seed, not verified again: the planning process did that.
+    tasks = env.expand(env.originals(config.split), config.split, verify=False) \
+        if isinstance(env, AugmentedEnvironment) else env.tasks(config.split)
+    by_id = {task.id: task for task in tasks}
     specs = [EpisodeSpec(by_id[task_id], attempt, seed) for task_id, attempt, seed in task_ids]
     policy = resolve_policy(config.policy, env, **config.policy_kwargs)
     with TrajectoryWriter(path) as writer:
@@ -135,8 +163,9 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = load_environment(config.env, **config.env_kwargs)
+    env = _environment(config)
     specs = _plan(config, env)
+    dropped = list(env.dropped.get(config.split, [])) if isinstance(env, AugmentedEnvironment) else []
     ids = {episode_id(env.name, s.task.id, s.seed, config.policy, s.attempt): s for s in specs}
     done = _existing(out)
     todo = [spec for key, spec in ids.items() if key not in done]
@@ -156,11 +185,13 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
     records = _merge(out, set(ids))
     mine = [r for r in records if r.id in ids]
     summary = summarize(mine)
+    if config.augment:
+        summary["augment_dropped"] = len(dropped)
     config_dict = asdict(config)
     write_manifest(out, kind="collect", config=config_dict, outputs=[out / OUTPUT],
                    metrics={**summary, "planned": len(ids), "records_in_file": len(records)})
     return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary,
-                         env_name=env.name, ids=set(ids))
+                         env_name=env.name, ids=set(ids), dropped=dropped)
 
 
 def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentft.augment import original_task_id
 from agentft.errors import UserError
 from agentft.manifest import write_manifest
 from agentft.messages import to_openai
@@ -169,7 +170,9 @@ def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | 
         kept, scrub_report = cleaned, dict(totals)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
     for trajectory in kept:
-        splits[split_of(trajectory.task_id, validation_fraction, seed)].append(sft_row(trajectory))
+        # A task and its augmented variants fall on the same side, or the eval loss would be measured on
+        # rewordings of training rows.
+        splits[split_of(original_task_id(trajectory.task_id), validation_fraction, seed)].append(sft_row(trajectory))
     stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
     stats["scrubbed"] = scrub_report
     import os

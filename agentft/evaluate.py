@@ -3,7 +3,10 @@
 Evaluation is collection plus a summary: ``evaluate`` runs ``collect`` (so a killed evaluation resumes
 where it stopped, and a rerun costs nothing), keeps the records of this run's planned episodes, and
 reduces them with ``summarize_run``: success, compliance (share of episodes without a policy violation),
-pass^k, violations per rule, error counters, cost, and breakdowns by task kind and slice.
+pass^k, violations per rule, error counters, cost, and breakdowns by task kind and slice. Success and
+compliance carry a Wilson 95% interval over episodes (``success_ci``, ``compliance_ci``; see
+``agentft.stats``): at 27 to 90 episodes it is 10 to 35 points wide, as wide as most differences one
+hopes to see.
 
 pass^k is tau-bench's reliability metric: the chance that k attempts at a task, drawn without
 replacement from the n recorded ones (c of them successful), all succeed: ``C(c, k) / C(n, k)``,
@@ -18,15 +21,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from agentft.collect import OUTPUT, CollectConfig, collect
 from agentft.errors import UserError
 from agentft.manifest import write_json_atomic, write_manifest
+from agentft.stats import wilson_interval
 from agentft.trajectory import EventError, Trajectory, read_trajectories
 
-__all__ = ["pass_hat_k", "pass_at_k", "summarize_run", "evaluate",
-           "SUMMARY", "REPORT"]
+__all__ = ["pass_hat_k", "pass_at_k", "summarize_run", "task_outcomes", "evaluate",
+           "METRICS", "SUMMARY", "REPORT"]
 
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -60,14 +64,43 @@ def _compliant(t: Trajectory) -> bool:
     return bool(t.score is not None and t.score.compliant and not t.score.violations)
 
 
-def _rate(part: int, whole: int) -> float:
+Metric = Literal["success", "compliance"]
+METRICS: tuple[Metric, ...] = ("success", "compliance")
+_OUTCOMES: dict[str, Callable[[Trajectory], bool]] = {"success": _success, "compliance": _compliant}
+
+
+def _rate(part: float, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
+def _rates(episodes: Sequence[Trajectory]) -> dict[str, Any]:
+    """``<metric>_rate`` and its Wilson 95% interval ``<metric>_ci`` (``[low, high]``, per episode)."""
+    found: dict[str, Any] = {}
+    for metric in METRICS:
+        count = sum(map(_OUTCOMES[metric], episodes))
+        found[f"{metric}_rate"] = _rate(count, len(episodes))
+        found[f"{metric}_ci"] = list(wilson_interval(count, len(episodes)))
+    return found
+
+
 def _group_rates(groups: dict[str, list[Trajectory]]) -> dict[str, dict[str, Any]]:
-    return {key: {"episodes": len(group), "success_rate": _rate(sum(map(_success, group)), len(group)),
-                  "compliance_rate": _rate(sum(map(_compliant, group)), len(group))}
-            for key, group in sorted(groups.items())}
+    return {key: {"episodes": len(group), **_rates(group)} for key, group in sorted(groups.items())}
+
+
+def task_outcomes(trajectories: Iterable[Trajectory], metric: Metric) -> dict[str, float]:
+    """Each task's outcome on ``metric`` (success or compliance), keyed ``env/task_id``, for pairing two runs.
+
+    A task attempted several times gets the mean over its attempts, a value in [0, 1]:
+    ``agentft.stats.compare_paired`` bootstraps the difference on these means and counts a task as right
+    for McNemar when the mean is at least 0.5 (a majority of attempts, ties counting as right). The env
+    is part of the key so that two environments' task ids never pair.
+    """
+    if metric not in _OUTCOMES:
+        raise UserError(f"metric is one of {', '.join(METRICS)}, not {metric!r}")
+    attempts: dict[str, list[bool]] = defaultdict(list)
+    for t in trajectories:
+        attempts[f"{t.env}/{t.task_id}"].append(_OUTCOMES[metric](t))
+    return {key: sum(values) / len(values) for key, values in attempts.items()}
 
 
 def _estimates(per_task: dict[tuple[str, str], list[Trajectory]], k_values: Iterable[int],
@@ -126,8 +159,7 @@ def summarize_run(trajectories: Sequence[Trajectory], k_values: Iterable[int] | 
         "episodes": n,
         "tasks": len(per_task),
         "attempts_per_task": {"min": min(attempts, default=0), "max": max(attempts, default=0)},
-        "success_rate": _rate(sum(map(_success, trajectories)), n),
-        "compliance_rate": _rate(sum(map(_compliant, trajectories)), n),
+        **_rates(trajectories),
         "pass_hat_k": _estimates(per_task, k_values, pass_hat_k),
         "pass_at_k": _estimates(per_task, k_values, pass_at_k),
         "violations_by_rule": dict(violations.most_common()),

@@ -4,6 +4,9 @@ The page has inline CSS and inline SVG charts only: no JavaScript, no fonts or i
 opens from a file, an artifact store or an email attachment the same. Every piece of text that comes
 from a run (names, rules, task ids, and above all model output) is HTML-escaped: model output is
 untrusted.
+
+Success and compliance are shown with their Wilson 95% interval; a page with two or more runs that kept
+their trajectories also compares each later run with the first, task by task (``compare_runs``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from agentft.errors import UserError
+from agentft.evaluate import METRICS, task_outcomes
+from agentft.stats import PairedComparison, compare_paired, format_rate, wilson_interval
 from agentft.trajectory import Trajectory, read_trajectories
 
-__all__ = ["RunData", "render_report", "write_report", "load_run", "load_runs"]
+__all__ = ["RunData", "render_report", "write_report", "load_run", "load_runs", "compare_runs"]
 
 RunData = tuple[str, dict[str, Any], list[Trajectory] | None]
 """(run name, summary as written by ``evaluate``, the run's trajectories or None)."""
@@ -49,6 +55,38 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _interval(group: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    """``<metric>_ci`` of a summary or group; summaries written before intervals existed get theirs
+    from rate × episodes, and one too damaged for either gets None rather than a crash."""
+    interval = group.get(f"{metric}_ci")
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        return interval[0], interval[1]
+    try:
+        episodes = int(group["episodes"])
+        return wilson_interval(round(float(group[f"{metric}_rate"]) * episodes), episodes)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _with_interval(group: dict[str, Any], metric: str) -> str:
+    """``74.1% (55.3–86.8)``, or the bare rate when no interval can be had."""
+    rate, interval = group.get(f"{metric}_rate"), _interval(group, metric)
+    return _pct(rate) if rate is None or interval is None else _e(format_rate(rate, interval))
+
+
+def _group_cells(group: dict[str, Any] | None) -> list[str]:
+    return [_with_interval(group, "success"), _e(group.get("episodes", 0))] if group else ["n/a", "0"]
+
+
+def _groups_table(runs: Sequence[RunData], column: str,
+                  rows: Sequence[tuple[str, Sequence[dict[str, Any] | None]]]) -> str:
+    """Success with its interval, and episodes, per group and run; each row holds one group per run."""
+    header = [column]
+    for name, _, _ in runs:
+        header += [f"{_e(name)}: success (95% CI)", f"{_e(name)}: episodes"]
+    return _table(header, [[_e(label), *chain.from_iterable(map(_group_cells, groups))] for label, groups in rows])
 
 
 def _color(index: int) -> str:
@@ -104,14 +142,14 @@ def _k_values(summaries: Sequence[dict[str, Any]]) -> list[str]:
 
 def _headline(runs: Sequence[RunData]) -> str:
     ks = _k_values([s for _, s, _ in runs])
-    header = ["run", "env", "policy", "split", "episodes", "tasks", "success", "compliance",
+    header = ["run", "env", "policy", "split", "episodes", "tasks", "success (95% CI)", "compliance (95% CI)",
               *[f"pass^{k}" for k in ks], "errors", "mean latency (s)", "mean tokens", "mean model calls"]
     rows = []
     for name, s, _ in runs:
         errors = sum((s.get("errors") or {}).values())
         rows.append([_e(name), _e(s.get("env", "")), _e(s.get("policy", "")), _e(s.get("split", "")),
-                     _e(s.get("episodes", 0)), _e(s.get("tasks", 0)), _pct(s.get("success_rate")),
-                     _pct(s.get("compliance_rate")), *[_pct((s.get("pass_hat_k") or {}).get(k)) for k in ks],
+                     _e(s.get("episodes", 0)), _e(s.get("tasks", 0)), _with_interval(s, "success"),
+                     _with_interval(s, "compliance"), *[_pct((s.get("pass_hat_k") or {}).get(k)) for k in ks],
                      _e(errors), _num(s.get("mean_latency_s"), 3), _num(s.get("mean_tokens"), 0),
                      _num(s.get("mean_model_calls"), 1)])
     return _table(header, rows, text_columns=4)
@@ -147,7 +185,9 @@ def _charts(runs: Sequence[RunData]) -> str:
     kinds = _union(runs, "by_task_kind")
     parts += ["<h2>Success by task kind</h2>", _legend(names), _bar_chart(
         kinds, [(name, [((s.get("by_task_kind") or {}).get(kind) or {}).get("success_rate") for kind in kinds])
-                for name, s, _ in runs], percent=True, label="success per task kind per run")]
+                for name, s, _ in runs], percent=True, label="success per task kind per run"),
+              _groups_table(runs, "task kind",
+                            [(kind, [(s.get("by_task_kind") or {}).get(kind) for _, s, _ in runs]) for kind in kinds])]
     return "".join(parts)
 
 
@@ -171,14 +211,59 @@ def _slices(runs: Sequence[RunData]) -> str:
         values: dict[str, None] = {}
         for _, s, _ in runs:
             values.update(dict.fromkeys((s.get("by_slice") or {}).get(slice_name) or {}))
-        rows = []
-        for value in values:
-            cells = []
-            for _, s, _ in runs:
-                group = ((s.get("by_slice") or {}).get(slice_name) or {}).get(value)
-                cells.append(f"{_pct(group['success_rate'])} ({group['episodes']})" if group else "n/a")
-            rows.append([_e(f"{slice_name} = {value}"), *cells])
-        parts.append(_table(["slice", *[f"{_e(n)}: success (episodes)" for n, _, _ in runs]], rows))
+        parts.append(_groups_table(runs, "slice", [
+            (f"{slice_name} = {value}", [((s.get("by_slice") or {}).get(slice_name) or {}).get(value)
+                                         for _, s, _ in runs]) for value in values]))
+    return "".join(parts)
+
+
+def _episodes(run: RunData) -> list[Trajectory]:
+    name, _, trajectories = run
+    if trajectories is None:
+        raise UserError(f"run {name!r} has no trajectories.jsonl, and a paired comparison needs each task's "
+                        "outcome: point at the directory `agentft eval --out` wrote")
+    return trajectories
+
+
+def compare_runs(a: RunData, b: RunData) -> list[PairedComparison]:
+    """Run ``b`` against run ``a`` on success and on compliance, paired on the tasks both ran.
+
+    Each task's outcome is the mean over its attempts (see ``agentft.evaluate.task_outcomes``).
+    """
+    a_episodes, b_episodes = _episodes(a), _episodes(b)
+    comparisons = []
+    for metric in METRICS:
+        a_tasks, b_tasks = task_outcomes(a_episodes, metric), task_outcomes(b_episodes, metric)
+        if not a_tasks.keys() & b_tasks.keys():
+            raise UserError(f"runs {a[0]!r} and {b[0]!r} have no task in common, so there is nothing to pair: "
+                            "evaluate both on the same environment and split")
+        comparisons.append(compare_paired(a_tasks, b_tasks, metric=metric))
+    return comparisons
+
+
+def _paired(runs: Sequence[RunData]) -> str:
+    kept = [run for run in runs if run[2] is not None]
+    if len(kept) < 2:
+        return ""
+    base = kept[0]
+    parts = ["<h2>Paired comparison</h2>",
+             f"<p class=muted>Each run (B) against {_e(base[0])} (A), on the tasks both ran. A task attempted "
+             "several times counts by its mean over attempts (majority for the counts). p: exact McNemar test on "
+             "the tasks only one run got right; significant when p &lt; 0.05. The interval of B − A is a "
+             "bootstrap over tasks.</p>"]
+    for other in kept[1:]:
+        parts.append(f"<h3>{_e(other[0])} (B) vs {_e(base[0])} (A)</h3>")
+        try:
+            comparisons = compare_runs(base, other)
+        except UserError as exc:
+            parts.append(f"<p class=muted>{_e(exc)}</p>")
+            continue
+        first = comparisons[0]
+        parts.append(f"<p>{first.n} tasks in common; {first.only_in_a} only in A, {first.only_in_b} only in B.</p>")
+        labels = list(first.formatted())
+        parts.append(_table(["metric", *map(_e, labels)],
+                            [[_e(c.metric), *[_e(c.formatted()[label]) for label in labels]] for c in comparisons],
+                            text_columns=1))
     return "".join(parts)
 
 
@@ -222,8 +307,8 @@ def render_report(runs: Sequence[RunData], title: str = "agentft evaluation repo
     """One self-contained HTML page comparing ``runs`` (one run is a report of its own)."""
     if not runs:
         raise UserError("a report needs at least one run")
-    body = [f"<h1>{_e(title)}</h1>", "<h2>Headline</h2>", _headline(runs), _charts(runs), _errors(runs),
-            _slices(runs), _failures(runs, max_failures)]
+    body = [f"<h1>{_e(title)}</h1>", "<h2>Headline</h2>", _headline(runs), _paired(runs), _charts(runs),
+            _errors(runs), _slices(runs), _failures(runs, max_failures)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -7,13 +7,19 @@ This module supplies the rest, the same way for every environment:
 
 - the seed database is built once per (environment, version, seed) under ``$AGENTFT_HOME/envs`` and
   copied fresh into each episode's own directory (inside a sandbox worker by default);
-- a deterministic scripted user: the opening request, identity details when asked for the email and
-  date of birth, "yes" when asked to confirm, and the end of the conversation after any other answer;
+- a deterministic scripted user, driven by the task's facts (plain data, so phrasings move between
+  environments and augmentation can rewrite them): ``opening`` (the first message), ``identity_reply``
+  (when asked for identity details), ``consent_reply`` (when asked to confirm; default ``CONFIRMED``),
+  ``answers`` (keyword → reply: the answer to a clarifying question that names a fact the user knows),
+  and the end of the conversation after any other answer;
 - scoring: **success** = the final state of the environment's tables equals the state produced by
-  replaying the solution's writes on a fresh copy, **and** the agent made the solution's reads, **and**
+  replaying the solution's writes on a fresh copy, **and** the agent made the solution's reads (same
+  arguments; or, for a read marked ``match: "name"``, the same tool; or, for ``match: "result"``, a
+  call with the same result, so ``1985-03-12`` and ``12 March 1985`` count alike), **and**
   the final reply contains every ``must_say`` fact. A task whose right outcome is "no write" therefore
   only succeeds when the agent looked things up and told the user; doing nothing never passes.
-  **Compliance** = no rule reports a violation; each violation names its rule and step;
+  **Compliance** = no rule reports a violation; each violation names its rule and step; consent is judged
+  by meaning-level word lists (``consents``), not by a fixed string;
 - the oracle: replays ``Task.solution`` turn by turn.
 """
 
@@ -25,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import sys
@@ -42,12 +49,23 @@ from agentft.tools import Observation, Toolkit
 from agentft.trajectory import Event, Score, Trajectory, Violation
 
 __all__ = ["DatabaseEnvironment", "DatabaseEpisode", "Rule", "Audit", "Call", "state_hash", "asks_to_confirm",
-           "CONFIRM_BEFORE_WRITE", "ASK_IDENTITY", "CONFIRMED", "DECLINE_IDENTITY"]
+           "consents", "load_phrasings", "CONFIRM_BEFORE_WRITE", "ASK_IDENTITY", "CONFIRMED", "DECLINE_IDENTITY",
+           "SPLITS"]
 
 ASK_IDENTITY = "To verify your identity, please tell me your email and date of birth."
 CONFIRMED = "Yes, please go ahead."
 DECLINE_IDENTITY = "I would rather not share that."
+SPLITS = ("train", "validation", "test")
+"""The generated splits: settings are chosen on validation, headline figures are measured on test."""
 
+# Consent is judged by meaning, not by a prefix: any of these words or phrases, and none of the negations.
+_AFFIRM = re.compile(r"\b(yes|yeah|yep|yup|sure|ok|okay|alright|all right|go ahead|go for it|please do|do it|"
+                     r"do that|proceed|confirm|confirmed|correct|that's right|that is right|absolutely|"
+                     r"of course|certainly|definitely|fine|sounds good|affirmative|by all means|agreed|i agree|"
+                     r"approved|make it so|let's do it|works for me|perfect)\b")
+_NEGATE = re.compile(r"\b(no|nope|nah|not|don't|dont|do not|never|wait|hold on|hold off|stop|cancel|"
+                     r"rather not|never mind|nevermind|decline|refuse)\b")
+_NOT_A_NEGATION = re.compile(r"\b(no problem|not a problem|no worries|not at all|why not)\b")
 
 def state_hash(conn: sqlite3.Connection, tables: Sequence[str]) -> str:
     """A hash of every row of ``tables``, in primary-key order (the first column of each table)."""
@@ -95,7 +113,7 @@ class Audit:
         for i in range(start, min(end, len(self.messages)) - 1):
             asked, answer = self.messages[i], self.messages[i + 1]
             if (isinstance(asked, AssistantMessage) and not asked.tool_calls and asks_to_confirm(asked.content)
-                    and isinstance(answer, UserMessage) and answer.content.lower().startswith("yes")):
+                    and isinstance(answer, UserMessage) and consents(answer.content)):
                 return True
         return False
 
@@ -128,6 +146,34 @@ def _normalize(value: Any) -> Any:
 def asks_to_confirm(text: str | None) -> bool:
     """The convention every environment's user follows: a question containing "confirm" asks for a yes."""
     return bool(text) and "confirm" in text.lower() and "?" in text
+
+
+def consents(text: str | None) -> bool:
+    """Does the user's answer give consent? Some affirmative word ("yes", "sure", "go ahead", "ok", ...) and
+    no negation ("no", "not", "don't", "wait", "cancel", ...): "Sure, go ahead" consents, "Yes, but wait" and
+    "No, don't" do not."""
+    lowered = _NOT_A_NEGATION.sub(" ", (text or "").lower().replace("\u2019", "'"))
+    return bool(_AFFIRM.search(lowered)) and not _NEGATE.search(lowered)
+
+
+def load_phrasings(path: str | os.PathLike[str]) -> dict[str, dict[str, list[str]]]:
+    """An environment's phrasing pools (JSON: group → split → templates), checked to be disjoint by split.
+
+    Each group (a request kind, identity replies, consent replies) has a ``train``, ``validation`` and
+    ``test`` pool; a template in two pools would let a model pass a held-out split by memory.
+    """
+    from agentft.errors import UserError
+
+    pools = json.loads(Path(path).read_text(encoding="utf-8"))
+    for group, by_split in pools.items():
+        if set(by_split) != set(SPLITS) or not all(by_split.values()):
+            raise UserError(f"{path}: {group!r} needs non-empty {', '.join(SPLITS)} pools, has {sorted(by_split)}")
+        seen: dict[str, str] = {}
+        for split in SPLITS:
+            for template in by_split[split]:
+                if seen.setdefault(template.lower(), split) != split:
+                    raise UserError(f"{path}: {group!r} has {template!r} in both {seen[template.lower()]} and {split}")
+    return pools
 
 
 def confirm_before_write(audit: Audit) -> list[Violation]:
@@ -172,21 +218,25 @@ class DatabaseEpisode:
         shutil.copyfile(self.env.seed_path(), expected_path)
         with sqlite3.connect(expected_path) as expected:
             replay = self.env.make_toolkit(expected)
-            reads: list[tuple[str, Any]] = []
+            reads: list[tuple[str, str, str]] = []  # (tool, match mode, what must match)
             for turn in self.task.solution:
                 for call in turn.get("calls", []):
+                    observation = replay.call(call["name"], call["arguments"])
                     if replay.tools[call["name"]].effect == "write":
-                        observation = replay.call(call["name"], call["arguments"])
                         if not observation.ok:
                             raise RuntimeError(f"task {self.task.id}: solution write failed: {observation.content}")
-                    else:
-                        by_name = call.get("match") == "name"
-                        reads.append((call["name"], None if by_name else _normalize(call["arguments"])))
+                        continue
+                    match = call.get("match", "exact")
+                    key = {"name": "", "result": observation.content}.get(
+                        match, json.dumps(_normalize(call["arguments"]), sort_keys=True))
+                    reads.append((call["name"], match, key))
             state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
-        done = {(e.name, json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events if e.ok}
-        names_done = {e.name for e in trajectory.events if e.ok}
-        reads_done = all(name in names_done if args is None else (name, json.dumps(args, sort_keys=True)) in done
-                         for name, args in reads)
+        results = {m.tool_call_id: m.content for m in trajectory.messages if isinstance(m, ToolMessage)}
+        done = {(e.name, "exact", json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events
+                if e.ok}
+        done |= {(e.name, "name", "") for e in trajectory.events if e.ok}
+        done |= {(e.name, "result", results.get(e.call_id)) for e in trajectory.events if e.ok}
+        reads_done = all(read in done for read in reads)
         final = next((m.content or "" for m in reversed(trajectory.messages) if isinstance(m, AssistantMessage)
                       and not m.tool_calls), "")
         said = all(fact.lower() in final.lower() for fact in self.task.must_say)
@@ -290,11 +340,18 @@ class DatabaseEnvironment(abc.ABC):
         if self.asks_identity(text):
             return task.facts.get("identity_reply") or DECLINE_IDENTITY
         if asks_to_confirm(text):
-            return CONFIRMED
+            return task.facts.get("consent_reply") or CONFIRMED
+        if "?" in text:  # a clarifying question about something the user knows gets its answer
+            lowered = text.lower()
+            for keyword, reply in (task.facts.get("answers") or {}).items():
+                if re.search(rf"\b{re.escape(keyword.lower())}", lowered):
+                    return reply
         return None
 
     def oracle(self) -> ScriptedPolicy:
-        by_opening = {t.facts["opening"]: t for split in ("train", "test") for t in self.tasks(split)}
+        self.tasks(SPLITS[0])
+        assert self._tasks is not None
+        by_opening = {t.facts["opening"]: t for tasks in self._tasks.values() for t in tasks}
 
         def step(conversation: list[Message], _tools: Any) -> AssistantMessage:
             opening = next(m.content for m in conversation if isinstance(m, UserMessage))

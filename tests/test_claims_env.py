@@ -19,27 +19,32 @@ def env():
 
 
 def test_splits_are_large_balanced_and_disjoint(env):
-    train, test = env.tasks("train"), env.tasks("test")
-    assert len(train) >= 300 and len(test) >= 100
-    for tasks in (train, test):
+    train, validation, test = env.tasks("train"), env.tasks("validation"), env.tasks("test")
+    own_words = env.tasks("own_words")
+    assert len(train) >= 300 and len(validation) >= 90 and len(test) >= 100 and len(own_words) == 90
+    for tasks in (train, validation, test, own_words):
         counts = Counter(t.kind for t in tasks)
         assert set(counts) == set(KINDS) and max(counts.values()) - min(counts.values()) <= 1
     customers = lambda tasks: {t.facts.get("customer_id") for t in tasks if t.kind != "handbook"}  # noqa: E731
-    assert not customers(train) & customers(test)
-    assert not {t.facts["opening"] for t in train} & {t.facts["opening"] for t in test}
+    blocks = [customers(tasks) for tasks in (train, validation, test, own_words)]
+    assert sum(map(len, blocks)) == len(set().union(*blocks))
+    openings = [t.facts["opening"] for tasks in (train, validation, test, own_words) for t in tasks]
+    assert len(set(openings)) == len(openings)  # the oracle finds its task by the opening
     topics = lambda tasks: {t.facts["topic"] for t in tasks if t.kind == "handbook"}  # noqa: E731
-    assert topics(train) and topics(test) and not topics(train) & topics(test)
+    assert topics(train) and topics(validation) and topics(test)
+    assert not topics(train) & (topics(validation) | topics(test) | topics(own_words))
+    assert not topics(validation) & topics(test)
     assert [t.model_dump() for t in train] == [t.model_dump() for t in load_environment("claims").tasks("train")]
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words"])
 def test_oracle_scores_100_percent_success_and_compliance(env, split):
     trajectories = run_episodes(env, env.oracle(), plan_episodes(env.tasks(split)), RunConfig(batch_size=128))
     failures = [(t.task_id, t.score.model_dump()) for t in trajectories if not (t.score.success and t.score.compliant)]
     assert not failures, failures[:3]
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words"])
 def test_noop_scores_zero(env, split):
     trajectories = run_episodes(env, resolve_policy("noop"), plan_episodes(env.tasks(split)),
                                 RunConfig(batch_size=128))
@@ -55,7 +60,8 @@ def test_oracle_in_the_sandbox(env):
 
 def test_handbook_search_finds_the_cited_chunk_for_every_question(env):
     toolkit = env.make_toolkit(__import__("sqlite3").connect(env.seed_path()))
-    for slug, _fact, _answer, questions in HANDBOOK:
+    written = [(t.facts["topic"], [t.facts["opening"]]) for t in env.tasks("own_words") if t.kind == "handbook"]
+    for slug, questions in [(slug, questions) for slug, _fact, questions in HANDBOOK] + written:
         for question in questions:
             ids = [r["id"] for r in json.loads(toolkit.call("search_handbook", {"query": question}).content)]
             assert f"handbook#{slug}" in ids, (question, ids)

@@ -191,3 +191,16 @@ def test_scrubbed_dataset_holds_no_original_personal_data(runs, monkeypatch):
     assert first.stats["scrubbed"]["EMAIL"] > 0 and first.config["scrub_key_fixed"]
     again = build_sft_dataset([oracle], scrub=True, scrub_key="k")
     assert again.train == first.train  # a fixed key gives the same fakes every build
+
+
+def test_a_task_and_its_augmented_variants_fall_on_the_same_side(tmp_path):
+    from agentft.augment import original_task_id
+
+    out = collect(CollectConfig(env="claims", policy="oracle", out=str(tmp_path / "aug"), n=18, augment=2,
+                                env_kwargs=FAST_ENV)).out
+    records = {t.id: t for t in read_trajectories(out / "trajectories.jsonl")}
+    dataset = build_sft_dataset([out], validation_fraction=0.5)
+    sides = {split: {original_task_id(records[r["trajectory_id"]].task_id) for r in getattr(dataset, split)}
+             for split in ("train", "validation")}
+    assert sides["train"] and sides["validation"] and not sides["train"] & sides["validation"]
+    assert any("~aug" in records[r["trajectory_id"]].task_id for r in dataset.train)

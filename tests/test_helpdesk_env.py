@@ -19,9 +19,9 @@ def env():
 
 
 def test_splits_are_large_balanced_and_disjoint(env):
-    train, test = env.tasks("train"), env.tasks("test")
-    assert len(train) >= 200 and len(test) >= 60
-    for tasks in (train, test):
+    train, validation, test = env.tasks("train"), env.tasks("validation"), env.tasks("test")
+    assert len(train) >= 200 and len(validation) >= 60 and len(test) >= 60
+    for tasks in (train, validation, test):
         counts = Counter(t.kind for t in tasks)
         assert set(counts) == set(KINDS) and max(counts.values()) - min(counts.values()) <= 1
         approvals = Counter(t.facts["approval"] for t in tasks if t.kind == "refuse_privileged")
@@ -29,13 +29,14 @@ def test_splits_are_large_balanced_and_disjoint(env):
         in_opening = Counter(t.solution[0].get("calls") is not None for t in tasks)
         assert min(in_opening.values()) >= len(tasks) // 3
     employees = lambda tasks: {t.facts["employee_id"] for t in tasks}  # noqa: E731
-    assert not employees(train) & employees(test)
-    openings = [t.facts["opening"] for t in train + test]
+    blocks = [employees(tasks) for tasks in (train, validation, test)]
+    assert sum(map(len, blocks)) == len(set().union(*blocks))
+    openings = [t.facts["opening"] for t in train + validation + test]
     assert len(set(openings)) == len(openings)  # the oracle finds its task by the opening
     assert [t.model_dump() for t in train] == [t.model_dump() for t in load_environment("helpdesk").tasks("train")]
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_oracle_scores_100_percent_success_and_compliance(env, split):
     trajectories = run_episodes(env, env.oracle(), plan_episodes(env.tasks(split)), RunConfig(batch_size=128))
     failures = [(t.task_id, t.score.model_dump()) for t in trajectories if not (t.score.success and t.score.compliant)]
@@ -43,7 +44,7 @@ def test_oracle_scores_100_percent_success_and_compliance(env, split):
     assert all(t.status == "completed" for t in trajectories)
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_noop_scores_zero(env, split):
     trajectories = run_episodes(env, resolve_policy("noop"), plan_episodes(env.tasks(split)),
                                 RunConfig(batch_size=128))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from agentft.trajectory import read_trajectories
+
 
 def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     out = tmp_path / "qs"
@@ -18,6 +20,11 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
                       "mean_latency_s"):
             assert field in run, (name, field)
         assert run["episodes"] == summary["plan"]["test_tasks"] and run["split"] == "test"
+        assert run["success_ci"][0] <= run["success_rate"] <= run["success_ci"][1]
+    for name in ("sft", "dpo"):
+        own = summary["own_words"][name]
+        assert own["split"] == "own_words" and own["episodes"] == summary["plan"]["own_words_tasks"]
+    assert {c["metric"] for c in summary["dpo_vs_sft"]} == {"success", "compliance"}
     sft = summary["training"]["sft"]
     assert sft["eval_loss"] < sft["eval_loss_before"]  # the tuned model's loss fell on held-out train tasks
     losses = [json.loads(line)["loss"] for line in (out / "adapter-sft" / "metrics.jsonl").read_text().splitlines()
@@ -25,19 +32,21 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     assert losses and all(loss == loss for loss in losses)  # finite
     assert summary["training"]["dpo"]["pairs"] > 0
     assert set(summary["timings"]) >= {"pull", "collect", "dataset", "sft", "eval-base", "eval-sft", "mine", "dpo",
-                                       "eval-dpo", "total"}
+                                       "eval-dpo", "own-words", "total"}
+    demonstrations = list(read_trajectories(out / "oracle-sft" / "trajectories.jsonl"))
+    assert len(demonstrations) == 2 * summary["plan"]["sft_tasks"]  # each task and its augmented variant
+    assert all(t.score.success and t.score.compliant for t in demonstrations)
     html = (out / "report.html").read_text()
     assert all(name in html for name in ("base", "sft", "dpo")) and "https://" not in html
     # Held-out: no test task was trained on.
     trained = {json.loads(line)["trajectory_id"] for line in (out / "data-sft" / "train.jsonl").open()}
-    from agentft.trajectory import read_trajectories
 
     sft_tasks = {t.task_id for t in read_trajectories(out / "oracle-sft" / "trajectories.jsonl") if t.id in trained}
     test_tasks = {t.task_id for t in read_trajectories(out / "eval-sft" / "trajectories.jsonl")}
     assert sft_tasks and not sft_tasks & test_tasks and all(t.startswith("claims-test") for t in test_tasks)
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and " ".join(again.stdout.split()).count("done before, skipped") == 9
+    assert again.returncode == 0 and " ".join(again.stdout.split()).count("done before, skipped") == 10
 
 
 def test_mining_falls_back_to_perturbations_when_the_sft_model_made_no_mistake(tmp_path):

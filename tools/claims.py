@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,21 @@ TODAY = "2026-01-15"
 HANDBOOK = Path(__file__).resolve().parent.parent / "eval_envs" / "claims" / "handbook.md"
 Incident = Literal["fire", "water", "theft", "collision", "glass", "baggage", "medical", "delay", "flood"]
 _PHONE = re.compile(r"^\+?[0-9][0-9 -]{6,18}[0-9]$")
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d %B %Y", "%B %d, %Y", "%B %d %Y", "%d %b %Y", "%b %d, %Y", "%b %d %Y")
+
+
+def iso_date(text: str) -> str:
+    """A date as YYYY-MM-DD from the unambiguous ways callers say it ("1985-03-12", "12 March 1985",
+    "March 12, 1985"); the text unchanged when it is none of them (then it simply matches no record)."""
+    cleaned = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", " ".join(text.strip().rstrip(".").split()))
+    for form in _DATE_FORMATS:
+        try:
+            return datetime.strptime(cleaned, form).strftime("%Y-%m-%d")
+        except ValueError:
+            continue
+    return text.strip()
 
 
 def new_claim_id(policy_id: str, incident: str, amount: float) -> str:
@@ -65,10 +81,10 @@ class ClaimsDesk(Toolkit):
 
         Args:
             email: The caller's email.
-            date_of_birth: YYYY-MM-DD.
+            date_of_birth: As the caller said it.
         """
         row = self._row("SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
-                        email.strip().lower(), date_of_birth.strip())
+                        email.strip().lower(), iso_date(date_of_birth))
         if row is None:
             return {"status": "not_verified"}
         return {"status": "verified", "customer_id": row["customer_id"]}

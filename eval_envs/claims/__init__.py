@@ -2,8 +2,9 @@
 
 State: customers, policies and claims in SQLite. Tools: ``tools/claims.py``. Policy given to the agent:
 ``policy.md``. Rules: ``rules.py``. Tasks: nine kinds (status, approve, deny, escalate, file, update
-contact, handbook question, another customer's claim, failed verification), 360 train and 108 test by
-default, on disjoint customers, test phrasings partly unseen.
+contact, handbook question, another customer's claim, failed verification), 360 train, 90 validation and
+108 test by default, on disjoint customers with disjoint phrasing pools (``phrasings.json``), plus
+``own_words``: 90 requests written by hand in people's own words (``own_words.json``).
 """
 
 from __future__ import annotations
@@ -26,24 +27,25 @@ HERE = Path(__file__).resolve().parent
 
 class ClaimsEnvironment(DatabaseEnvironment):
     name = "claims"
-    version = 1
+    version = 2
     tables = ("customers", "policies", "claims")
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
 
-    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 40, n_test_per_kind: int = 12,
-                 sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
+    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 40, n_validation_per_kind: int = 10,
+                 n_test_per_kind: int = 12, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
         super().__init__(seed, sandbox=sandbox, limits=limits)
         self.n_train_per_kind = n_train_per_kind
+        self.n_validation_per_kind = n_validation_per_kind
         self.n_test_per_kind = n_test_per_kind
         self._handbook: KeywordIndex | None = None
 
     def init_kwargs(self) -> dict:
         return {"seed": self.seed, "n_train_per_kind": self.n_train_per_kind,
-                "n_test_per_kind": self.n_test_per_kind}
+                "n_validation_per_kind": self.n_validation_per_kind, "n_test_per_kind": self.n_test_per_kind}
 
     def build_database(self, conn: sqlite3.Connection, rng: random.Random) -> None:
-        data.build(conn, rng, n_customers=600)
+        data.build(conn, rng, n_customers=720)
 
     def make_toolkit(self, conn: sqlite3.Connection) -> ClaimsDesk:
         if self._handbook is None:
@@ -51,7 +53,8 @@ class ClaimsEnvironment(DatabaseEnvironment):
         return ClaimsDesk(conn, handbook=self._handbook)
 
     def generate_tasks(self, conn: sqlite3.Connection, rng: random.Random) -> dict[str, list[Task]]:
-        return tasks.generate(conn, rng, self.n_train_per_kind, self.n_test_per_kind)
+        return tasks.generate(conn, rng, {"train": self.n_train_per_kind, "validation": self.n_validation_per_kind,
+                                          "test": self.n_test_per_kind})
 
 
 def load_environment(**kwargs) -> ClaimsEnvironment:

@@ -4,8 +4,9 @@ policy compliance.
 State: employees, groups, memberships and tickets in SQLite. Tools: ``tools/helpdesk.py``. Policy given to
 the agent: ``policy.md``. Rules: ``rules.py``. Tasks: seven kinds (standard access, privileged access with a
 manager-approved ticket, privileged access refused for a missing or self-approved approval, already a
-member, password reset, ticket status, failed verification), 210 train and 63 test by default, on disjoint
-employees, test phrasings partly unseen. Employees verify with their employee id and helpdesk PIN.
+member, password reset, ticket status, failed verification), 210 train, 63 validation and 63 test by
+default, on disjoint employees with disjoint phrasing pools (``phrasings.json``). Employees verify with
+their employee id and helpdesk PIN.
 """
 
 from __future__ import annotations
@@ -30,20 +31,21 @@ _PIN = re.compile(r"\bpin\b")
 
 class HelpdeskEnvironment(DatabaseEnvironment):
     name = "helpdesk"
-    version = 1
+    version = 2
     tables = ("employees", "groups", "memberships", "tickets")
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
 
-    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 30, n_test_per_kind: int = 9,
-                 sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
+    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 30, n_validation_per_kind: int = 9,
+                 n_test_per_kind: int = 9, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
         super().__init__(seed, sandbox=sandbox, limits=limits)
         self.n_train_per_kind = n_train_per_kind
+        self.n_validation_per_kind = n_validation_per_kind
         self.n_test_per_kind = n_test_per_kind
 
     def init_kwargs(self) -> dict:
         return {"seed": self.seed, "n_train_per_kind": self.n_train_per_kind,
-                "n_test_per_kind": self.n_test_per_kind}
+                "n_validation_per_kind": self.n_validation_per_kind, "n_test_per_kind": self.n_test_per_kind}
 
     def build_database(self, conn: sqlite3.Connection, rng: random.Random) -> None:
         data.build(conn, rng, n_employees=400)
@@ -52,7 +54,8 @@ class HelpdeskEnvironment(DatabaseEnvironment):
         return HelpdeskDesk(conn)
 
     def generate_tasks(self, conn: sqlite3.Connection, rng: random.Random) -> dict[str, list[Task]]:
-        return tasks.generate(conn, rng, self.n_train_per_kind, self.n_test_per_kind)
+        return tasks.generate(conn, rng, {"train": self.n_train_per_kind, "validation": self.n_validation_per_kind,
+                                          "test": self.n_test_per_kind})
 
     def asks_identity(self, text: str) -> bool:
         """The helpdesk's identity check asks for the employee id and PIN."""

@@ -1,7 +1,7 @@
-"""Service desk tasks: seven kinds, balanced, on disjoint employees and partly unseen phrasings per split.
+"""Service desk tasks: seven kinds, balanced, on disjoint employees and disjoint phrasings per split.
 
-Train tasks use employees from the first block and request phrasings 0-6; test tasks use the next block
-of employees and all ten phrasings (7-9 never appear in train). Every access request names its ticket
+Splits ``train``, ``validation`` and ``test`` each use their own block of employees and their own pool
+of request, identity and consent phrasings (``phrasings.json``). Every access request names its ticket
 and every password reset names the employee (names are unique), so every opening is unique. Every task
 carries the expert's turns (``solution``) and the facts its final reply must contain (``must_say``).
 """
@@ -10,43 +10,25 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from agentft.envs import Task
+from agentft.sqlite_env import SPLITS, load_phrasings
 from eval_envs.helpdesk.data import N_MANAGERS, tickets_of
 
 KINDS = ("grant_standard", "grant_privileged", "refuse_privileged", "already_member", "reset_password",
          "ticket_status", "unverified")
-TRAIN_PHRASINGS = 7
 ASK_PIN = "To verify you, please tell me your employee id and PIN."
-
-ACCESS = ["Please add me to the {group} group, ticket {tid}.",
-          "I opened ticket {tid} for access to {group}. Can you set it up?",
-          "Can I get access to {group}? The ticket is {tid}.", "Ticket {tid}: I need to be added to {group}.",
-          "I need {group} access for my work; I filed {tid}.", "Could you grant me {group}? Reference {tid}.",
-          "Please process my access request {tid} for the {group} group.",
-          "I still don't have {group}. My request is ticket {tid}.", "Add me to {group} please, per ticket {tid}.",
-          "Requesting membership of {group} (ticket {tid})."]
-RESET = ["Hi, this is {name}. I'm locked out, please reset my password.",
-         "{name} here. I forgot my password, can you reset it?",
-         "This is {name}; my password expired and I can't log in. Please reset it.",
-         "Hello, {name} speaking. Could you reset my password?", "It's {name}. I need a password reset.",
-         "{name} here, my account is locked. Can you reset my password?",
-         "Hi, I'm {name} and I can't remember my password. Please reset it.",
-         "This is {name}. Please give me a new password, I'm locked out.",
-         "{name} here: could you do a password reset for me?",
-         "Hi, {name} here. My password stopped working; please reset it."]
-STATUS = ["What is the status of my ticket {tid}?", "Can you check ticket {tid} for me?",
-          "Any update on ticket {tid}?", "Where does my ticket {tid} stand?", "Please look up ticket {tid}.",
-          "Ticket {tid}: what is its status?", "Has anything happened with my ticket {tid}?",
-          "Could you tell me how ticket {tid} is going?", "I'm following up on {tid}. What's the status?",
-          "Status check on {tid}, please."]
-IDENTITY = ["My employee id is {eid} and my PIN is {pin}.", "I'm {eid}, PIN {pin}.", "Employee id {eid}, PIN {pin}.",
-            "You can verify me with {eid} and PIN {pin}.", "For verification: {eid}, PIN {pin}."]
+# Request, identity and consent phrasings, in disjoint train / validation / test pools (plain data).
+PHRASINGS = load_phrasings(Path(__file__).resolve().parent / "phrasings.json")
 
 
-def _call(name: str, **arguments: Any) -> dict[str, Any]:
-    return {"calls": [{"name": name, "arguments": arguments}]}
+def _call(name: str, match: str = "exact", **arguments: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "arguments": arguments}
+    if match != "exact":
+        entry["match"] = match
+    return {"calls": [entry]}
 
 
 def _say(text: str) -> dict[str, Any]:
@@ -58,28 +40,36 @@ def wrong_pin(pin: str) -> str:
     return str((int(pin) - 1000 + 4321) % 9000 + 1000)
 
 
-def generate(conn: sqlite3.Connection, rng: random.Random, n_train_per_kind: int,
-             n_test_per_kind: int) -> dict[str, list[Task]]:
+def generate(conn: sqlite3.Connection, rng: random.Random, per_kind: dict[str, int]) -> dict[str, list[Task]]:
+    """Tasks per split: ``per_kind[split]`` of each kind, on consecutive blocks of employees."""
     conn.row_factory = sqlite3.Row
     employees = conn.execute("SELECT * FROM employees ORDER BY employee_id").fetchall()[N_MANAGERS:]
-    n_train, n_test = n_train_per_kind * len(KINDS), n_test_per_kind * len(KINDS)
-    blocks = {"train": employees[:n_train], "test": employees[n_train:n_train + n_test]}
-    if len(blocks["test"]) < n_test:
-        raise ValueError("seed database has too few employees for the requested task counts")
-    return {split: [_task(conn, rng, split, index, employee, KINDS[index % len(KINDS)],
-                          TRAIN_PHRASINGS if split == "train" else 10)
-                    for index, employee in enumerate(block)]
-            for split, block in blocks.items()}
+    tasks: dict[str, list[Task]] = {}
+    offset = 0
+    for split in SPLITS:
+        size = per_kind[split] * len(KINDS)
+        block = employees[offset:offset + size]
+        offset += size
+        if len(block) < size:
+            raise ValueError("seed database has too few employees for the requested task counts")
+        tasks[split] = [_task(conn, rng, split, index, employee, KINDS[index % len(KINDS)])
+                        for index, employee in enumerate(block)]
+    return tasks
 
 
-def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, employee: sqlite3.Row, kind: str,
-          phrasings: int) -> Task:
+def _pick(rng: random.Random, group: str, split: str) -> str:
+    pool = PHRASINGS[group][split]
+    return pool[rng.randrange(len(pool))]
+
+
+def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, employee: sqlite3.Row,
+          kind: str) -> Task:
     eid = employee["employee_id"]
     tickets = tickets_of(conn, eid)
     manager = conn.execute("SELECT name FROM employees WHERE employee_id = ?", (employee["manager_id"],)).fetchone()
-    pick = lambda templates: templates[rng.randrange(phrasings)]  # noqa: E731
     pin = wrong_pin(employee["pin"]) if kind == "unverified" else employee["pin"]
     facts: dict[str, Any] = {}
+    answers: dict[str, str] = {}
     solution: list[dict[str, Any]]
     must_say: list[str]
 
@@ -89,8 +79,9 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
                           "refuse_privileged": "unapproved", "already_member": "member",
                           "unverified": "standard"}[kind]]
         tid, group = ticket["ticket_id"], ticket["group_name"]
-        request = pick(ACCESS).format(group=group, tid=tid)
+        request = _pick(rng, "access", split).format(group=group, tid=tid)
         facts.update(ticket_id=tid, group=group)
+        answers.update(ticket=f"It's ticket {tid}.", group=f"The {group} group.")
         review = _call("review_access", employee_id=eid, group=group)
         add = _call("add_to_group", employee_id=eid, group=group, ticket_id=tid)
         done = _say(f"You are now a member of {group}, and ticket {tid} is resolved.")
@@ -115,7 +106,7 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
             solution = [review, _say(f"You are already a member of {group}, so nothing needs to change.")]
             must_say = ["already a member"]
     elif kind in ("reset_password", "unverified"):
-        request = pick(RESET).format(name=employee["name"])
+        request = _pick(rng, "reset", split).format(name=employee["name"])
         solution = [_say("I will reset your password and send a temporary one to your manager. Do you confirm?"),
                     _call("reset_password", employee_id=eid),
                     _say(f"Your password is reset; the temporary password went to your manager, {manager['name']}.")]
@@ -123,8 +114,9 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
     else:  # ticket_status
         ticket = tickets["other"]
         tid, status = ticket["ticket_id"], ticket["status"]
-        request = pick(STATUS).format(tid=tid)
+        request = _pick(rng, "status", split).format(tid=tid)
         facts["ticket_id"] = tid
+        answers["ticket"] = f"It's ticket {tid}."
         solution = [_call("get_ticket", ticket_id=tid), _say(f"Ticket {tid} is {status}.")]
         must_say = [tid, status]
 
@@ -132,16 +124,15 @@ def _task(conn: sqlite3.Connection, rng: random.Random, split: str, index: int, 
         solution = [_say("I could not verify you, so I cannot make any change. Please check your details or "
                          "visit the service desk in person.")]
         must_say = ["could not verify"]
-    identity = IDENTITY[rng.randrange(len(IDENTITY))].format(eid=eid, pin=pin)
-    verify = _call("verify_employee", employee_id=eid, pin=pin)
+    identity = _pick(rng, "identity", split).format(eid=eid, pin=pin)
+    verify = _call("verify_employee", match="result", employee_id=eid, pin=pin)
     if rng.random() < 0.5:
         opening = f"{identity} {request}" if rng.random() < 0.5 else f"{request} {identity}"
         solution = [verify, *solution]
-        facts["identity_reply"] = identity
     else:
         opening = request
         solution = [_say(ASK_PIN), verify, *solution]
-        facts["identity_reply"] = IDENTITY[rng.randrange(len(IDENTITY))].format(eid=eid, pin=pin)
+    facts.update(identity_reply=identity, consent_reply=_pick(rng, "consent", split), answers=answers)
     facts.update(opening=opening, employee_id=eid)
     return Task(id=f"helpdesk-{split}-{index:04d}", split=split, kind=kind, instruction=request, facts=facts,
                 slices={"department": employee["department"], "location": employee["location"]},
