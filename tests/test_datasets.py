@@ -89,7 +89,9 @@ def test_dpo_pairs_diverge_at_the_first_bad_turn(runs, tmp_path):
     oracle_ids = {t.id for t in read_trajectories(oracle / "trajectories.jsonl")}
     oracle_by_id = {t.id: t for t in read_trajectories(oracle / "trajectories.jsonl")}
     base_by_id = {t.id: t for t in read_trajectories(base / "trajectories.jsonl")}
-    assert dataset.stats["pairs"] == 100
+    # One pair per failing base episode; identical pairs (a handbook question asked twice, answered alike) once.
+    distinct = {json.dumps([m.content for m in t.messages]) for t in base_by_id.values()}
+    assert dataset.stats["pairs"] == len(distinct) and len(distinct) >= 95
     for row in dataset.rows:
         source = row["source"]
         assert source["chosen_trajectory"] in oracle_ids and source["kind"] == "step"
@@ -106,7 +108,7 @@ def test_dpo_pairs_diverge_at_the_first_bad_turn(runs, tmp_path):
         assert chosen_calls == [(c.function.name, c.function.arguments) for c in good_turn.tool_calls]
         assert row["chosen"][0].get("content") == good_turn.content
     out = save_dpo_dataset(dataset, tmp_path / "dpo")
-    assert sum(1 for _ in (out / "train.jsonl").open()) == 100
+    assert sum(1 for _ in (out / "train.jsonl").open()) == len(distinct)
 
 
 def test_perturbation_and_whole_episode_pairs(runs):
@@ -127,7 +129,8 @@ def test_perturbation_and_whole_episode_pairs(runs):
     assert again["rejected"][0]["tool_calls"][0]["function"]["name"] == "verify_identity"
     assert again["prompt"][-1]["role"] == "tool" and "verified" in again["prompt"][-1]["content"]
     whole = build_dpo_dataset([oracle, base], PreferenceConfig(step_pairs=False, whole_episodes=True))
-    assert whole.stats["by_kind"] == {"episode": 100}
+    distinct = {json.dumps([m.content for m in t.messages]) for t in read_trajectories(base / "trajectories.jsonl")}
+    assert whole.stats["by_kind"] == {"episode": len(distinct)}
     assert all(len(r["prompt"]) == 2 for r in whole.rows)
 
 

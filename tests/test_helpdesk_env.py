@@ -64,7 +64,7 @@ def test_the_user_gives_employee_id_and_pin_when_asked(env):
     reply = lambda text: env.user_turn(task, [*history, AssistantMessage(content=text)])  # noqa: E731
     assert reply(ASK_PIN) == task.facts["identity_reply"]
     assert reply("What is your Employee-ID and PIN?") == task.facts["identity_reply"]
-    assert reply("I will reset it. Do you confirm?") == "Yes, please go ahead."
+    assert reply("I will reset it. Do you confirm?") == task.facts["consent_reply"]
     assert reply("Your employee id is noted; I'm helping with the spinning wheel.") is None  # "pin" is a word
     assert reply("Please tell me your email and date of birth.") is None
 
@@ -96,7 +96,8 @@ def task_of(env, kind, identity_in_opening=True, **facts):
 
 
 def verify_call(task):
-    return AssistantMessage(tool_calls=[ToolCall.create("c", **task.solution[0]["calls"][0])])
+    planned = task.solution[0]["calls"][0]
+    return AssistantMessage(tool_calls=[ToolCall.create("c", planned["name"], planned["arguments"])])
 
 
 def run_script(env, task, turns):

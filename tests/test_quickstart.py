@@ -19,7 +19,8 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
         for field in ("success_rate", "compliance_rate", "pass_hat_k", "violations_by_rule", "episodes", "errors",
                       "mean_latency_s"):
             assert field in run, (name, field)
-        assert run["episodes"] == summary["plan"]["test_tasks"] and run["split"] == "test"
+        planned = summary["plan"]["base_tasks" if name == "base" else "test_tasks"]
+        assert run["episodes"] == planned and run["split"] == "test"
         assert run["success_ci"][0] <= run["success_rate"] <= run["success_ci"][1]
     for name in ("sft", "dpo"):
         own = summary["own_words"][name]

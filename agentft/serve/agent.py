@@ -61,7 +61,7 @@ class AgentService:
             metrics.known_rules(rule.name for rule in self.checker.rules)
 
     def task(self, task_id: str | None) -> Task:
-        for split in ("test", "train", "validation"):
+        for split in ("test", "train", "validation", "own_words"):
             with contextlib.suppress(KeyError):
                 tasks = self.env.tasks(split)
                 if task_id is None and tasks:

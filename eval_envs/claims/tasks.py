@@ -37,6 +37,33 @@ RELATIVES = ("neighbour", "brother", "sister", "mother", "father", "colleague", 
 # (handbook chunk, the fact the reply must say, question phrasings). The expert answers with the chunk's
 # sentence that holds the fact, copied from the search result: a skill that carries over to unseen topics.
 HANDBOOK = [
+    ("documents-for-a-water-claim", "plumber's report",
+     ["What do I need for a water damage claim?", "Which documents does a water claim need?"]),
+    ("documents-for-a-theft-claim", "police report",
+     ["What does a theft claim need?", "Do I need a police report for a theft claim?"]),
+    ("documents-for-a-fire-claim", "fire department incident number",
+     ["What do I need to file a fire claim?", "Which documents are needed for a fire claim?"]),
+    ("travel-deductible", "no deductible", ["Is there a deductible on travel policies?", "What is the travel deductible?"]),
+    ("approval-limits", "5000 dollars",
+     ["Up to what amount can the desk approve a home claim?", "What is the approval limit for home claims?"]),
+    ("home-coverage", "fire, water damage and theft",
+     ["What does a home policy cover?", "Which incidents does a home policy cover, and which not?"]),
+    ("auto-coverage", "mechanical breakdown",
+     ["Does my auto policy cover mechanical breakdown?", "Is a mechanical breakdown of my car covered?"]),
+    ("travel-coverage", "6 hours", ["What do travel policies cover?", "Which incidents are covered by travel coverage?"]),
+    ("flood-exclusion", "excluded", ["Is flooding from a river covered by my home policy?",
+                                     "Does home insurance pay for flooding from the sea?"]),
+    ("premium-payment-dates", "first day of each month", ["When are premiums due?", "What day is my premium due?"]),
+    ("cancelling-a-policy", "10 business days",
+     ["If I cancel my policy, when do I get the refund?", "How long does a refund take after cancelling?"]),
+    ("third-party-requests", "verified policyholder",
+     ["Can a family member discuss my claim with the claims desk?", "Will you discuss my policy with a family member?"]),
+    ("contact-details", "immediately", ["When does a change of phone number take effect?",
+                                        "How soon does a new email address take effect?"]),
+    ("sensitive-data", "last four digits", ["Can you read out my full card number?",
+                                            "Will you tell me my social security number over the phone?"]),
+    ("glass-repair", "no deductible", ["Is there a deductible for windshield repairs?",
+                                       "Do glass repairs on my car have a deductible?"]),
     ("filing-deadline", "60 days",
      ["How long do I have to file a claim after an incident?", "What is the deadline for filing a claim?",
       "Is there a time limit for filing a claim after an incident?"]),
@@ -94,8 +121,8 @@ HANDBOOK = [
      ["Can I reinstate a lapsed policy?", "How long do I have to reinstate my lapsed policy?",
       "Is it possible to reactivate a policy after it lapsed?"]),
 ]
-# Topics asked about per split: train the first ten, validation two more, test (and own_words) the rest.
-TOPICS = {"train": HANDBOOK[:10], "validation": HANDBOOK[10:12], "test": HANDBOOK[12:], "own_words": HANDBOOK[12:]}
+# Topics asked about per split: train the first 25, validation two more, test (and own_words) the rest.
+TOPICS = {"train": HANDBOOK[:25], "validation": HANDBOOK[25:27], "test": HANDBOOK[27:], "own_words": HANDBOOK[27:]}
 CHUNKS = {chunk.id: chunk.text for chunk in split_markdown((HERE / "handbook.md").read_text(encoding="utf-8"),
                                                            doc="handbook")}
 
