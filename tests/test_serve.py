@@ -277,8 +277,18 @@ def test_tiny_model_streaming_equals_the_plain_reply_and_batching_is_exact(tiny_
 
 # ---- agent runs and the guard on the claims environment ---------------------------------------------------
 
-OPENING = "I'm femi.okafor365@example.com, born 1962-04-06. Could you record +1 555 576 3105 as my new phone number?"
+def phone_task():
+    """The customer of claims test task 5 (a phone change), as the seed database has them."""
+    from agentft.envs import load_environment
+
+    task = next(t for t in load_environment("claims", sandbox=False).tasks("test") if t.id == "claims-test-0005")
+    verify = next(c for turn in task.solution for c in turn.get("calls", []) if c["name"] == "verify_identity")
+    return task.facts["customer_id"], verify["arguments"]["email"], verify["arguments"]["date_of_birth"]
+
+
+CUSTOMER, EMAIL, BIRTH = phone_task()
 NEW_PHONE = "+1 555 576 3105"
+OPENING = f"I'm {EMAIL}, born {BIRTH}. Could you record {NEW_PHONE} as my new phone number?"
 
 
 def claims_agent(request):
@@ -291,12 +301,12 @@ def claims_agent(request):
     done = [m for m in request.messages if m.role == "tool" and m.name == "update_contact"]
     if last.role == "user":
         if last.content.startswith("Yes"):
-            return call("update_contact", customer_id="CUS-0365", phone=NEW_PHONE)
-        return call("verify_identity", email="femi.okafor365@example.com", date_of_birth="1962-04-06")
+            return call("update_contact", customer_id=CUSTOMER, phone=NEW_PHONE)
+        return call("verify_identity", email=EMAIL, date_of_birth=BIRTH)
     if last.name == "verify_identity":
-        return call("update_contact", customer_id="CUS-0365", phone=NEW_PHONE)
+        return call("update_contact", customer_id=CUSTOMER, phone=NEW_PHONE)
     if last.name == "update_contact":
-        return call("get_customer", customer_id="CUS-0365")
+        return call("get_customer", customer_id=CUSTOMER)
     if any(not m.content.startswith("Error") for m in done):
         return f"Your phone number is now {NEW_PHONE}."
     return f"I will change your phone number to {NEW_PHONE}. Do you confirm?"
@@ -341,7 +351,7 @@ def test_guard_blocks_an_unconfirmed_write_and_allows_it_after_confirmation(tmp_
         assert re.search(r'^agentft_guard_blocks_total\{rule="confirm_before_write"\} 1$', metrics(url), re.M)
     records = load_trajectories(tmp_path)
     assert [r.env for r in records] == ["claims", "claims"] and records[0].policy == "serve:scripted"
-    assert "femi.okafor365@example.com" not in "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
+    assert EMAIL not in "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
 
 
 def test_without_the_guard_the_write_happens_and_is_scored_non_compliant(tmp_path):
