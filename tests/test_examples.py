@@ -17,6 +17,7 @@ FAST_ARGS = {
     "07_serve.py": [],
     "08_train.py": ["--model", "tiny-test", "--steps", "2"],
     "09_quickstart.py": ["--model", "tiny-test", "--budget", "fast"],
+    "10_held_out.py": [],
 }
 
 
