@@ -137,7 +137,7 @@ def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None
 @app.command()
 def collect(
     env: EnvOption, policy: PolicyOption,
-    split: Annotated[str, typer.Option(help="task split")] = "train",
+    split: Annotated[str, typer.Option(help="task split: train, validation, test (claims also: own_words)")] = "train",
     n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
@@ -168,7 +168,8 @@ def collect(
 @app.command("eval")
 def eval_command(
     env: EnvOption, policy: PolicyOption,
-    split: Annotated[str, typer.Option(help="task split")] = "test",
+    split: Annotated[str, typer.Option(help="task split: test (report), validation (choose settings), train; "
+                                            "claims also own_words (hand-written requests)")] = "test",
     n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task (pass^1 .. pass^k are reported)")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
