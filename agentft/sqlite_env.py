@@ -164,9 +164,14 @@ def load_phrasings(path: str | os.PathLike[str]) -> dict[str, dict[str, list[str
     """
     from agentft.errors import UserError
 
-    pools = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        pools = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read phrasing pools {path}: {exc}") from None
+    if not isinstance(pools, dict):
+        raise UserError(f"{path}: phrasing pools are a JSON object (group -> split -> templates)")
     for group, by_split in pools.items():
-        if set(by_split) != set(SPLITS) or not all(by_split.values()):
+        if not isinstance(by_split, dict) or set(by_split) != set(SPLITS) or not all(by_split.values()):
             raise UserError(f"{path}: {group!r} needs non-empty {', '.join(SPLITS)} pools, has {sorted(by_split)}")
         seen: dict[str, str] = {}
         for split in SPLITS:

@@ -74,6 +74,9 @@ def test_overlapping_pools_are_refused(tmp_path):
     path.write_text(json.dumps({"ask": {"train": ["Hi {x}."], "test": ["Yo {x}."]}}))
     with pytest.raises(UserError, match="validation"):
         load_phrasings(path)
+    path.write_text('{"ask": {"train": ["Hi')  # truncated
+    with pytest.raises(UserError, match="cannot read phrasing pools"):
+        load_phrasings(path)
 
 
 @pytest.mark.parametrize("text", ["Yes, please go ahead.", "yep", "Sure thing, do it.", "ok", "Absolutely.",
