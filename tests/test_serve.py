@@ -8,7 +8,6 @@ transformers path (adapters, batching, the tool-name constraint of tool_choice=r
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import warnings
@@ -19,6 +18,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from agentft.errors import UserError  # noqa: E402
 from agentft.serve import Engine, ScriptedBackend, ServeConfig, create_app  # noqa: E402
@@ -67,6 +68,15 @@ def client(url: str) -> openai.OpenAI:
 
 def metrics(url: str) -> str:
     return httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a ``/metrics`` page, read by the Prometheus parser (label order and number format are its own)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return None
 
 
 def test_openai_client_tool_call_usage_and_lenient_fields(scripted):
@@ -174,11 +184,10 @@ def test_concurrent_requests_share_generation_batches(scripted):
     sizes = list(engine.stats.batch_sizes)[before:]
     assert max(sizes) > 1 and sum(sizes) == 8
     text = metrics(url)
-    assert re.search(r'^agentft_batch_size_bucket\{le="1"\} (\d+)$', text, re.M)
-    count = int(re.search(r"^agentft_batch_size_count (\d+)$", text, re.M).group(1))
-    ones = int(re.search(r'^agentft_batch_size_bucket\{le="1"\} (\d+)$', text, re.M).group(1))
-    assert count > ones  # some batch held more than one request
-    assert int(re.search(r"^agentft_generated_tokens_total (\d+)$", text, re.M).group(1)) > 0
+    ones = sample(text, "agentft_batch_size_bucket", le="1.0")
+    assert ones is not None
+    assert sample(text, "agentft_batch_size_count") > ones  # some batch held more than one request
+    assert sample(text, "agentft_generated_tokens_total") > 0
 
 
 def test_served_conversations_are_recorded_pii_scrubbed(scripted):
@@ -343,12 +352,12 @@ def test_guard_blocks_an_unconfirmed_write_and_allows_it_after_confirmation(tmp_
                                      "user before every write.")
         assert trajectory["metadata"]["guard_blocks"] == first["guard_blocks"]
         assert phone_read(first) != NEW_PHONE  # the database is unchanged
-        assert re.search(r'^agentft_guard_blocks_total\{rule="confirm_before_write"\} 1$', metrics(url), re.M)
+        assert sample(metrics(url), "agentft_guard_blocks_total", rule="confirm_before_write") == 1
         # The user confirms in the next request: the history is replayed, and the write now goes through.
         second = run_agent(url, [*trajectory["messages"][1:], {"role": "user", "content": "Yes, please go ahead."}])
         assert second["reply"] == f"Your phone number is now {NEW_PHONE}." and phone_read(second) == NEW_PHONE
         assert [b["replayed"] for b in second["guard_blocks"]] == [True]
-        assert re.search(r'^agentft_guard_blocks_total\{rule="confirm_before_write"\} 1$', metrics(url), re.M)
+        assert sample(metrics(url), "agentft_guard_blocks_total", rule="confirm_before_write") == 1
     records = load_trajectories(tmp_path)
     assert [r.env for r in records] == ["claims", "claims"] and records[0].policy == "serve:scripted"
     assert EMAIL not in "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))

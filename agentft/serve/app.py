@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from agentft.errors import UserError
 from agentft.serve.agent import AgentService, agent_run
@@ -103,7 +103,7 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     def _model(model_id: str) -> dict[str, Any]:
         base = state.backend.model_name
