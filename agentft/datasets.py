@@ -24,6 +24,7 @@ from typing import Any
 
 from agentft.augment import original_task_id
 from agentft.errors import UserError
+from agentft.jsonl import atomic_open, write_jsonl_atomic, write_jsonl_files_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import to_openai
 from agentft.trajectory import Trajectory, read_trajectories
@@ -231,14 +232,6 @@ def _card(dataset: SFTDataset, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    temp.replace(path)
-
-
 def save_sft_dataset(dataset: SFTDataset, out: str | Path, *, title: str = "agentft SFT dataset") -> Path:
     """Write JSONL, the HF dataset, the card and the manifest; returns ``out``."""
     out = Path(out)
@@ -246,13 +239,14 @@ def save_sft_dataset(dataset: SFTDataset, out: str | Path, *, title: str = "agen
     if not dataset.train:
         raise UserError("no rows left after filtering: " + (", ".join(f"{k} {v}" for k, v in dataset.drops.items())
                                                            or "the sources are empty"))
-    for name in ("train", "validation"):
-        _write_jsonl(out / f"{name}.jsonl", getattr(dataset, name))
+    # Both splits or neither: a row that cannot be written leaves the previous pair in place.
+    write_jsonl_files_atomic({out / f"{name}.jsonl": getattr(dataset, name) for name in ("train", "validation")})
     from datasets import Dataset, DatasetDict
 
     parts = {name: Dataset.from_list(rows) for name in ("train", "validation") if (rows := getattr(dataset, name))}
     DatasetDict(parts).save_to_disk(str(out / "hf"))
-    (out / "README.md").write_text(_card(dataset, title), encoding="utf-8")
+    with atomic_open(out / "README.md", "w", encoding="utf-8") as handle:
+        handle.write(_card(dataset, title))
     config = {**dataset.config, "kind": "sft",
               "trajectory_ids": {name: [r["trajectory_id"] for r in getattr(dataset, name)]
                                  for name in ("train", "validation")}}
@@ -276,6 +270,5 @@ def export_openai(dataset_dir: str | Path, out: str | Path) -> int:
             raise UserError(f"{source}:{number}: not valid JSON") from None
         messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]
         rows.append({"messages": messages, "tools": json.loads(row["tools"]) if row.get("tools") else []})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out, rows)
+    write_jsonl_atomic(out, rows)
     return len(rows)

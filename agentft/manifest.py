@@ -6,11 +6,12 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from agentft.jsonl import atomic_open
 
 __all__ = ["write_manifest", "read_manifest", "sha256_file", "write_json_atomic"]
 
@@ -27,19 +28,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
 
 
 def _git_sha() -> str | None:

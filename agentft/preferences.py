@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agentft.errors import UserError
+from agentft.jsonl import write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
 from agentft.trajectory import Trajectory
@@ -239,9 +240,7 @@ def save_dpo_dataset(dataset: PreferenceDataset, out: str | Path) -> Path:
         raise UserError("no preference pairs: the sources need failing episodes and successful ones of the same "
                         "tasks (or enable perturbations)")
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "train.jsonl").open("w", encoding="utf-8") as handle:
-        for row in dataset.rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl_atomic(out / "train.jsonl", dataset.rows)
     from datasets import Dataset
 
     Dataset.from_list([{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in dataset.rows]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from agentft.errors import UserError
 from agentft.evaluate import METRICS, task_outcomes
+from agentft.jsonl import atomic_open
 from agentft.stats import PairedComparison, compare_paired, format_rate, wilson_interval
 from agentft.trajectory import Trajectory, read_trajectories
 
@@ -319,15 +319,8 @@ def write_report(path: str | os.PathLike[str], runs: Sequence[RunData], title: s
     """Render the report and write it atomically to ``path``; returns the path."""
     path = Path(path)
     page = render_report(runs, title, max_failures=max_failures)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
     return path
 
 

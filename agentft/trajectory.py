@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agentft.errors import UserError
+from agentft.jsonl import JsonlWriter
 from agentft.messages import Message
 
 __all__ = [
@@ -114,57 +115,14 @@ def episode_id(env: str, task_id: str, seed: int, policy: str, attempt: int) -> 
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def _trim_torn_tail(path: Path) -> int:
-    """Cut a last line that has no newline (a write that was killed halfway); returns bytes removed."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with path.open("rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return 0
-        position, chunk = size, 65536
-        while position > 0:
-            start = max(0, position - chunk)
-            handle.seek(start)
-            newline = handle.read(position - start).rfind(b"\n")
-            if newline != -1:
-                keep = start + newline + 1
-                break
-            position = start
-        else:
-            keep = 0
-        handle.truncate(keep)
-        return size - keep
-
-
-class TrajectoryWriter:
-    """Appends trajectories to a JSONL file: one line per record in one write; fsync per batch."""
+class TrajectoryWriter(JsonlWriter):
+    """Appends trajectories to a JSONL file: one line per record in one write; fsync per batch (``JsonlWriter``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.trimmed_bytes = _trim_torn_tail(self.path)
-        self._handle = self.path.open("ab")
-
-    def write_batch(self, trajectories: Iterable[Trajectory]) -> int:
-        count = 0
-        for trajectory in trajectories:
-            self._handle.write((trajectory.to_json() + "\n").encode("utf-8"))
-            count += 1
-        if count:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        return count
-
-    def close(self) -> None:
-        self._handle.close()
+        super().__init__(path, encode=Trajectory.to_json)
 
     def __enter__(self) -> TrajectoryWriter:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """SFT and DPO datasets from 200 oracle + 100 base-model trajectories of the claims environment."""
 
 import json
+from collections import Counter
 
 import pytest
 
 from agentft.collect import CollectConfig, collect
-from agentft.datasets import FilterConfig, build_sft_dataset, export_openai, save_sft_dataset, split_of
+from agentft.datasets import FilterConfig, SFTDataset, build_sft_dataset, export_openai, save_sft_dataset, split_of
 from agentft.errors import UserError
 from agentft.lineage import trace
-from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
+from agentft.preferences import PreferenceConfig, PreferenceDataset, build_dpo_dataset, save_dpo_dataset
 from agentft.runner import RunConfig
 from agentft.trajectory import read_trajectories
 
@@ -172,6 +173,21 @@ def test_openai_export_and_lineage(runs, tmp_path):
     assert tree["upstream"][0]["kind"] == "collect" and "policy=oracle" in tree["upstream"][0]["summary"]
     (oracle / "trajectories.jsonl").open("a").write("\n")
     assert trace(out)["inputs"][0]["status"] == "changed"
+
+
+def test_a_dataset_write_that_fails_halfway_keeps_the_previous_dataset(tmp_path):
+    old = {name: f'{{"old": "{name}"}}\n' for name in ("train", "validation")}
+    for name, text in old.items():
+        (tmp_path / f"{name}.jsonl").write_text(text)
+    bad = SFTDataset(train=[{"ok": 1}], validation=[{"ok": 2}, {"unserializable": object()}], drops=Counter(),
+                     sources=[], config={})
+    with pytest.raises(TypeError):
+        save_sft_dataset(bad, tmp_path)
+    with pytest.raises(TypeError):
+        save_dpo_dataset(PreferenceDataset(rows=[{"ok": 1}, {"unserializable": object()}], sources=[], config={}),
+                         tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl", "validation.jsonl"]  # no temporary left
+    assert {name: (tmp_path / f"{name}.jsonl").read_text() for name in old} == old
 
 
 def test_split_is_stable():

@@ -1,0 +1,133 @@
+"""JSONL files that readers see whole: one encoding of a record as a line, and the two ways we write them.
+
+- A file written at once (a dataset, an export, a merged run) goes through ``write_jsonl_atomic``: a temporary
+  file beside it, fsynced, then renamed over it. A reader, or a crash, sees the old file or the new one, never
+  half of one; a row that cannot be encoded leaves the old file untouched. ``write_jsonl_files_atomic`` does
+  this for files that belong together (a dataset's splits): every one is written before any is renamed.
+- A stream (collected episodes, served conversations) goes through ``JsonlWriter``: one ``write`` per record,
+  flush + fsync per batch, and a torn last line left by a killed writer is cut before appending.
+
+Every line is UTF-8 JSON (``ensure_ascii=False``) ending in ``\\n``, whichever writer made it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["dumps", "atomic_open", "write_jsonl_atomic", "write_jsonl_files_atomic", "JsonlWriter",
+           "trim_torn_tail"]
+
+PathLike = str | os.PathLike[str]
+
+
+def dumps(row: Any) -> str:
+    """One record as JSON text (no newline inside: ``json.dumps`` escapes them)."""
+    return json.dumps(row, ensure_ascii=False)
+
+
+def _line(text: str) -> bytes:
+    return (text + "\n").encode("utf-8")
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """A new file beside ``path`` that replaces it (flushed and fsynced) when the block ends without an error,
+    and is removed when it raises. The name ends in ``.tmp`` so that ``*.jsonl`` globs never read it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666, not mkstemp (0o600): the file gets the umask's permissions, as an ordinary write would.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _write_lines(handle: IO[bytes], rows: Iterable[Any], encode: Callable[[Any], str]) -> int:
+    count = 0
+    for row in rows:
+        handle.write(_line(encode(row)))
+        count += 1
+    return count
+
+
+def write_jsonl_files_atomic(files: Mapping[PathLike, Iterable[Any]], *,
+                             encode: Callable[[Any], str] = dumps) -> dict[Path, int]:
+    """Write several JSONL files that belong together; each is replaced only once all of them are written.
+
+    Returns the number of records written to each file."""
+    counts: dict[Path, int] = {}
+    with ExitStack() as stack:
+        for path, rows in files.items():
+            handle = stack.enter_context(atomic_open(path))
+            counts[Path(path)] = _write_lines(handle, rows, encode)
+    return counts
+
+
+def write_jsonl_atomic(path: PathLike, rows: Iterable[Any], *, encode: Callable[[Any], str] = dumps) -> int:
+    """Write ``rows`` as the whole of the JSONL file ``path``, atomically; returns the number of records."""
+    return write_jsonl_files_atomic({path: rows}, encode=encode)[Path(path)]
+
+
+def trim_torn_tail(path: PathLike) -> int:
+    """Cut a last line that has no newline (a write that was killed halfway); returns bytes removed."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        position, chunk = size, 65536
+        while position > 0:
+            start = max(0, position - chunk)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline != -1:
+                keep = start + newline + 1
+                break
+            position = start
+        else:
+            keep = 0
+        handle.truncate(keep)
+        return size - keep
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file: one line per record in one write; fsync per batch."""
+
+    def __init__(self, path: PathLike, *, encode: Callable[[Any], str] = dumps) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.encode = encode
+        self.trimmed_bytes = trim_torn_tail(self.path)
+        self._handle = self.path.open("ab")
+
+    def write_batch(self, rows: Iterable[Any]) -> int:
+        count = _write_lines(self._handle, rows, self.encode)
+        if count:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        return count
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
