@@ -314,8 +314,25 @@ def dataset_export(
     console.print(f"{export_openai(dataset, out)} rows -> {out}")
 
 
-train_app = typer.Typer(help="Fine-tune with LoRA (or fully): SFT, DPO, continued pre-training.",
-                         no_args_is_help=True)
+class _TrainGroup(typer.core.TyperGroup):
+    """``agentft train NAME`` for every registered method (``agentft.train.METHODS``), looked up when run."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from agentft.train import METHODS
+
+        return [*METHODS, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from agentft.train import METHODS
+
+        if cmd_name in METHODS:
+            return _train_command(METHODS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
+train_app = typer.Typer(cls=_TrainGroup, no_args_is_help=True,
+                        help="Fine-tune with LoRA (or fully): one command per training method, whose options "
+                             "are its config's fields; plan sizes a run.")
 app.add_typer(train_app, name="train")
 
 
@@ -335,73 +352,70 @@ def _report_training(kind: str, out: str, metrics: dict) -> None:
     console.print_json(json.dumps(shown))
 
 
-Model = Annotated[str | None, typer.Option(help="embedded model name or local model directory")]
 Recipe = Annotated[str | None, typer.Option(help="cpu-small | gpu-single | gpu-multi | path.yaml (default: by "
                                                  "device)")]
-Adapter = Annotated[Path | None, typer.Option(help="LoRA adapter to start from")]
-MaxSteps = Annotated[int | None, typer.Option(help="stop after N optimizer steps")]
-Epochs = Annotated[float | None, typer.Option(help="passes over the data")]
-LearningRate = Annotated[float | None, typer.Option("--lr", help="peak learning rate")]
-LoraR = Annotated[int | None, typer.Option(help="LoRA rank")]
-BatchSize = Annotated[int | None, typer.Option(help="examples per step")]
-Resume = Annotated[bool, typer.Option(help="resume from the newest complete checkpoint in --out")]
-Full = Annotated[bool, typer.Option(help="full fine-tuning instead of LoRA")]
-Device = Annotated[str | None, typer.Option(help="cpu | cuda | auto")]
 
 
-@train_app.command("sft")
-def train_sft_command(
-    data: Annotated[Path, typer.Option(help="SFT dataset directory (agentft dataset sft)")],
-    out: Annotated[Path, typer.Option(help="output directory")],
-    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
-    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
-    resume: Resume = False, full: Full = False, device: Device = None,
-) -> None:
-    """Supervised fine-tuning on assistant turns (LoRA by default)."""
-    from agentft.train import SFTTrainConfig, build_config, train_sft
+def _flag_type(hint: Any) -> Any:
+    """str, int, float, bool or a Literal (alone or ``| None``) as itself; None for any other type."""
+    import types
+    import typing
 
-    config = build_config(SFTTrainConfig, _default_recipe(recipe), model=model, data=str(data), out=str(out),
-                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
-                          lora_r=lora_r, batch_size=batch_size, resume=resume or None, full=full or None,
-                          device=device)
-    _report_training("sft", config.out, train_sft(config))
+    union = typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType)
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    if len(kinds) == 1 and (kinds[0] in (str, int, float, bool) or typing.get_origin(kinds[0]) is typing.Literal):
+        return kinds[0]
+    return None
 
 
-@train_app.command("dpo")
-def train_dpo_command(
-    data: Annotated[Path, typer.Option(help="DPO dataset directory (agentft dataset dpo)")],
-    out: Annotated[Path, typer.Option(help="output directory")],
-    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
-    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
-    resume: Resume = False, device: Device = None,
-    beta: Annotated[float | None, typer.Option(help="DPO beta")] = None,
-) -> None:
-    """Direct preference optimization, usually from an SFT adapter (--adapter)."""
-    from agentft.train import DPOTrainConfig, build_config, train_dpo
+def _train_command(method: Any) -> Any:
+    """One option per field of the method's config: its help, its type, its default; plus --recipe.
 
-    config = build_config(DPOTrainConfig, _default_recipe(recipe), model=model, data=str(data), out=str(out),
-                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
-                          lora_r=lora_r, batch_size=batch_size, resume=resume or None, device=device, beta=beta)
-    _report_training("dpo", config.out, train_dpo(config))
+    Fields of other types (``bool | str``, lists) take a YAML value, as a recipe would hold it. Only the
+    options given on the command line override the recipe.
+    """
+    import dataclasses
+    import inspect
+    import typing
 
+    import yaml
 
-@train_app.command("cpt")
-def train_cpt_command(
-    docs: Annotated[Path, typer.Option(help="directory of .md/.markdown/.txt documents")],
-    out: Annotated[Path, typer.Option(help="output directory")],
-    model: Model = None, recipe: Recipe = None, adapter: Adapter = None, max_steps: MaxSteps = None,
-    epochs: Epochs = None, lr: LearningRate = None, lora_r: LoraR = None, batch_size: BatchSize = None,
-    block_size: Annotated[int | None, typer.Option(help="tokens per training block")] = None,
-    resume: Resume = False, full: Full = False, device: Device = None,
-) -> None:
-    """Domain adaptation: continued pre-training on raw documents (LoRA by default)."""
-    from agentft.train import CPTTrainConfig, build_config, train_cpt
+    from agentft.train import build_config
 
-    config = build_config(CPTTrainConfig, _default_recipe(recipe), model=model, docs=str(docs), out=str(out),
-                          adapter=str(adapter) if adapter else None, max_steps=max_steps, epochs=epochs, lr=lr,
-                          lora_r=lora_r, batch_size=batch_size, block_size=block_size, resume=resume or None,
-                          full=full or None, device=device)
-    _report_training("cpt", config.out, train_cpt(config))
+    hints = typing.get_type_hints(method.config)
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+              inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, annotation=Recipe, default=None)]
+    as_yaml = set()
+    fields = dataclasses.fields(method.config)
+    for field in sorted(fields, key=lambda f: not f.metadata.get("required")):
+        kind, text = _flag_type(hints[field.name]), field.metadata["help"]
+        no_default = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        required = field.metadata.get("required") or no_default
+        if required:
+            default = ...
+        else:
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        if kind is None:
+            as_yaml.add(field.name)
+            kind, text = str, f"{text} (a YAML value)"
+            default = default if required else json.dumps(default)
+        annotation = Annotated[kind if required else kind | None, typer.Option(help=text)]
+        params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                        default=default))
+
+    def train(ctx: typer.Context, recipe: str | None, **values: Any) -> None:
+        given = {name: yaml.safe_load(value) if name in as_yaml else value for name, value in values.items()
+                 if ctx.get_parameter_source(name).name != "DEFAULT"}
+        config = build_config(method.config, _default_recipe(recipe), **given)
+        _report_training(method.name, config.out, method.train(config))
+
+    train.__signature__ = inspect.Signature(params)
+    train.__annotations__ = {p.name: p.annotation for p in params}
+    command = typer.Typer(add_completion=False)
+    command.command(method.name, help=method.help,
+                    epilog=f"Defaults shown are {method.config.__name__}'s; the recipe's {method.name!r} section "
+                           "replaces them, and options given here replace both.")(train)
+    return typer.main.get_command(command)
 
 
 @train_app.command("plan")

@@ -1,13 +1,15 @@
 """Fine-tuning: LoRA (or full) SFT, DPO and continued pre-training over TRL, plus memory/time planning.
 
 Each method is one straight-line function over its TRL trainer; ``train_sft(config)`` etc. take the
-config dataclasses of ``agentft.train.config``. Heavy imports happen inside the functions.
+config dataclasses of ``agentft.train.config``. Heavy imports happen inside the functions. Each is
+registered below under its name: ``agentft train NAME`` and the recipe section ``NAME`` come from that.
 """
 
 from agentft.train.config import CPTTrainConfig, DPOTrainConfig, SFTTrainConfig, build_config, load_recipe
+from agentft.train.methods import METHODS, Method, register_method
 
 __all__ = ["SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "build_config", "load_recipe", "train_sft",
-           "train_dpo", "train_cpt"]
+           "train_dpo", "train_cpt", "METHODS", "Method", "register_method"]
 
 
 def train_sft(config: SFTTrainConfig) -> dict:
@@ -26,3 +28,10 @@ def train_cpt(config: CPTTrainConfig) -> dict:
     from agentft.train.cpt import train_cpt as run
 
     return run(config)
+
+
+register_method("sft", SFTTrainConfig, train_sft, help="Supervised fine-tuning on assistant turns (LoRA by default).")
+register_method("dpo", DPOTrainConfig, train_dpo,
+                help="Direct preference optimization, usually from an SFT adapter (--adapter).")
+register_method("cpt", CPTTrainConfig, train_cpt,
+                help="Domain adaptation: continued pre-training on raw documents (LoRA by default).")

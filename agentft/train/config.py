@@ -1,5 +1,6 @@
 """One config per training method, each field with its help; YAML recipes fill them, flags override.
 
+The fields are the command line too: ``agentft train sft --lr 1e-4`` sets ``lr`` (``agentft.train.methods``).
 Recipes live in ``agentft/recipes/<name>.yaml`` with one section per method (``sft``, ``dpo``, ``cpt``);
 ``--recipe`` also accepts a path to a YAML file of the same shape.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentft.errors import UserError
+from agentft.train.methods import method_for
 
 __all__ = ["TrainConfig", "SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "load_recipe", "build_config",
            "RECIPES"]
@@ -20,16 +22,20 @@ __all__ = ["TrainConfig", "SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", 
 RECIPES = ("cpu-small", "gpu-single", "gpu-multi")
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING,
+          required: bool = False) -> Any:
+    # required: the command line must give it; the default serves library calls and tests
+    metadata = {"help": text, "required": required}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     model: str = _help("embedded model name (smollm2-135m, tiny-test) or a local model directory", "smollm2-135m")
-    out: str = _help("output directory (adapter or full model, manifest, metrics, loss curve)", "adapters/run")
+    out: str = _help("output directory (adapter or full model, manifest, metrics, loss curve)", "adapters/run",
+                     required=True)
     adapter: str | None = _help("LoRA adapter to start from (continue training it)", None)
     full: bool = _help("full fine-tuning of every weight instead of a LoRA adapter", False)
     epochs: float = _help("passes over the data", 1.0)
@@ -60,7 +66,7 @@ class TrainConfig:
 
 @dataclass
 class SFTTrainConfig(TrainConfig):
-    data: str = _help("SFT dataset directory from `agentft dataset sft`", "data/sft")
+    data: str = _help("SFT dataset directory from `agentft dataset sft`", "data/sft", required=True)
     padding_free: bool = _help("pack each batch into one row without padding (same loss, no padding work)", True)
     label_positions_only: bool = _help("project through the LM head only where a label is trained", True)
     share_prefix: bool = _help("in a packed batch, run the untrained opening that examples share (system prompt, "
@@ -69,7 +75,7 @@ class SFTTrainConfig(TrainConfig):
 
 @dataclass
 class DPOTrainConfig(TrainConfig):
-    data: str = _help("DPO dataset directory from `agentft dataset dpo`", "data/dpo")
+    data: str = _help("DPO dataset directory from `agentft dataset dpo`", "data/dpo", required=True)
     lr: float = _help("peak learning rate", 5e-5)
     beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
     precompute_ref: bool = _help("compute the reference log-probs of every pair once before training, where the "
@@ -83,7 +89,7 @@ class DPOTrainConfig(TrainConfig):
 
 @dataclass
 class CPTTrainConfig(TrainConfig):
-    docs: str = _help("directory of raw documents (.md, .txt) for continued pre-training", "docs")
+    docs: str = _help("directory of raw documents (.md, .txt) for continued pre-training", "docs", required=True)
     block_size: int = _help("tokens per training block", 512)
     lr: float = _help("peak learning rate", 2e-4)
 
@@ -108,12 +114,12 @@ def load_recipe(name_or_path: str, method: str) -> dict[str, Any]:
     return dict(recipe.get(method) or {})
 
 
-Config = TypeVar("Config", bound=TrainConfig)
+Config = TypeVar("Config")
 
 
 def build_config(kind: type[Config], recipe: str | None = None, **overrides: Any) -> Config:
-    """Defaults, then the recipe's section, then explicit overrides (``None`` means "not given")."""
-    method = {SFTTrainConfig: "sft", DPOTrainConfig: "dpo", CPTTrainConfig: "cpt"}[kind]
+    """Defaults, then the recipe's section for ``kind``'s method, then explicit overrides (``None``: not given)."""
+    method = method_for(kind).name
     values = load_recipe(recipe, method) if recipe else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(kind)}
