@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from agentft.errors import FormatError
 from agentft.messages import AssistantMessage, Message, ToolCall, to_hf
+from agentft.tools import ToolSpec, openai_tools
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -70,21 +71,21 @@ def _compiled(template: str) -> jinja2.Template:
 
 def render(
     messages: Sequence[Message | dict[str, Any]],
-    tools: Sequence[dict[str, Any]] | None = None,
+    tools: Sequence[ToolSpec | dict[str, Any]] | None = None,
     *,
     add_generation_prompt: bool = False,
     template: str = CHAT_TEMPLATE,
 ) -> str:
     """Render a conversation (and the tools offered) as the model sees it."""
     return _compiled(template).render(
-        messages=to_hf(messages), tools=list(tools) if tools else None,
+        messages=to_hf(messages), tools=openai_tools(tools) or None,
         add_generation_prompt=add_generation_prompt,
     )
 
 
-def tool_names(tools: Sequence[dict[str, Any]] | None) -> set[str]:
-    """The names of OpenAI-style tool schemas (``{"type": "function", "function": {...}}`` or bare)."""
-    return {(t.get("function") or t)["name"] for t in tools or ()}
+def tool_names(tools: Sequence[ToolSpec | dict[str, Any]] | None) -> set[str]:
+    """The names of tool specs (or OpenAI-style schemas, ``{"type": "function", "function": {...}}`` or bare)."""
+    return {ToolSpec.model_validate(t).name for t in tools or ()}
 
 
 class ParsedReply(BaseModel):
@@ -136,7 +137,7 @@ def _read_call(body: str, known: set[str] | None) -> tuple[str, dict[str, Any]] 
 
 
 def parse_reply(
-    text: str, tools: Sequence[dict[str, Any]] | None = None, *, call_id_prefix: str = "call"
+    text: str, tools: Sequence[ToolSpec | dict[str, Any]] | None = None, *, call_id_prefix: str = "call"
 ) -> ParsedReply:
     """Turn model output into an ``AssistantMessage``; never raises on what the model wrote.
 

@@ -27,6 +27,7 @@ from agentft.errors import UserError
 from agentft.jsonl import atomic_open, write_jsonl_atomic, write_jsonl_files_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import to_openai
+from agentft.tools import openai_tools
 from agentft.trajectory import Trajectory, read_trajectories
 
 __all__ = ["FilterConfig", "SFTDataset", "filter_trajectories", "sft_row", "build_sft_dataset", "save_sft_dataset",
@@ -100,14 +101,9 @@ def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig
     return kept, drops
 
 
-def _schemas(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # The model sees the OpenAI function schema; agentft's effect metadata is not part of the prompt.
-    return [{"type": "function", "function": t.get("function") or t} for t in tools]
-
-
 def sft_row(trajectory: Trajectory) -> dict[str, Any]:
     """One TRL conversational row (tool-call arguments and tools as JSON strings)."""
-    return {"messages": to_openai(trajectory.messages), "tools": json.dumps(_schemas(trajectory.tools)),
+    return {"messages": to_openai(trajectory.messages), "tools": json.dumps(openai_tools(trajectory.tools)),
             "trajectory_id": trajectory.id}
 
 
@@ -124,7 +120,7 @@ def token_lengths(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[st
     texts = []
     for t in trajectories:
         row = sft_row(t)
-        tools = _schemas(t.tools) or None
+        tools = openai_tools(t.tools) or None
         if tokenizer.chat_template == CHAT_TEMPLATE:
             texts.append(render(row["messages"], tools))
         else:

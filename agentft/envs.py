@@ -18,7 +18,7 @@ from agentft.errors import UserError
 from agentft.messages import Message
 from agentft.policies.base import Policy, load_policy
 from agentft.policies.scripted import NoopPolicy
-from agentft.tools import Observation
+from agentft.tools import Observation, ToolSpec
 from agentft.trajectory import Score, Trajectory
 
 __all__ = ["Task", "Episode", "Environment", "load_environment", "resolve_policy"]
@@ -44,7 +44,8 @@ class Episode(Protocol):
     """One live episode: its own copy of the state, its tools and its user."""
 
     system_prompt: str
-    tools: list[dict[str, Any]]
+    tools: list[ToolSpec]
+    """The tools offered to the model (OpenAI-shaped dicts are read as specs too)."""
 
     def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
         """Execute one tool call against this episode's state; never raises."""

@@ -12,7 +12,16 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-__all__ = ["UserError", "ToolError", "FormatError", "FormatErrorKind"]
+__all__ = ["UserError", "ToolError", "FormatError", "FormatErrorKind", "error_text"]
+
+
+def error_text(kind: str, detail: str) -> str:
+    """What the model reads for any failed call or unreadable turn: ``Error (KIND): DETAIL``.
+
+    The only place this text is built; the kind also travels as data (``Observation.error``,
+    ``Event.error``), so nothing reads it back from the text.
+    """
+    return f"Error ({kind}): {detail}"
 
 
 class UserError(Exception):
@@ -38,4 +47,4 @@ class FormatError(BaseModel):
 
     def observation(self) -> str:
         """The text the model is shown so that it can correct itself."""
-        return f"Error ({self.kind}): {self.detail}"
+        return error_text(self.kind, self.detail)

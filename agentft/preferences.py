@@ -38,6 +38,7 @@ from agentft.errors import UserError
 from agentft.jsonl import write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
+from agentft.tools import openai_tools
 from agentft.trajectory import Trajectory
 
 __all__ = ["PreferenceConfig", "PreferenceDataset", "mine_pairs", "build_dpo_dataset", "save_dpo_dataset"]
@@ -77,7 +78,7 @@ def _shared_prefix(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -
 
 
 def _tools(t: Trajectory) -> str:
-    return json.dumps([{"type": "function", "function": s.get("function") or s} for s in t.tools])
+    return json.dumps(openai_tools(t.tools))
 
 
 def _row(prompt: Sequence[Message], chosen: Sequence[Message], rejected: Sequence[Message], tools: str,
@@ -137,7 +138,7 @@ def _asks_to_confirm(message: Message) -> bool:
 
 def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str, Any]]:
     rows = []
-    effects = {(s.get("function") or s)["name"]: s.get("effect") for s in good.tools}
+    effects = {spec.name: spec.effect for spec in good.tools}
     messages = good.messages
     tools = _tools(good)
     for i, message in enumerate(messages):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from agentft.errors import UserError
+from agentft.errors import UserError, error_text
 from agentft.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
 from agentft.trajectory import Event, Trajectory, Usage, episode_id
 
@@ -227,7 +227,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
         names = {klass.__name__ for klass in type(error).__mro__}
         kind = "invalid_args" if names & _INVALID_ARGS else "tool_error"
         detail = f"{type(error).__name__}: {error}"
-        self._finish(run_id, f"Error ({kind}): {detail}", kwargs.get("tool_call_id"), kind, detail)
+        self._finish(run_id, error_text(kind, detail), kwargs.get("tool_call_id"), kind, detail)
 
     # ---- chain callbacks ---------------------------------------------------------------------------
 

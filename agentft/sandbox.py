@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agentft.messages import Message
-from agentft.tools import Observation
+from agentft.tools import Observation, ToolSpec
 from agentft.trajectory import Score, Trajectory
 
 __all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError", "preload"]
@@ -215,7 +215,7 @@ class SandboxedEpisode:
         self._dead: str | None = None
         info = self._request(None, self.limits.start_timeout_s)
         self.system_prompt: str = info["system_prompt"]
-        self.tools: list[dict[str, Any]] = info["tools"]
+        self.tools: list[ToolSpec] = info["tools"]
 
     def _request(self, message: tuple[str, Any] | None, timeout: float) -> Any:
         if self._dead:
@@ -246,8 +246,8 @@ class SandboxedEpisode:
             kind, detail = "timeout", str(exc)
         except SandboxError as exc:
             kind, detail = "sandbox_error", str(exc)
-        return Observation(content=f"Error ({kind}): {name}: {detail}", ok=False, error=kind,
-                           latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return Observation.failure(kind, f"{name}: {detail}", latency_ms=latency_ms)
 
     def user_turn(self, messages: Sequence[Message]) -> str | None:
         return self._request(("user", list(messages)), self.limits.call_timeout_s)

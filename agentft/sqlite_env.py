@@ -87,7 +87,9 @@ class Call:
 
 
 class Audit:
-    """What a rule sees: the trajectory, the task, the calls with their results, and the initial state."""
+    """What a rule sees: the trajectory, the task, the calls with their results, and the initial state.
+
+    ``calls`` are the calls that ran: a call the guard refused is not among them."""
 
     def __init__(self, trajectory: Trajectory, task: Task, initial: sqlite3.Connection) -> None:
         self.trajectory = trajectory
@@ -98,7 +100,7 @@ class Audit:
         results = {m.tool_call_id: m.content for m in self.messages if isinstance(m, ToolMessage)}
         self.calls: list[Call] = []
         for event in trajectory.events:
-            if not event.name:
+            if not event.name or event.error == "policy_violation":  # unparseable, or refused by the guard
                 continue
             raw = results.get(event.call_id)
             try:
@@ -210,7 +212,7 @@ class DatabaseEpisode:
         self.conn = sqlite3.connect(self.state_path)
         self.toolkit = env.make_toolkit(self.conn)
         self.system_prompt = env.system_prompt
-        self.tools = self.toolkit.schemas()
+        self.tools = self.toolkit.specs()
 
     def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
         return self.toolkit.call(name, arguments)

@@ -5,6 +5,12 @@ docstring, and fails at decoration time, naming the function, if a parameter has
 documented. Calls go through ``Toolkit.call`` (or ``Tool.run``), which never raises: arguments are
 validated first, and an unknown tool, invalid arguments or an exception in the tool come back as an
 ``Observation`` with ``ok=False`` that the model is shown and the report counts.
+
+Inside the library a tool is described by a typed ``ToolSpec`` (name, description, JSON-schema parameters,
+effect, requires); OpenAI-shaped dicts exist only at the boundaries (datasets, HTTP, chat templates), via
+``ToolSpec.openai()`` and ``ToolSpec.model_validate`` (which reads either shape). Anything that offers tools
+to an episode is a ``Toolset``: its specs and a call that never raises (``Toolkit``, the OpenAPI and
+LangChain tools wrapped as a ``Toolkit``, the knowledge-store search tool).
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer, model_validator
 
-from agentft.errors import ToolError, UserError
+from agentft.errors import ToolError, UserError, error_text
 
-__all__ = ["Effect", "Observation", "Tool", "Toolkit", "tool", "serialize_result", "DEFAULT_MAX_CHARS"]
+__all__ = ["Effect", "Observation", "Tool", "ToolSpec", "Toolkit", "Toolset", "tool", "serialize_result",
+           "openai_tools", "DEFAULT_MAX_CHARS"]
 
 Effect = Literal["read", "write"]
-ToolErrorKind = Literal["unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error"]
+ToolErrorKind = Literal["unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error", "policy_violation"]
+"""``policy_violation``: the guard refused the call before it ran (see ``agentft.guard``)."""
 DEFAULT_MAX_CHARS = 4000
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns?|Yields?|Raises|Examples?|Notes?|Attributes|See Also):\s*$")
@@ -39,6 +47,59 @@ class Observation(BaseModel):
     effect: Effect | None = None
     latency_ms: float = 0.0
 
+    @classmethod
+    def failure(cls, kind: ToolErrorKind, detail: str, effect: Effect | None = None,
+                latency_ms: float = 0.0) -> Observation:
+        """The one way a failed call's observation is built (its text by ``agentft.errors.error_text``)."""
+        return cls(content=error_text(kind, detail), ok=False, error=kind, effect=effect, latency_ms=latency_ms)
+
+
+class ToolSpec(BaseModel):
+    """What the library knows of a tool: how the model sees it, and what a call does to the world.
+
+    Validates from either OpenAI shape (``{"type": "function", "function": {...}, "effect": ...}`` or the
+    bare function object) and serializes to the first, so trajectory records keep their format.
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    effect: Effect | None = None
+    requires: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_openai(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and isinstance(value.get("function"), Mapping):
+            return {**value["function"], **{k: value[k] for k in ("effect", "requires") if k in value}}
+        return value
+
+    @model_serializer
+    def _to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {**self.openai(), "effect": self.effect}
+        if self.requires:
+            record["requires"] = list(self.requires)
+        return record
+
+    def openai(self) -> dict[str, Any]:
+        """The OpenAI function schema, as APIs and chat templates take it (no agentft metadata)."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+
+def openai_tools(specs: Iterable[ToolSpec | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """Specs (or dicts of either shape) as OpenAI function schemas: the boundary to APIs and templates."""
+    return [ToolSpec.model_validate(spec).openai() for spec in specs or ()]
+
+
+@runtime_checkable
+class Toolset(Protocol):
+    """Anything that offers tools to an episode: their specs, and a call that never raises."""
+
+    def specs(self) -> list[ToolSpec]: ...
+
+    def call(self, name: str, arguments: Mapping[str, Any]) -> Observation: ...
+
 
 def serialize_result(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """Tool result → text: strings as they are, everything else as JSON; capped with a visible marker."""
@@ -48,10 +109,6 @@ def serialize_result(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     if len(text) > max_chars:
         text = f"{text[:max_chars]}… [truncated: {len(text) - max_chars} more characters]"
     return text
-
-
-def _error(kind: ToolErrorKind, detail: str, effect: Effect | None = None) -> Observation:
-    return Observation(content=f"Error ({kind}): {detail}", ok=False, error=kind, effect=effect)
 
 
 def parse_google_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
@@ -191,13 +248,13 @@ class Tool:
         return cls(label, description, parameters, function, effect=effect, requires=requires, args_model=model,
                    is_method=is_method, max_chars=max_chars)
 
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters,
+                        effect=self.effect, requires=list(self.requires))
+
     def schema(self) -> dict[str, Any]:
         """The OpenAI function schema plus agentft's ``effect`` (and ``requires``) metadata."""
-        schema: dict[str, Any] = {"type": "function", "function": {
-            "name": self.name, "description": self.description, "parameters": self.parameters}, "effect": self.effect}
-        if self.requires:
-            schema["requires"] = list(self.requires)
-        return schema
+        return self.spec().model_dump()
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Validated keyword arguments; raises ``ValueError`` with a message meant for the model."""
@@ -226,15 +283,15 @@ class Tool:
         try:
             kwargs = self.validate(arguments)
         except ValueError as exc:
-            observation = _error("invalid_args", f"{self.name}: {exc}", self.effect)
+            observation = Observation.failure("invalid_args", f"{self.name}: {exc}", self.effect)
         else:
             try:
                 result = self.function(instance, **kwargs) if self.is_method else self.function(**kwargs)
                 observation = Observation(content=serialize_result(result, self.max_chars), effect=self.effect)
             except ToolError as exc:
-                observation = _error("tool_error", str(exc), self.effect)
+                observation = Observation.failure("tool_error", str(exc), self.effect)
             except Exception as exc:
-                observation = _error("tool_error", f"{type(exc).__name__}: {exc}", self.effect)
+                observation = Observation.failure("tool_error", f"{type(exc).__name__}: {exc}", self.effect)
         observation.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return observation
 
@@ -266,7 +323,7 @@ class Tool:
 
         def invalid(exc: Exception) -> str:
             detail = _describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
-            return _error("invalid_args", f"{self.name}: {detail}").content
+            return Observation.failure("invalid_args", f"{self.name}: {detail}").content
 
         return StructuredTool(name=self.name, description=self.description, func=run,
                               args_schema=self.args_model or self.parameters, handle_tool_error=True,
@@ -348,14 +405,19 @@ class Toolkit:
     def tools(self) -> dict[str, Tool]:
         return dict(self._tools)
 
+    def specs(self) -> list[ToolSpec]:
+        return [t.spec() for t in self._tools.values()]
+
     def schemas(self) -> list[dict[str, Any]]:
-        return [t.schema() for t in self._tools.values()]
+        """The tools as OpenAI function schemas with agentft's ``effect`` metadata (e.g. to print or publish)."""
+        return [spec.model_dump() for spec in self.specs()]
 
     def call(self, name: str, arguments: Mapping[str, Any]) -> Observation:
         """Run one tool call; unknown tools and failures come back as error observations."""
         found = self._tools.get(name)
         if found is None:
-            return _error("unknown_tool", f"unknown tool {name!r}; available: {', '.join(sorted(self._tools))}")
+            available = ", ".join(sorted(self._tools))
+            return Observation.failure("unknown_tool", f"unknown tool {name!r}; available: {available}")
         return found.run(arguments, instance=self if found.is_method else None)
 
     def to_langchain(self) -> list[Any]:

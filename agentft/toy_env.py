@@ -75,7 +75,7 @@ class OrdersEpisode:
         self.task = task
         self.toolkit = OrdersToolkit({task.facts["order_id"]: {"status": task.facts["status"]}}, delay_s)
         self.system_prompt = SYSTEM_PROMPT
-        self.tools = self.toolkit.schemas()
+        self.tools = self.toolkit.specs()
 
     def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
         return self.toolkit.call(name, arguments)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agentft.errors import UserError
 from agentft.jsonl import JsonlWriter
 from agentft.messages import Message
+from agentft.tools import ToolSpec
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -39,7 +40,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-EventError = Literal["parse", "unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error"]
+EventError = Literal["parse", "unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error",
+                     "policy_violation"]
+"""``policy_violation``: the guard refused the call, so it never ran (rules and scoring skip it)."""
 Status = Literal["completed", "max_steps", "error"]
 
 
@@ -64,7 +67,10 @@ class Violation(BaseModel):
 
 
 class Score(BaseModel):
-    success: bool = False
+    """An episode's verdict. ``success`` is None when nothing could say whether the task was done (served
+    traffic, recorded LangChain runs): unknown, not failed. Compliance is judged from the rules either way."""
+
+    success: bool | None = False
     state_match: bool = False
     outputs_ok: bool = False
     violations: list[Violation] = Field(default_factory=list)
@@ -77,6 +83,16 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     model_calls: int = 0
     wall_seconds: float = 0.0
+    """From the episode's start to its end, waiting for the rest of its batch included."""
+    model_seconds: float = 0.0
+    """The episode's own share of model time (what a user of the agent would wait for its turns)."""
+    tool_seconds: float = 0.0
+    """Time in the episode's tool calls, simulated user and guard."""
+
+    @property
+    def own_seconds(self) -> float:
+        """The episode's own time: its model turns and its tools, not its batch neighbours' generation."""
+        return self.model_seconds + self.tool_seconds
 
 
 class Trajectory(BaseModel):
@@ -88,7 +104,7 @@ class Trajectory(BaseModel):
     policy: str
     seed: int = 0
     attempt: int = 0
-    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
     messages: list[Message] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
     score: Score | None = None

@@ -251,7 +251,7 @@ def test_recorder_on_create_agent(tmp_path):
     assert (event.step, event.name, event.call_id, event.arguments) == (0, "get_claim", "c1", {"claim_id": "CLM-1"})
     assert event.ok and event.error is None and event.latency_ms >= 0
     assert event.effect == "read"  # filled in from the agentft tools passed to trajectory()
-    assert [t["function"]["name"] for t in record.tools] == ["get_claim", "close_claim"]
+    assert [t.name for t in record.tools] == ["get_claim", "close_claim"]
     assert (record.env, record.task_id, record.split, record.policy) == ("claims", "t1", "test", "langchain")
     assert record.status == "completed" and record.metadata == {"note": "unit"}
     assert (record.usage.prompt_tokens, record.usage.completion_tokens, record.usage.model_calls) == (80, 13, 2)
@@ -354,8 +354,8 @@ def test_tool_schemas_and_effects_from_mixed_tools():
     recorder, _ = run_agent(replies, [tagged, crash])
     assert recorder.trajectory().events[0].effect == "write"  # read from the tool's metadata while running
     record = recorder.trajectory(tools=[tagged, schema_dict, paint])
-    assert [t["function"]["name"] for t in record.tools] == ["book_room", "crash", "paint"]
-    assert [t.get("effect") for t in record.tools] == ["write", "read", "write"]
+    assert [t.name for t in record.tools] == ["book_room", "crash", "paint"]
+    assert [t.effect for t in record.tools] == ["write", "read", "write"]
 
 
 def test_recorder_direct_callbacks_usage_model_name_and_side_calls():

@@ -195,7 +195,7 @@ class MischiefEnvironment:
         return ScriptedPolicy(["All done."])
 
 
-def test_the_batch_finishes_and_each_bad_episode_is_scored():
+def test_the_batch_finishes_and_each_bad_episode_is_recorded():
     calls = ["fine", "raises", "hangs", "crashes", "opens_socket", "spawns"]
 
     remaining = iter(calls)
@@ -215,6 +215,6 @@ def test_the_batch_finishes_and_each_bad_episode_is_scored():
     assert by_tool["raises"].status == "completed" and not by_tool["raises"].score.success
     for bad in ("hangs", "crashes"):
         assert by_tool[bad].status == "error" and by_tool[bad].events[0].error in ("timeout", "sandbox_error")
-        assert not by_tool[bad].score.success
+        assert by_tool[bad].score is None  # the sandbox failed, not the model: not scored, reported apart
     for refused in ("opens_socket", "spawns"):
         assert by_tool[refused].events[0].error == "tool_error"

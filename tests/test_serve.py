@@ -346,7 +346,7 @@ def test_guard_blocks_an_unconfirmed_write_and_allows_it_after_confirmation(tmp_
         assert block["tool"] == "update_contact" and block["rules"][0]["rule"] == "confirm_before_write"
         trajectory = first["trajectory"]
         event = next(e for e in trajectory["events"] if e["name"] == "update_contact")
-        assert not event["ok"] and event["error"] == "tool_error" and "confirm_before_write" in event["detail"]
+        assert not event["ok"] and event["error"] == "policy_violation" and "confirm_before_write" in event["detail"]
         result = next(m for m in trajectory["messages"] if m.get("name") == "update_contact")
         assert result["content"] == ("Error (policy_violation): confirm_before_write: Explicit confirmation by the "
                                      "user before every write.")

@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 
 from agentft.errors import FormatError, UserError
 from agentft.messages import AssistantMessage, Message
+from agentft.tools import ToolSpec
 
 __all__ = ["Policy", "Reply", "load_policy"]
 
-ToolSchemas = Sequence[dict[str, Any]]
+ToolSchemas = Sequence[ToolSpec]
 
 
 class Reply(BaseModel):
@@ -23,6 +24,8 @@ class Reply(BaseModel):
     text: str = Field("", description="the raw text the model produced, before parsing")
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    latency_s: float | None = Field(None, description="this reply's own model time; None: the runner "
+                                    "attributes an equal share of the policy call's wall time")
 
 
 @runtime_checkable

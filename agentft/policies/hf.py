@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from agentft.chat_format import END_OF_TURN, parse_reply
 from agentft.messages import Message, to_hf
 from agentft.policies.base import Reply, ToolSchemas
+from agentft.tools import openai_tools
 
 __all__ = ["HFPolicy", "Generation"]
 
@@ -19,6 +21,9 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    seconds: float = 0.0
+    """This row's own share of its sub-batch's time: the time until it stopped generating (the sub-batch's time
+    scaled by its tokens over the longest row's), not the wait for longer rows."""
 
 
 class HFPolicy:
@@ -61,7 +66,7 @@ class HFPolicy:
 
     def prompt_text(self, conversation: Sequence[Message | dict[str, Any]], tools: ToolSchemas | None) -> str:
         return self.tokenizer.apply_chat_template(
-            to_hf(conversation), tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False
+            to_hf(conversation), tools=openai_tools(tools) or None, add_generation_prompt=True, tokenize=False
         )
 
     def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
@@ -72,7 +77,7 @@ class HFPolicy:
             parsed = parse_reply(generation.text, tools)
             replies.append(Reply(message=parsed.message, errors=parsed.errors, text=generation.text,
                                  prompt_tokens=generation.prompt_tokens,
-                                 completion_tokens=generation.completion_tokens))
+                                 completion_tokens=generation.completion_tokens, latency_s=generation.seconds))
         return replies
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int | None = None,
@@ -100,6 +105,7 @@ class HFPolicy:
         prefix = self._shared_prefix(prompts) if self.reuse_prefix else ""
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
+            clock = time.perf_counter()
             with torch.inference_mode():
                 if prefix:
                     prompt_width, output = self._generate_after_prefix(prefix, [prompts[i] for i in chunk], options)
@@ -109,8 +115,13 @@ class HFPolicy:
                         add_special_tokens=False,
                     ).to(self.model.device)
                     prompt_width, output = encoded["input_ids"].shape[1], self.model.generate(**encoded, **options)
-            for row, index in zip(output[:, prompt_width:].tolist(), chunk, strict=True):
-                results[index] = self._finish(row, lengths[index])
+            elapsed = time.perf_counter() - clock
+            finished = [self._finish(row, lengths[index])
+                        for row, index in zip(output[:, prompt_width:].tolist(), chunk, strict=True)]
+            longest = max(max(g.completion_tokens for g in finished), 1)
+            for generation, index in zip(finished, chunk, strict=True):
+                generation.seconds = elapsed * max(generation.completion_tokens, 1) / longest
+                results[index] = generation
         return [r for r in results if r is not None]
 
     def _shared_prefix(self, prompts: Sequence[str]) -> str:

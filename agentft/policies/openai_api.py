@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,15 +13,9 @@ from agentft.chat_format import parse_reply, tool_names
 from agentft.errors import FormatError, UserError
 from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
 from agentft.policies.base import Reply, ToolSchemas
+from agentft.tools import openai_tools
 
-__all__ = ["OpenAIPolicy", "openai_tools"]
-
-
-def openai_tools(tools: ToolSchemas | None) -> list[dict[str, Any]] | None:
-    """Tool schemas as the OpenAI API accepts them (agentft's own metadata removed)."""
-    if not tools:
-        return None
-    return [{"type": "function", "function": t.get("function") or t} for t in tools]
+__all__ = ["OpenAIPolicy"]
 
 
 class OpenAIPolicy:
@@ -69,6 +64,7 @@ class OpenAIPolicy:
                                    "max_tokens": self.max_new_tokens, "temperature": self.temperature}
         if tools:
             request["tools"] = openai_tools(tools)
+        clock = time.perf_counter()
         try:
             response = self.client.chat.completions.create(**request)
         except openai.APIConnectionError as exc:
@@ -76,7 +72,8 @@ class OpenAIPolicy:
         choice = response.choices[0].message
         usage = response.usage
         counts = {"prompt_tokens": usage.prompt_tokens if usage else 0,
-                  "completion_tokens": usage.completion_tokens if usage else 0}
+                  "completion_tokens": usage.completion_tokens if usage else 0,
+                  "latency_s": time.perf_counter() - clock}
         content = choice.content or ""
         if not choice.tool_calls:
             # Servers without a tool parser return our <tool_call> markup as plain text.

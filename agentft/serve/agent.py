@@ -2,19 +2,22 @@
 
 The episode starts from a task's state (``task_id``, default the first test task) with the environment's tools
 (plus the knowledge-store search tool with ``--rag``). The conversation is the environment's system prompt (its
-policy) and the request's messages; then: model turn (through the same batcher as chat completions) -> tool
-calls executed in the episode -> ... until the model answers in plain text (the reply) or ``max_steps`` turns.
-An unparseable turn is shown back to the model as an error, as in ``agentft.runner``.
+policy) and the request's messages; then the episode kernel's ``step`` (``agentft.kernel``, the same one
+collection and evaluation use) for every model turn, generated through the same batcher as chat completions,
+until the model answers in plain text (the reply) or ``max_steps`` turns. An unparseable turn is shown back to
+the model as an error.
 
 Multi-turn use stays stateless: send back the returned conversation (without the system message) plus the next
 user message; assistant tool calls in the history are replayed against the fresh episode, in order and through
 the guard, and their results recomputed (the tools are deterministic over the same seed state), so a
 confirmation given in a later request counts for the write that follows it.
 
-With the guard on, every write call is first checked against the environment's rules (``guard.RuleChecker``);
-a blocked call is not executed, the model gets ``Error (policy_violation): RULE: DESCRIPTION`` as its result,
-and the block is counted in ``/metrics`` and recorded (an ``Event`` with ``ok=False``, ``error="tool_error"``
-and ``trajectory.metadata["guard_blocks"]``).
+With the guard on, every call, reads included, is first checked against the environment's rules
+(``agentft.guard``); a blocked call is not executed, the model gets ``Error (policy_violation): RULE:
+DESCRIPTION`` as its result, and the block is counted in ``/metrics`` and recorded (an ``Event`` with
+``error="policy_violation"`` and ``trajectory.metadata["guard_blocks"]``). Calls replayed from the history were
+counted by the request that made them and are not counted again. A served trace has no reference outcome: it
+is recorded with ``success`` None (unknown) and compliance judged by the rules.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -32,18 +34,18 @@ from starlette.responses import JSONResponse, Response
 
 from agentft.envs import Task
 from agentft.errors import UserError
-from agentft.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
+from agentft.guard import Guard
+from agentft.kernel import Rollout, close_rollout, open_rollout, step
+from agentft.messages import UserMessage
+from agentft.policies.base import Reply
 from agentft.serve.config import ServeState
 from agentft.serve.errors import APIError, client_closed_response
-from agentft.serve.guard import RuleChecker
 from agentft.serve.schemas import AgentRunRequest, to_messages
 from agentft.serve.turns import ClientGone, await_output, build_request, interpret
-from agentft.tools import Observation
-from agentft.trajectory import Event, Score, Trajectory, Usage
+from agentft.tools import Toolkit, openai_tools
+from agentft.trajectory import Trajectory
 
 __all__ = ["AgentService", "agent_run"]
-
-FORMAT_HINT = "Reply again: call a tool with valid <tool_call> JSON, or answer the user."
 
 
 class AgentService:
@@ -51,14 +53,14 @@ class AgentService:
 
     def __init__(self, env: Any, *, guard: bool = False, extra_tools: Sequence[Any] = (), metrics: Any = None) -> None:
         self.env = env
-        self.checker = RuleChecker(env) if RuleChecker.supports(env) else None
-        if guard and self.checker is None:
+        self.judge = Guard(env) if Guard.supports(env) else None
+        if guard and self.judge is None:
             raise UserError(f"--guard needs an environment with rules and a seed database; {env.name} has none")
         self.guard = guard
-        self.extra = {tool.name: tool for tool in extra_tools}
+        self.extra = Toolkit(extra_tools) if extra_tools else None
         self.metrics = metrics
-        if guard and metrics is not None and self.checker is not None:
-            metrics.known_rules(rule.name for rule in self.checker.rules)
+        if guard and metrics is not None and self.judge is not None:
+            metrics.known_rules(rule.name for rule in self.judge.rules)
 
     def task(self, task_id: str | None) -> Task:
         for split in ("test", "train", "validation", "own_words"):
@@ -71,90 +73,34 @@ class AgentService:
                     return found
         raise APIError(404, f"{self.env.name} has no task {task_id!r}", code="task_not_found", param="task_id")
 
+    def count(self, rollout: Rollout, events_from: int, blocks_from: int) -> None:
+        """Count this request's own tool calls and guard blocks (not the replayed history's) in the metrics."""
+        if self.metrics is None:
+            return
+        for event in rollout.events[events_from:]:
+            if event.name:
+                outcome = "blocked" if event.error == "policy_violation" else "ok" if event.ok else "error"
+                self.metrics.tool_call(event.name, outcome)
+        for block in rollout.blocks[blocks_from:]:
+            for rule in dict.fromkeys(r["rule"] for r in block["rules"]):
+                self.metrics.guard_block(rule)
+
     def close(self) -> None:
-        if self.checker is not None:
-            self.checker.close()
+        if self.judge is not None:
+            self.judge.close()
 
 
-@dataclass
-class _Run:
-    task: Task
-    episode: Any
-    tools: list[dict[str, Any]]
-    messages: list[Message]
-    events: list[Event] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    blocks: list[dict[str, Any]] = field(default_factory=list)
-    status: str | None = None
-    error: str | None = None
-
-    @property
-    def step(self) -> int:
-        return sum(isinstance(m, AssistantMessage) for m in self.messages)
-
-
-def _execute(svc: AgentService, run: _Run, message: AssistantMessage, replay: bool = False) -> None:
-    """Run the calls of the assistant message just appended (blocking: called in a worker thread).
-
-    Replayed calls (from the request's history) are recorded but not counted again in the metrics.
-    """
-    step = run.step - 1
-    effects = {t["function"]["name"]: t.get("effect") for t in run.tools}
-    for index, call in enumerate(message.tool_calls):
-        call.id = f"call_{step}_{index}"
-        name, arguments = call.function.name, dict(call.function.arguments)
-        effect = effects.get(name)
-        pending = Event(step=step, name=name, call_id=call.id, arguments=arguments, effect=effect)
-        blocks = []
-        if svc.guard and effect == "write" and svc.checker is not None:
-            blocks = svc.checker.blocking(run.messages, run.events, run.task, pending)
-        if blocks:
-            content = "; ".join(dict.fromkeys(b.observation() for b in blocks))
-            observation = Observation(content=content, ok=False, error="tool_error", effect=effect)
-            run.blocks.append({"step": step, "call_id": call.id, "tool": name, "arguments": arguments,
-                               "replayed": replay, "rules": [{"rule": b.rule, "description": b.description,
-                                                              "detail": b.detail} for b in blocks]})
-            for rule in dict.fromkeys(b.rule for b in blocks):
-                if svc.metrics is not None and not replay:
-                    svc.metrics.guard_block(rule)
-        elif name in svc.extra:
-            observation = svc.extra[name].run(arguments)
-        else:
-            observation = run.episode.call_tool(name, arguments)
-        if svc.metrics is not None and not replay:
-            svc.metrics.tool_call(name, "blocked" if blocks else "ok" if observation.ok else "error")
-        run.events.append(pending.model_copy(update={
-            "effect": observation.effect or effect, "ok": observation.ok, "error": observation.error,
-            "detail": None if observation.ok else observation.content, "latency_ms": observation.latency_ms}))
-        run.messages.append(ToolMessage(content=observation.content, tool_call_id=call.id, name=name))
-
-
-def _trajectory(svc: AgentService, run: _Run, rid: str, model_id: str, started: float) -> Trajectory:
-    run.usage.wall_seconds = round(time.perf_counter() - started, 3)
-    metadata: dict[str, Any] = {"route": "/v1/agent/runs", "guard": svc.guard, "guard_blocks": run.blocks}
-    if run.error:
-        metadata["error"] = run.error
-    trajectory = Trajectory(id=rid, env=svc.env.name, task_id=run.task.id, split=run.task.split,
-                            policy=f"serve:{model_id}", tools=run.tools, messages=run.messages, events=run.events,
-                            usage=run.usage, status=run.status or "error", metadata=metadata)
-    if svc.checker is not None:
-        # Compliance only: a served request has no reference outcome, so success is unknown (False).
-        violations = svc.checker.violations(run.messages, run.events, run.task)
-        trajectory.score = Score(success=False, compliant=not violations, violations=violations,
-                                 details={"scored": "compliance only"})
-    return trajectory
-
-
-async def _finish(state: ServeState, run: _Run, rid: str, model_id: str, started: float) -> Trajectory:
-    assert state.agent is not None
-    trajectory = await asyncio.to_thread(_trajectory, state.agent, run, rid, model_id, started)
+async def _finish(state: ServeState, rollout: Rollout, model_id: str) -> Trajectory:
+    svc = state.agent
+    assert svc is not None
+    trajectory = await asyncio.to_thread(close_rollout, rollout, f"serve:{model_id}", judge=svc.judge,
+                                         metadata={"route": "/v1/agent/runs"})
     if state.recorder is not None:
         await asyncio.to_thread(state.recorder.record, trajectory)
     return trajectory
 
 
 async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) -> Response:
-    started = time.perf_counter()
     deadline = time.monotonic() + state.config.timeout_s
     svc = state.agent
     if svc is None:
@@ -175,67 +121,59 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
     slot = state.acquire()
     rid = "run-" + uuid.uuid4().hex[:24]
     try:
-        episode = await asyncio.to_thread(svc.env.start, task)
+        rollout = await asyncio.to_thread(
+            open_rollout, svc.env, task, id=rid, guard=svc.judge if svc.guard else None, extra=svc.extra, user=None,
+            max_steps=max_steps, history=history)
+        replayed = (len(rollout.events), len(rollout.blocks))
         try:
-            tools = [*episode.tools, *(tool.schema() for tool in svc.extra.values())]
-            run = _Run(task, episode, tools, [SystemMessage(content=episode.system_prompt)])
-            for message in history:  # replay: earlier tool results are recomputed in this episode
-                if isinstance(message, ToolMessage):
-                    continue
-                run.messages.append(message.model_copy(deep=True))
-                if isinstance(message, AssistantMessage) and message.tool_calls:
-                    await asyncio.to_thread(_execute, svc, run, run.messages[-1], True)
-            reply = await _loop(state, run, body, adapter, max_steps, request, deadline, rid, model_id, started)
-        finally:
+            if rollout.status == "error":
+                raise APIError(503, f"the episode could not start: {rollout.error}", code="episode_failed")
+            reply = await _loop(state, rollout, body, adapter, request, deadline, model_id)
+        except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(episode.close)
+                await asyncio.to_thread(rollout.discard)
+            raise
+        finally:
+            svc.count(rollout, *replayed)
     except ClientGone:
         return client_closed_response(state.metrics)
     finally:
         slot.release()
-    trajectory = await _finish(state, run, rid, model_id, started)
+    trajectory = await _finish(state, rollout, model_id)
+    usage = rollout.usage
     return JSONResponse({
         "id": rid, "object": "agent.run", "created": int(time.time()), "model": model_id, "env": svc.env.name,
-        "task_id": task.id, "status": trajectory.status, "reply": reply, "steps": run.usage.model_calls,
-        "usage": {"prompt_tokens": run.usage.prompt_tokens, "completion_tokens": run.usage.completion_tokens,
-                  "total_tokens": run.usage.prompt_tokens + run.usage.completion_tokens},
-        "guard_blocks": run.blocks, "trajectory": trajectory.model_dump(mode="json")})
+        "task_id": task.id, "status": trajectory.status, "reply": reply, "steps": usage.model_calls,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+        "guard_blocks": rollout.blocks, "trajectory": trajectory.model_dump(mode="json")})
 
 
-async def _loop(state: ServeState, run: _Run, body: AgentRunRequest, adapter: str | None, max_steps: int,
-                request: Request, deadline: float, rid: str, model_id: str, started: float) -> str | None:
-    assert state.agent is not None
-    for turn in range(max_steps):
+async def _loop(state: ServeState, rollout: Rollout, body: AgentRunRequest, adapter: str | None, request: Request,
+                deadline: float, model_id: str) -> str | None:
+    """Model turns through the batcher, each applied by the kernel's ``step``, until the episode ends."""
+    tools = openai_tools(rollout.tools)
+    while rollout.status is None:
         try:
-            gen = build_request(state, run.messages, run.tools, mode="auto", forced_name=None, adapter=adapter,
+            gen = build_request(state, rollout.messages, tools, mode="auto", forced_name=None, adapter=adapter,
                                 max_tokens=body.token_limit(), temperature=body.temperature)
         except APIError as exc:
-            if turn == 0:
+            if rollout.steps == 0:
                 raise
-            run.status, run.error = "error", exc.message
+            rollout.fail(exc.message)  # the conversation outgrew the context: keep what happened
             return None
+        started = time.perf_counter()
         try:
             output = await await_output(state.engine.submit(gen), request, deadline)
         except APIError as exc:  # timeout: keep what happened, then answer 504
-            run.status, run.error = "error", exc.message
-            await _finish(state, run, rid, model_id, started)
+            rollout.fail(exc.message)
+            await _finish(state, rollout, model_id)
             raise
-        reply = interpret(output.text, gen, "auto", None)
-        message = reply.message
-        run.usage.model_calls += 1
-        run.usage.prompt_tokens += gen.prompt_tokens
-        run.usage.completion_tokens += output.completion_tokens
-        run.messages.append(message)
-        if reply.errors:
-            step = run.step - 1
-            run.events.extend(Event(step=step, ok=False, error="parse", detail=e.observation()) for e in reply.errors)
-            notice = " ".join(e.observation() for e in reply.errors)
-            run.messages.append(UserMessage(content=f"[agentft] {notice} {FORMAT_HINT}"))
-            continue
-        if message.tool_calls:
-            await asyncio.to_thread(_execute, state.agent, run, message)
-            continue
-        run.status = "completed"
-        return message.content or ""
-    run.status = "max_steps"
+        interpreted = interpret(output.text, gen, "auto", None)
+        reply = Reply(message=interpreted.message, errors=interpreted.errors, text=output.text,
+                      prompt_tokens=gen.prompt_tokens, completion_tokens=output.completion_tokens,
+                      latency_s=time.perf_counter() - started)
+        await asyncio.to_thread(step, rollout, reply)
+    if rollout.status == "completed":
+        return rollout.messages[-1].content or ""
     return None

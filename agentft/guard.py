@@ -1,10 +1,16 @@
-"""The runtime guard: an environment's rules, checked before a write tool call is executed.
+"""The guard: an environment's rules, checked before a tool call runs (reads and writes alike).
 
-``RuleChecker.blocking(...)`` builds a provisional trajectory, the conversation so far plus the proposed call as
-an ``Event`` (its assistant message is already in the conversation), runs every rule's ``check(Audit(...))`` with
-the seed database as the initial state (a private read-only copy), and returns the violations that the proposed
-call adds: those present with it and absent without it, so that an earlier, already-recorded violation never
-blocks a later call. A rule whose check raises blocks the call (fail closed).
+``Guard.check(...)`` builds a provisional trajectory, the conversation so far plus the proposed call as an
+``Event`` (its assistant message is already in the conversation), runs every rule's ``check(Audit(...))``
+with the seed database as the initial state (a private read-only copy), and returns the violations the
+proposed call adds: those present with it and absent without it, so that an earlier, already-recorded
+violation never blocks a later call. A rule whose check raises blocks the call (fail closed).
+
+The episode kernel (``agentft.kernel``) calls it as tool middleware when a run has the guard on
+(``--guard`` in ``collect``, ``eval`` and ``serve``): a blocked call is not executed, the model reads
+``Error (policy_violation): RULE: DESCRIPTION`` as its result, and the trajectory records an ``Event`` with
+``error="policy_violation"`` plus ``metadata["guard_blocks"]``. A blocked call never ran, so the rules and
+the scorer skip it. The same rules judge compliance of served traffic (``Guard.violations``).
 """
 
 from __future__ import annotations
@@ -21,28 +27,32 @@ from pathlib import Path
 from typing import Any
 
 from agentft.envs import Task
+from agentft.errors import UserError
 from agentft.messages import Message
+from agentft.tools import Observation
 from agentft.trajectory import Event, Trajectory, Violation
 
-__all__ = ["RuleChecker", "Block"]
+__all__ = ["Guard", "Block"]
 
 _FAILED = "rule check failed: "
 
 
 @dataclass(frozen=True)
 class Block:
+    """One rule a proposed call would break."""
+
     rule: str
     description: str
     detail: str
 
-    def observation(self) -> str:
-        return f"Error (policy_violation): {self.rule}: {self.description}"
 
-
-class RuleChecker:
+class Guard:
     """The rules of a SQLite-backed environment (``env.rules``, ``env.seed_path()``)."""
 
     def __init__(self, env: Any) -> None:
+        if not self.supports(env):
+            raise UserError(f"the guard checks an environment's rules against its seed database; "
+                            f"{getattr(env, 'name', env)!r} has no rules or no seed_path()")
         self.env_name = env.name
         self.rules = list(env.rules)
         self.descriptions = {rule.name: rule.description for rule in self.rules}
@@ -56,6 +66,7 @@ class RuleChecker:
         return bool(getattr(env, "rules", None)) and callable(getattr(env, "seed_path", None))
 
     def violations(self, messages: Sequence[Message], events: Sequence[Event], task: Task) -> list[Violation]:
+        """Every rule's violations over a conversation and its calls."""
         from agentft.sqlite_env import Audit
 
         trajectory = Trajectory(id="guard", env=self.env_name, task_id=task.id, policy="guard",
@@ -73,9 +84,9 @@ class RuleChecker:
         finally:
             conn.close()
 
-    def blocking(self, messages: Sequence[Message], events: Sequence[Event], task: Task,
-                 pending: Event) -> list[Block]:
-        """The rule violations the pending call would add."""
+    def check(self, messages: Sequence[Message], events: Sequence[Event], task: Task,
+              pending: Event) -> list[Block]:
+        """The rule violations the pending call would add (empty: let it run)."""
         before = Counter(_key(v) for v in self.violations(messages, events, task))
         blocks = []
         for violation in self.violations(messages, [*events, pending], task):
@@ -85,6 +96,12 @@ class RuleChecker:
                 continue
             blocks.append(Block(violation.rule, self.descriptions.get(violation.rule, ""), violation.detail))
         return blocks
+
+    @staticmethod
+    def observation(blocks: Sequence[Block], effect: Any = None) -> Observation:
+        """What the model reads instead of the blocked call's result."""
+        detail = "; ".join(dict.fromkeys(f"{b.rule}: {b.description}" for b in blocks))
+        return Observation.failure("policy_violation", detail, effect)
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
