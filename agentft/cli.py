@@ -100,18 +100,22 @@ Backend = Annotated[str, typer.Option(help="local | ray")]
 Workers = Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")]
 LockstepBatch = Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")]
 EpisodeSteps = Annotated[int, typer.Option(help="most model turns per episode")]
-EpisodeTimeout = Annotated[float, typer.Option(help="seconds per episode")]
+EpisodeTimeout = Annotated[float, typer.Option(help="limit on an episode's own model and tool time, in seconds "
+                                                   "(not its wait for the rest of its batch)")]
 MaxNewTokens = Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")]
 Seed = Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")]
 Dtype = Annotated[str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU "
                                          "with native bf16)")]
 EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
+GuardOption = Annotated[bool, typer.Option("--guard", help="check every tool call, reads included, against the "
+                                                           "environment's rules before it runs, and block the ones "
+                                                           "that would break a rule")]
 
 
 def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None, k: int, backend: str,
                      workers: int, batch_size: int, max_steps: int, episode_timeout: float, max_new_tokens: int,
                      seed: int, env_arg: list[str] | None, dtype: str = "float32", augment: int = 0,
-                     augment_seed: int = 0):
+                     augment_seed: int = 0, guard: bool = False):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
     from agentft.runner import RunConfig
@@ -130,7 +134,7 @@ def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
         policy_kwargs={"max_new_tokens": max_new_tokens, **({"dtype": dtype} if policy.startswith("hf:") else {})}
         if ":" in policy else {},
-        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size),
+        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size, guard=guard),
     )
 
 
@@ -148,6 +152,7 @@ def collect(
                                               "talk, reordering, numbers and dates in words, varied consent); the "
                                               "oracle is replayed on each and failing variants are dropped")] = 0,
     augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
+    guard: GuardOption = False,
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
     from agentft.collect import collect as run_collect
@@ -155,7 +160,7 @@ def collect(
 
     out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg, dtype, augment, augment_seed)
+                              episode_timeout, max_new_tokens, seed, env_arg, dtype, augment, augment_seed, guard)
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
@@ -175,7 +180,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
     backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
     episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
-    env_arg: EnvArgs = None, dtype: Dtype = "float32",
+    env_arg: EnvArgs = None, dtype: Dtype = "float32", guard: GuardOption = False,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
     from agentft.evaluate import REPORT, SUMMARY, evaluate
@@ -184,7 +189,7 @@ def eval_command(
 
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
     config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg, dtype)
+                              episode_timeout, max_new_tokens, seed, env_arg, dtype, guard=guard)
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
@@ -546,7 +551,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     api_key: Annotated[list[str] | None, typer.Option(
         help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)")] = None,
-    guard: Annotated[bool, typer.Option(help="block agent-run writes that break the environment's rules")] = False,
+    guard: GuardOption = False,
     max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
     batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 100.0,
     max_concurrency: Annotated[int, typer.Option(help="requests admitted at once; more get 429")] = 64,
