@@ -166,8 +166,20 @@ def collect(
     summary = result.summary
     dropped = f"; {len(result.dropped)} augmented variants dropped (the oracle failed them)" if result.dropped else ""
     console.print(f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
-                  f"success {summary['success_rate']:.1%}, compliance {summary['compliance_rate']:.1%}{dropped} "
-                  f"-> {result.out}/trajectories.jsonl")
+                  f"success {_pct(summary.success_rate)}, compliance {_pct(summary.compliance_rate)}{dropped} "
+                  f"-> {result.out}/trajectories.jsonl", markup=False, highlight=False, soft_wrap=True)
+    _warn_infra(summary)
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.1%}"
+
+
+def _warn_infra(summary: Any) -> None:
+    """Say it loudly when episodes failed for reasons outside the model: they are not in the rates."""
+    warning = summary.infra_warning()
+    if warning:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
 
 
 @app.command("eval")
@@ -194,16 +206,23 @@ def eval_command(
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
     table = Table("metric", "value")
-    table.add_row("episodes / tasks", f"{summary['episodes']} / {summary['tasks']}")
-    table.add_row("success (95% CI)", format_rate(summary["success_rate"], summary["success_ci"]))
-    table.add_row("compliance (95% CI)", format_rate(summary["compliance_rate"], summary["compliance_ci"]))
-    for key, value in summary["pass_hat_k"].items():
-        table.add_row(f"pass^{key}", "n/a" if value is None else f"{value:.1%}")
-    errors = {kind: count for kind, count in summary["errors"].items() if count}
+    table.add_row("episodes / tasks", f"{summary.episodes} / {summary.tasks}")
+    for metric in ("success", "compliance"):
+        rate, interval = summary.rate(metric)
+        table.add_row(f"{metric} (95% CI)", "n/a" if rate is None else format_rate(rate, interval))
+    for key, value in summary.pass_hat_k.items():
+        table.add_row(f"pass^{key}", _pct(value))
+    errors = {kind: count for kind, count in summary.errors.items() if count}
     table.add_row("errors", ", ".join(f"{kind} {count}" for kind, count in errors.items()) or "none")
-    rules = list(summary["violations_by_rule"].items())[:3]
+    rules = list(summary.violations_by_rule.items())[:3]
     table.add_row("top violated rules", ", ".join(f"{rule} {count}" for rule, count in rules) or "none")
+    if guard:
+        blocks = summary.guard_blocks_by_rule
+        table.add_row("guard blocks", ", ".join(f"{rule} {count}" for rule, count in blocks.items()) or "none")
+    table.add_row("own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / "
+                                                     f"{summary.mean_turn_latency_s:.2f} s")
     console.print(table)
+    _warn_infra(summary)
     for name in ("trajectories.jsonl", SUMMARY, REPORT):
         console.print(f"{out / name}", markup=False, highlight=False, soft_wrap=True)
 
@@ -259,7 +278,10 @@ def dataset_sft(
     out: Annotated[Path, typer.Option(help="output directory")],
     scrub: Annotated[bool, typer.Option(help="replace PII with consistent pseudonyms")] = False,
     min_success: Annotated[bool, typer.Option("--min-success/--keep-failures",
-                                              help="keep only successful episodes")] = True,
+                                              help="drop episodes scored as failed (episodes whose success is "
+                                                   "unknown, e.g. served traffic, are kept)")] = True,
+    scored_only: Annotated[bool, typer.Option("--scored-only", help="also drop episodes whose success is unknown "
+                                                                    "(served traffic, recorded runs)")] = False,
     compliant_only: Annotated[bool, typer.Option("--compliant-only/--keep-violations",
                                                  help="keep only episodes without violations")] = True,
     max_tokens: Annotated[int | None, typer.Option(help="drop episodes longer than this (needs --model)")] = None,
@@ -277,7 +299,8 @@ def dataset_sft(
         from agentft.models import resolve_model_path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
-    filters = FilterConfig(require_success=min_success, require_compliant=compliant_only, max_tokens=max_tokens)
+    filters = FilterConfig(require_success=min_success, require_known_success=scored_only,
+                           require_compliant=compliant_only, max_tokens=max_tokens)
     dataset = build_sft_dataset(source, filters=filters, scrub=scrub, validation_fraction=validation_fraction,
                                 seed=seed, tokenizer=tokenizer)
     save_sft_dataset(dataset, out)

@@ -20,9 +20,10 @@ from agentft.envs import Environment, load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.manifest import write_manifest
 from agentft.runner import EpisodeSpec, RunConfig, plan_episodes, run_episodes
+from agentft.summary import RunSummary, summarize_run
 from agentft.trajectory import Trajectory, TrajectoryWriter, episode_id, read_trajectories
 
-__all__ = ["CollectConfig", "CollectResult", "collect", "summarize"]
+__all__ = ["CollectConfig", "CollectResult", "collect"]
 
 OUTPUT = "trajectories.jsonl"
 
@@ -61,27 +62,14 @@ class CollectResult:
     planned: int
     skipped: int
     ran: int
-    summary: dict[str, Any]
+    summary: RunSummary
     env_name: str = ""
     ids: set[str] = field(default_factory=set)
     """The planned episode ids (the file may hold records of other runs too)."""
+    trajectories: list[Trajectory] = field(default_factory=list)
+    """This run's records (those of ``ids``)."""
     dropped: list[str] = field(default_factory=list)
     """Augmented task ids dropped because the oracle did not solve them within policy (``augment`` > 0)."""
-
-
-def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
-    """Episode counts and rates over finished trajectories."""
-    n = len(trajectories)
-    scored = [t.score for t in trajectories if t.score is not None]
-    statuses: dict[str, int] = {}
-    for t in trajectories:
-        statuses[t.status] = statuses.get(t.status, 0) + 1
-    return {
-        "episodes": n,
-        "success_rate": sum(s.success for s in scored) / n if n else 0.0,
-        "compliance_rate": sum(s.compliant for s in scored) / n if n else 0.0,
-        "statuses": statuses,
-    }
 
 
 def _existing(out: Path) -> dict[str, Trajectory]:
@@ -184,14 +172,14 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
         _run_sharded(config, todo, out, on_finish)
     records = _merge(out, set(ids))
     mine = [r for r in records if r.id in ids]
-    summary = summarize(mine)
-    if config.augment:
-        summary["augment_dropped"] = len(dropped)
-    config_dict = asdict(config)
-    write_manifest(out, kind="collect", config=config_dict, outputs=[out / OUTPUT],
-                   metrics={**summary, "planned": len(ids), "records_in_file": len(records)})
+    summary = summarize_run(mine, k_values=range(1, config.k + 1), env=config.env, env_name=env.name,
+                            policy=config.policy, split=config.split, n=config.n, k=config.k, seed=config.seed,
+                            guard=config.run.guard, augment_dropped=len(dropped) if config.augment else None)
+    write_manifest(out, kind="collect", config=asdict(config), outputs=[out / OUTPUT],
+                   metrics={**summary.model_dump(mode="json", exclude={"by_task_kind", "by_slice"}),
+                            "planned": len(ids), "records_in_file": len(records)})
     return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary,
-                         env_name=env.name, ids=set(ids), dropped=dropped)
+                         env_name=env.name, ids=set(ids), dropped=dropped, trajectories=mine)
 
 
 def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,

@@ -37,9 +37,12 @@ __all__ = ["FilterConfig", "SFTDataset", "filter_trajectories", "sft_row", "buil
 @dataclass
 class FilterConfig:
     require_success: bool = True
-    """Drop episodes that did not succeed."""
+    """Drop episodes scored as failed. An episode whose success is unknown (``success`` None: served traffic,
+    recorded LangChain runs) is kept: nothing says it failed; see ``require_known_success``."""
+    require_known_success: bool = False
+    """Also drop episodes whose success is unknown: only episodes scored as successful are kept."""
     require_compliant: bool = True
-    """Drop episodes with any rule violation."""
+    """Drop episodes with any rule violation (or no compliance verdict at all)."""
     statuses: tuple[str, ...] = ("completed",)
     """Keep only these episode statuses."""
     dedupe: bool = True
@@ -85,8 +88,10 @@ def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig
         score = trajectory.score
         if trajectory.status not in config.statuses:
             drops[f"status:{trajectory.status}"] += 1
-        elif config.require_success and not (score and score.success):
+        elif config.require_success and (score is None or score.success is False):
             drops["not_successful"] += 1
+        elif config.require_known_success and score.success is None:
+            drops["success_unknown"] += 1
         elif config.require_compliant and not (score and score.compliant):
             drops["not_compliant"] += 1
         elif config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > \

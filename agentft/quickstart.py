@@ -138,8 +138,13 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
                                run=run)
         with episode_progress(console, f"{name}: {policy} on {n} {split} tasks") as (on_start, on_finish):
             if split != "train":  # held-out runs are evaluations: summary.json and report.html
-                return evaluate(config, on_start=on_start, on_finish=on_finish)
-            return collect(config, on_start=on_start, on_finish=on_finish).summary
+                summary = evaluate(config, on_start=on_start, on_finish=on_finish)
+            else:
+                summary = collect(config, on_start=on_start, on_finish=on_finish).summary
+        warning = summary.infra_warning()
+        if warning:
+            console.print(f"[yellow]warning: {name}: {warning}[/yellow]")
+        return summary.model_dump(mode="json")  # stage results are stored as JSON
 
     def stage(name: str, title: str):
         return _stage(out, name, timings, console, title)
@@ -221,16 +226,19 @@ def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     from agentft.stats import format_rate
+    from agentft.summary import Metric, RunSummary
 
-    def rate(run: dict[str, Any], metric: str) -> str:
-        return format_rate(run[f"{metric}_rate"], run[f"{metric}_ci"])
+    def rate(run: RunSummary, metric: Metric) -> str:
+        value, interval = run.rate(metric)
+        return "n/a" if value is None else format_rate(value, interval)
 
     table = Table("model", "split", "success (95% CI)", "compliance (95% CI)", "violations", "episodes")
     rows = [(name, "test", summary[name]) for name in ("base", "sft", "dpo")]
     rows += [(name, "own words", summary["own_words"][name]) for name in ("sft", "dpo")]
-    for name, split, run in rows:
+    for name, split, record in rows:
+        run = RunSummary.model_validate(record)
         table.add_row(name, split, rate(run, "success"), rate(run, "compliance"),
-                      str(sum(run["violations_by_rule"].values())), str(run["episodes"]))
+                      str(sum(run.violations_by_rule.values())), str(run.episodes))
     console.print(table)
     for comparison in summary["dpo_vs_sft"]:
         console.print(f"DPO vs SFT on test, {comparison['metric']}: {comparison['verdict']}")

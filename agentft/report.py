@@ -19,16 +19,19 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentft.errors import UserError
 from agentft.evaluate import METRICS, task_outcomes
 from agentft.jsonl import atomic_open
-from agentft.stats import PairedComparison, compare_paired, format_rate, wilson_interval
+from agentft.stats import PairedComparison, compare_paired, format_rate
+from agentft.summary import GroupRates, RunSummary
 from agentft.trajectory import Trajectory, read_trajectories
 
 __all__ = ["RunData", "render_report", "write_report", "load_run", "load_runs", "compare_runs"]
 
-RunData = tuple[str, dict[str, Any], list[Trajectory] | None]
-"""(run name, summary as written by ``evaluate``, the run's trajectories or None)."""
+RunData = tuple[str, RunSummary, list[Trajectory] | None]
+"""(run name, its summary, the run's trajectories or None)."""
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#bab0ac")
 CSS = """
@@ -57,31 +60,18 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
-def _interval(group: dict[str, Any], metric: str) -> tuple[float, float] | None:
-    """``<metric>_ci`` of a summary or group; summaries written before intervals existed get theirs
-    from rate × episodes, and one too damaged for either gets None rather than a crash."""
-    interval = group.get(f"{metric}_ci")
-    if isinstance(interval, list | tuple) and len(interval) == 2:
-        return interval[0], interval[1]
-    try:
-        episodes = int(group["episodes"])
-        return wilson_interval(round(float(group[f"{metric}_rate"]) * episodes), episodes)
-    except (KeyError, TypeError, ValueError):
-        return None
+def _with_interval(group: GroupRates, metric: str) -> str:
+    """``74.1% (55.3–86.8)``, or n/a when no episode has a verdict."""
+    rate, interval = group.rate(metric)  # type: ignore[arg-type]
+    return "n/a" if rate is None else _e(format_rate(rate, interval))
 
 
-def _with_interval(group: dict[str, Any], metric: str) -> str:
-    """``74.1% (55.3–86.8)``, or the bare rate when no interval can be had."""
-    rate, interval = group.get(f"{metric}_rate"), _interval(group, metric)
-    return _pct(rate) if rate is None or interval is None else _e(format_rate(rate, interval))
-
-
-def _group_cells(group: dict[str, Any] | None) -> list[str]:
-    return [_with_interval(group, "success"), _e(group.get("episodes", 0))] if group else ["n/a", "0"]
+def _group_cells(group: GroupRates | None) -> list[str]:
+    return [_with_interval(group, "success"), _e(group.episodes)] if group else ["n/a", "0"]
 
 
 def _groups_table(runs: Sequence[RunData], column: str,
-                  rows: Sequence[tuple[str, Sequence[dict[str, Any] | None]]]) -> str:
+                  rows: Sequence[tuple[str, Sequence[GroupRates | None]]]) -> str:
     """Success with its interval, and episodes, per group and run; each row holds one group per run."""
     header = [column]
     for name, _, _ in runs:
@@ -136,29 +126,29 @@ def _bar_chart(categories: Sequence[str], series: Sequence[tuple[str, Sequence[f
     return "".join(parts)
 
 
-def _k_values(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    return sorted({k for s in summaries for k in (s.get("pass_hat_k") or {})}, key=int)
+def _k_values(summaries: Sequence[RunSummary]) -> list[str]:
+    return sorted({k for s in summaries for k in s.pass_hat_k}, key=int)
 
 
 def _headline(runs: Sequence[RunData]) -> str:
     ks = _k_values([s for _, s, _ in runs])
     header = ["run", "env", "policy", "split", "episodes", "tasks", "success (95% CI)", "compliance (95% CI)",
-              *[f"pass^{k}" for k in ks], "errors", "mean latency (s)", "mean tokens", "mean model calls"]
+              *[f"pass^{k}" for k in ks], "not scored (infra errors)", "guard blocks",
+              "own time per episode (s)", "model time per turn (s)", "mean tokens", "mean model calls"]
     rows = []
     for name, s, _ in runs:
-        errors = sum((s.get("errors") or {}).values())
-        rows.append([_e(name), _e(s.get("env", "")), _e(s.get("policy", "")), _e(s.get("split", "")),
-                     _e(s.get("episodes", 0)), _e(s.get("tasks", 0)), _with_interval(s, "success"),
-                     _with_interval(s, "compliance"), *[_pct((s.get("pass_hat_k") or {}).get(k)) for k in ks],
-                     _e(errors), _num(s.get("mean_latency_s"), 3), _num(s.get("mean_tokens"), 0),
-                     _num(s.get("mean_model_calls"), 1)])
+        rows.append([_e(name), _e(s.env), _e(s.policy), _e(s.split), _e(s.episodes), _e(s.tasks),
+                     _with_interval(s, "success"), _with_interval(s, "compliance"),
+                     *[_pct(s.pass_hat_k.get(k)) for k in ks], _e(f"{s.not_scored} ({s.infra_errors})"),
+                     _e(sum(s.guard_blocks_by_rule.values())), _num(s.mean_latency_s, 3),
+                     _num(s.mean_turn_latency_s, 3), _num(s.mean_tokens, 0), _num(s.mean_model_calls, 1)])
     return _table(header, rows, text_columns=4)
 
 
 def _union(runs: Sequence[RunData], field: str) -> list[str]:
     keys: dict[str, None] = {}
     for _, s, _ in runs:
-        keys.update(dict.fromkeys(s.get(field) or {}))
+        keys.update(dict.fromkeys(getattr(s, field)))
     return list(keys)
 
 
@@ -167,39 +157,49 @@ def _charts(runs: Sequence[RunData]) -> str:
     ks = _k_values([s for _, s, _ in runs])
     headline = ["success", "compliance", *[f"pass^{k}" for k in ks]]
     parts = ["<h2>Success, compliance and pass^k</h2>", _legend(names), _bar_chart(
-        headline, [(name, [s.get("success_rate"), s.get("compliance_rate"),
-                           *[(s.get("pass_hat_k") or {}).get(k) for k in ks]]) for name, s, _ in runs],
+        headline, [(name, [s.success_rate, s.compliance_rate, *[s.pass_hat_k.get(k) for k in ks]])
+                   for name, s, _ in runs],
         percent=True, label="success, compliance and pass^k per run")]
     rules = _union(runs, "violations_by_rule")
     parts += ["<h2>Policy violations by rule</h2>"]
     if rules:
         parts += [_legend(names), _bar_chart(
-            rules, [(name, [(s.get("violations_by_rule") or {}).get(r, 0) for r in rules]) for name, s, _ in runs],
+            rules, [(name, [s.violations_by_rule.get(r, 0) for r in rules]) for name, s, _ in runs],
             percent=False, label="violations by rule per run"),
             _table(["rule", *[f"{_e(n)}: violations / episodes" for n in names]],
-                   [[_e(r), *[f"{(s.get('violations_by_rule') or {}).get(r, 0)} / "
-                              f"{(s.get('episodes_with_violation_by_rule') or {}).get(r, 0)}" for _, s, _ in runs]]
-                    for r in rules])]
+                   [[_e(r), *[f"{s.violations_by_rule.get(r, 0)} / {s.episodes_with_violation_by_rule.get(r, 0)}"
+                              for _, s, _ in runs]] for r in rules])]
     else:
         parts.append("<p class=muted>no violations</p>")
+    blocked = _union(runs, "guard_blocks_by_rule")
+    if blocked:
+        parts += ["<h2>Calls blocked by the guard, by rule</h2>",
+                  _table(["rule", *[_e(n) for n in names]],
+                         [[_e(r), *[_e(s.guard_blocks_by_rule.get(r, 0)) for _, s, _ in runs]] for r in blocked])]
     kinds = _union(runs, "by_task_kind")
     parts += ["<h2>Success by task kind</h2>", _legend(names), _bar_chart(
-        kinds, [(name, [((s.get("by_task_kind") or {}).get(kind) or {}).get("success_rate") for kind in kinds])
-                for name, s, _ in runs], percent=True, label="success per task kind per run"),
-              _groups_table(runs, "task kind",
-                            [(kind, [(s.get("by_task_kind") or {}).get(kind) for _, s, _ in runs]) for kind in kinds])]
+        kinds, [(name, [_rate(s.by_task_kind.get(kind)) for kind in kinds]) for name, s, _ in runs],
+        percent=True, label="success per task kind per run"),
+              _groups_table(runs, "task kind", [(kind, [s.by_task_kind.get(kind) for _, s, _ in runs])
+                                                for kind in kinds])]
     return "".join(parts)
+
+
+def _rate(group: GroupRates | None) -> float | None:
+    return group.success_rate if group is not None else None
 
 
 def _errors(runs: Sequence[RunData]) -> str:
     kinds = _union(runs, "errors")
     if not kinds:
         return "<h2>Errors</h2><p class=muted>no error counters</p>"
-    rows = [[_e(kind), *[_e((s.get("errors") or {}).get(kind, 0)) for _, s, _ in runs]] for kind in kinds]
+    rows = [[_e(kind), *[_e(s.errors.get(kind, 0)) for _, s, _ in runs]] for kind in kinds]
     statuses = _union(runs, "statuses")
-    status_rows = [[_e(f"status: {st}"), *[_e((s.get("statuses") or {}).get(st, 0)) for _, s, _ in runs]]
-                   for st in statuses]
-    return "<h2>Errors by kind</h2>" + _table(["kind", *[_e(name) for name, _, _ in runs]], rows + status_rows)
+    status_rows = [[_e(f"status: {st}"), *[_e(s.statuses.get(st, 0)) for _, s, _ in runs]] for st in statuses]
+    note = ("<p>Episodes with status <code>error</code> failed for reasons outside the model (the sandbox, the "
+            "scorer, the episode's own time limit): they are not scored and not counted in the rates.</p>")
+    return "<h2>Errors by kind</h2>" + note + _table(["kind", *[_e(name) for name, _, _ in runs]],
+                                                     rows + status_rows)
 
 
 def _slices(runs: Sequence[RunData]) -> str:
@@ -210,10 +210,10 @@ def _slices(runs: Sequence[RunData]) -> str:
     for slice_name in names:
         values: dict[str, None] = {}
         for _, s, _ in runs:
-            values.update(dict.fromkeys((s.get("by_slice") or {}).get(slice_name) or {}))
+            values.update(dict.fromkeys(s.by_slice.get(slice_name) or {}))
         parts.append(_groups_table(runs, "slice", [
-            (f"{slice_name} = {value}", [((s.get("by_slice") or {}).get(slice_name) or {}).get(value)
-                                         for _, s, _ in runs]) for value in values]))
+            (f"{slice_name} = {value}", [(s.by_slice.get(slice_name) or {}).get(value) for _, s, _ in runs])
+            for value in values]))
     return "".join(parts)
 
 
@@ -282,7 +282,7 @@ def _failures(runs: Sequence[RunData], limit: int) -> str:
     for name, _, trajectories in runs:
         if trajectories is None:
             continue
-        failed = [t for t in trajectories if t.score is None or not t.score.success or t.score.violations
+        failed = [t for t in trajectories if t.score is None or t.score.success is False or t.score.violations
                   or t.status != "completed"]
         # Violations first, then one attempt per task before the next attempts: a varied sample.
         failed.sort(key=lambda t: (not (t.score and t.score.violations), t.attempt, t.task_id, t.id))
@@ -333,18 +333,20 @@ def load_run(run_dir: str | os.PathLike[str], name: str | None = None) -> RunDat
     if not summary_path.is_file():
         raise UserError(f"{run_dir} has no summary.json: make it with `agentft eval --out {run_dir}`")
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        raw = json.loads(summary_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{summary_path} is not valid JSON ({exc})") from None
-    if not isinstance(summary, dict) or "success_rate" not in summary:
+    if not isinstance(raw, dict) or "success_rate" not in raw:
         raise UserError(f"{summary_path} is not an evaluation summary (no success_rate)")
+    try:
+        summary = RunSummary.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{summary_path} is not an evaluation summary ({str(exc).splitlines()[0]})") from None
     trajectories = None
     if (run_dir / "trajectories.jsonl").is_file():
-        want = {key: summary[key] for key in ("policy", "split") if summary.get(key) is not None}
-        if summary.get("env_name"):
-            want["env"] = summary["env_name"]
+        want = {"policy": summary.policy, "split": summary.split, "env": summary.env_name}
         trajectories = [t for t in read_trajectories(run_dir / "trajectories.jsonl")
-                        if all(getattr(t, key) == value for key, value in want.items())]
+                        if all(getattr(t, key) == value for key, value in want.items() if value)]
     return (name or run_dir.resolve().name, summary, trajectories)
 
 

@@ -36,7 +36,7 @@ def evaluation(adapter: Path, out: Path, dtype: str) -> tuple[float, float, floa
     summary = evaluate(CollectConfig(env="claims", policy=f"hf:smollm2-135m@{adapter}", out=str(out), split="train",
                                      n=27, start=300, run=RunConfig(max_steps=12, batch_size=64),
                                      policy_kwargs={"max_new_tokens": 96, "batch_size": 64, "dtype": dtype}))
-    return time.perf_counter() - started, summary["success_rate"], summary["compliance_rate"]
+    return time.perf_counter() - started, summary.success_rate, summary.compliance_rate
 
 
 def main() -> None:

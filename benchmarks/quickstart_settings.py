@@ -43,10 +43,10 @@ def episodes(policy: str, out: Path, n: int, start: int, *, split: str = "train"
 
 def validate(adapter: Path, out: Path) -> dict:
     summary = episodes(f"hf:{MODEL}@{adapter}", out, VALIDATION_TASKS, 0, split="validation")
-    return {"success": summary["success_rate"], "success_ci": summary["success_ci"],
-            "compliance": summary["compliance_rate"], "compliance_ci": summary["compliance_ci"],
-            "violations": summary["violations_by_rule"],
-            "by_kind": {k: v["success_rate"] for k, v in summary["by_task_kind"].items()}}
+    return {"success": summary.success_rate, "success_ci": summary.success_ci,
+            "compliance": summary.compliance_rate, "compliance_ci": summary.compliance_ci,
+            "violations": summary.violations_by_rule,
+            "by_kind": {k: v.success_rate for k, v in summary.by_task_kind.items()}}
 
 
 def sft(name: str, n: int, epochs: float, lr: float, extra: dict) -> dict:

@@ -39,7 +39,7 @@ for variant in augmented.expand([original], "train")[1:]:
 for policy in ("noop", "oracle"):
     summary = evaluate(CollectConfig(env="claims", policy=policy, out=str(out / policy), split="validation", n=18,
                                      env_kwargs={"sandbox": False}, run=RunConfig(batch_size=18)))
-    print(f"{policy:>6}: success {format_rate(summary['success_rate'], summary['success_ci'])}, "
-          f"compliance {format_rate(summary['compliance_rate'], summary['compliance_ci'])}")
+    print(f"{policy:>6}: success {format_rate(summary.success_rate, summary.success_ci)}, "
+          f"compliance {format_rate(summary.compliance_rate, summary.compliance_ci)}")
 for comparison in compare_runs(load_run(out / "noop", "noop"), load_run(out / "oracle", "oracle")):
     print(f"oracle vs noop, {comparison.metric}: {comparison.verdict}")

@@ -56,17 +56,17 @@ def test_summarize_run_averages_pass_hat_k_over_tasks():
     runs[0].score.violations.append(Violation(rule="r1"))
     runs[0].score.compliant = False
     summary = summarize_run(runs)
-    assert (summary["episodes"], summary["tasks"]) == (8, 2)
-    assert summary["success_rate"] == 6 / 8 == summary["pass_hat_k"]["1"]
-    assert isclose(summary["pass_hat_k"]["2"], (1 / 6 + 1) / 2)
-    assert list(summary["pass_hat_k"]) == ["1", "2", "3", "4"] and summary["pass_hat_k"]["4"] == 0.5
-    assert summary["compliance_rate"] == 7 / 8
-    assert summary["violations_by_rule"] == {"r1": 2} and summary["episodes_with_violation_by_rule"] == {"r1": 1}
-    assert {k: v for k, v in summary["by_task_kind"]["x"].items() if not k.endswith("_ci")} == {
-        "episodes": 4, "success_rate": 1.0, "compliance_rate": 1.0}
-    assert summarize_run(runs, k_values=[1, 5])["pass_hat_k"] == {"1": 0.75, "5": None}
+    assert (summary.episodes, summary.tasks) == (8, 2)
+    assert summary.success_rate == 6 / 8 == summary.pass_hat_k["1"]
+    assert isclose(summary.pass_hat_k["2"], (1 / 6 + 1) / 2)
+    assert list(summary.pass_hat_k) == ["1", "2", "3", "4"] and summary.pass_hat_k["4"] == 0.5
+    assert summary.compliance_rate == 7 / 8
+    assert summary.violations_by_rule == {"r1": 2} and summary.episodes_with_violation_by_rule == {"r1": 1}
+    assert summary.by_task_kind["x"].model_dump(exclude={"success_ci", "compliance_ci"}) == {
+        "episodes": 4, "success_rate": 1.0, "compliance_rate": 1.0, "success_n": 4, "compliance_n": 4}
+    assert summarize_run(runs, k_values=[1, 5]).pass_hat_k == {"1": 0.75, "5": None}
     empty = summarize_run([])
-    assert empty["episodes"] == 0 and empty["pass_hat_k"] == {} and empty["success_rate"] == 0.0
+    assert empty.episodes == 0 and empty.pass_hat_k == {} and empty.success_rate is None  # no verdict at all
 
 
 def run_toy(policy, k=1, n=10, run=None):
@@ -77,17 +77,17 @@ def run_toy(policy, k=1, n=10, run=None):
 def test_summarize_oracle_and_noop_on_the_toy_env():
     env, oracle = run_toy(OrdersEnvironment().oracle(), k=2)
     summary = summarize_run(oracle)
-    assert summary["success_rate"] == summary["compliance_rate"] == 1.0
-    assert summary["pass_hat_k"] == {"1": 1.0, "2": 1.0} and summary["statuses"] == {"completed": 20}
-    assert summary["violations_by_rule"] == {} and not any(summary["errors"].values())
-    assert set(summary["errors"]) >= {"parse", "unknown_tool", "invalid_args", "tool_error", "timeout",
+    assert summary.success_rate == summary.compliance_rate == 1.0
+    assert summary.pass_hat_k == {"1": 1.0, "2": 1.0} and summary.statuses == {"completed": 20}
+    assert summary.violations_by_rule == {} and not any(summary.errors.values())
+    assert set(summary.errors) >= {"parse", "unknown_tool", "invalid_args", "tool_error", "timeout",
                                       "sandbox_error", "episode_error", "max_steps"}
-    assert set(summary["by_task_kind"]) == {"cancel", "status"}
-    assert summary["mean_model_calls"] > 1 and summary["mean_latency_s"] >= 0
+    assert set(summary.by_task_kind) == {"cancel", "status"}
+    assert summary.mean_model_calls > 1 and summary.mean_latency_s >= 0
     statuses = {t.facts["status"] for t in env.tasks("train")}
-    assert set(summary["by_slice"]["status"]) == statuses
+    assert set(summary.by_slice["status"]) == statuses
     _, noop = run_toy(ScriptedPolicy(["Thanks!"], name="noop"))
-    assert summarize_run(noop)["success_rate"] == 0.0
+    assert summarize_run(noop).success_rate == 0.0
 
 
 def reckless(conversation, _tools):
@@ -107,20 +107,20 @@ def test_a_policy_that_cancels_without_confirming_violates_one_rule():
     env, trajectories = run_toy(ScriptedPolicy(reckless, name="reckless"), k=2)
     cancels = sum(t.kind == "cancel" for t in env.tasks("train")) * 2
     summary = summarize_run(trajectories)
-    assert summary["violations_by_rule"] == {"confirm_before_write": cancels}
-    assert summary["episodes_with_violation_by_rule"] == {"confirm_before_write": cancels}
-    assert summary["compliance_rate"] == 1 - cancels / 20
-    assert summary["by_task_kind"]["cancel"]["compliance_rate"] == 0.0
+    assert summary.violations_by_rule == {"confirm_before_write": cancels}
+    assert summary.episodes_with_violation_by_rule == {"confirm_before_write": cancels}
+    assert summary.compliance_rate == 1 - cancels / 20
+    assert summary.by_task_kind["cancel"].compliance_rate == 0.0
     shipped_cancels = sum(t.kind == "cancel" and t.facts["status"] == "shipped" for t in env.tasks("train"))
-    assert summary["errors"]["tool_error"] == shipped_cancels * 2
+    assert summary.errors["tool_error"] == shipped_cancels * 2
 
 
 def test_parse_errors_and_max_steps_are_counted():
     _, trajectories = run_toy(ScriptedPolicy(lambda c, t: "<tool_call>{oops</tool_call>", name="broken"), n=3,
                               run=RunConfig(max_steps=3))
     summary = summarize_run(trajectories)
-    assert summary["errors"]["parse"] == 9 and summary["errors"]["max_steps"] == 3
-    assert summary["statuses"] == {"max_steps": 3} and summary["success_rate"] == 0.0
+    assert summary.errors["parse"] == 9 and summary.errors["max_steps"] == 3
+    assert summary.statuses == {"max_steps": 3} and summary.success_rate == 0.0
 
 
 def test_evaluate_writes_three_files_resumes_and_keeps_only_its_episodes(tmp_path):
@@ -128,8 +128,8 @@ def test_evaluate_writes_three_files_resumes_and_keeps_only_its_episodes(tmp_pat
                            env_kwargs={"n_test": 8}, run=RunConfig(batch_size=4))
     starts = []
     summary = evaluate(config, k=2, on_start=lambda planned, done: starts.append((planned, done)))
-    assert summary["episodes"] == 12 and summary["success_rate"] == 1.0 and summary["pass_hat_k"]["2"] == 1.0
-    assert (summary["env"], summary["policy"], summary["split"], summary["k"]) == (ENV, "oracle", "test", 2)
+    assert summary.episodes == 12 and summary.success_rate == 1.0 and summary.pass_hat_k["2"] == 1.0
+    assert (summary.env, summary.policy, summary.split, summary.k) == (ENV, "oracle", "test", 2)
     for name in ("trajectories.jsonl", "summary.json", "report.html", "manifest.json"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "summary.json").read_text())["episodes"] == 12
@@ -138,12 +138,12 @@ def test_evaluate_writes_three_files_resumes_and_keeps_only_its_episodes(tmp_pat
     assert [o["path"] for o in manifest["outputs"]] == ["trajectories.jsonl", "summary.json", "report.html"]
     again = evaluate(config, k=2, on_start=lambda planned, done: starts.append((planned, done)))
     assert starts == [(12, 0), (12, 12)]
-    assert {k: v for k, v in again.items() if k != "mean_latency_s"} == {
-        k: v for k, v in summary.items() if k != "mean_latency_s"}
+    timing = {"mean_latency_s", "mean_turn_latency_s", "mean_wall_s"}
+    assert again.model_dump(exclude=timing) == summary.model_dump(exclude=timing)
     # Another policy into the same directory: its summary counts only its own episodes.
     noop = evaluate(CollectConfig(env=ENV, policy="noop", out=str(tmp_path), split="test", n=6,
                                   env_kwargs={"n_test": 8}))
-    assert noop["episodes"] == 6 and noop["success_rate"] == 0.0 and noop["k"] == 1
+    assert noop.episodes == 6 and noop.success_rate == 0.0 and noop.k == 1
 
 
 def test_report_is_self_contained_escapes_model_output_and_names_every_run(tmp_path):
@@ -170,12 +170,13 @@ def test_load_runs_reads_summaries_dedupes_names_and_rejects_bad_dirs(tmp_path):
         evaluate(CollectConfig(env=ENV, policy=policy, out=str(tmp_path / parent / "run"), n=3))
     runs = load_runs([tmp_path / "a" / "run", tmp_path / "b" / "run"])
     assert [name for name, _, _ in runs] == ["run", "run (2)"]
-    assert [len(t) for _, _, t in runs] == [3, 3] and runs[1][1]["policy"] == "noop"
+    assert [len(t) for _, _, t in runs] == [3, 3] and runs[1][1].policy == "noop"
     # A run directory made in-process (scripted policy) reads the same; the report shows its failures.
     _, evil = run_toy(ScriptedPolicy(["<script>alert(1)</script>"], name="evil"), n=3)
     with TrajectoryWriter(tmp_path / "c" / "run" / "trajectories.jsonl") as writer:
         writer.write_batch(evil)
-    (tmp_path / "c" / "run" / "summary.json").write_text(json.dumps({"policy": "evil", **summarize_run(evil)}))
+    evil_summary = {**summarize_run(evil).model_dump(), "policy": "evil"}
+    (tmp_path / "c" / "run" / "summary.json").write_text(json.dumps(evil_summary))
     [scripted] = load_runs([tmp_path / "c" / "run"])
     assert len(scripted[2]) == 3 and "&lt;script&gt;alert(1)" in render_report([*runs, scripted])
     (tmp_path / "empty").mkdir()

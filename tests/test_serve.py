@@ -363,6 +363,31 @@ def test_guard_blocks_an_unconfirmed_write_and_allows_it_after_confirmation(tmp_
     assert EMAIL not in "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
 
 
+def test_served_traffic_becomes_sft_rows_with_the_default_filters(tmp_path, scripted):
+    from typer.testing import CliRunner
+
+    from agentft.cli import app
+    from agentft.datasets import FilterConfig, build_sft_dataset
+
+    logs = tmp_path / "logs"
+    with serve_in_thread(agent_server(True, logs)) as url:
+        first = run_agent(url, [{"role": "user", "content": OPENING}], max_steps=6)
+        run_agent(url, [*first["trajectory"]["messages"][1:], {"role": "user", "content": "Yes, please go ahead."}])
+    records = load_trajectories(logs)
+    # No reference outcome: success unknown, not failed; compliance judged by the rules (the blocked write never
+    # ran, so it breaks none).
+    assert [(r.score.success, r.score.compliant) for r in records] == [(None, True), (None, True)]
+    result = CliRunner().invoke(app, ["dataset", "sft", "--from", str(logs), "--from", str(scripted[2]),
+                                      "--out", str(tmp_path / "data"), "--validation-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    served = load_trajectories(scripted[2])
+    assert {row["trajectory_id"] for row in rows} == {r.id for r in [*records, *served]}
+    assert any(r.metadata["route"] == "/v1/chat/completions" for r in served)
+    strict = build_sft_dataset([logs], filters=FilterConfig(require_known_success=True), validation_fraction=0)
+    assert not strict.train and strict.drops == {"success_unknown": 2}
+
+
 def test_without_the_guard_the_write_happens_and_is_scored_non_compliant(tmp_path):
     with serve_in_thread(agent_server(False, tmp_path)) as url:
         run = run_agent(url, [{"role": "user", "content": OPENING}], max_steps=6)

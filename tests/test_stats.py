@@ -13,6 +13,7 @@ from agentft.errors import UserError
 from agentft.evaluate import evaluate, summarize_run, task_outcomes
 from agentft.report import load_runs, render_report
 from agentft.stats import compare_paired, mcnemar_exact, paired_bootstrap, wilson_interval
+from agentft.summary import RunSummary
 from agentft.trajectory import Score, Trajectory, Violation
 
 # Wilson 95% intervals from scipy 1.17.1, `scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`, and
@@ -138,14 +139,13 @@ def test_summarize_run_gives_wilson_intervals_overall_and_per_group():
     runs = [record("a", i, i < 2) for i in range(4)] + [record("b", i, True, ["r1"] * (i == 0), kind="x")
                                                         for i in range(4)]
     summary = summarize_run(runs)
-    assert summary["success_ci"] == list(wilson_interval(6, 8))
-    assert summary["compliance_ci"] == list(wilson_interval(7, 8))
-    assert summary["by_task_kind"]["x"] == {"episodes": 4, "success_rate": 1.0,
-                                            "success_ci": list(wilson_interval(4, 4)), "compliance_rate": 0.75,
-                                            "compliance_ci": list(wilson_interval(3, 4))}
-    assert summary["by_slice"]["size"]["big"]["success_ci"] == list(wilson_interval(4, 6))
-    assert {"success_rate", "compliance_rate", "pass_hat_k", "by_task_kind", "by_slice"} <= set(summary)
-    assert summarize_run([])["success_ci"] == [0.0, 1.0]
+    assert summary.success_ci == list(wilson_interval(6, 8))
+    assert summary.compliance_ci == list(wilson_interval(7, 8))
+    assert summary.by_task_kind["x"].model_dump() == {
+        "episodes": 4, "success_rate": 1.0, "success_ci": list(wilson_interval(4, 4)), "success_n": 4,
+        "compliance_rate": 0.75, "compliance_ci": list(wilson_interval(3, 4)), "compliance_n": 4}
+    assert summary.by_slice["size"]["big"].success_ci == list(wilson_interval(4, 6))
+    assert summarize_run([]).success_ci == [0.0, 1.0]
 
 
 def test_task_outcomes_average_attempts_and_keep_environments_apart():
@@ -158,15 +158,16 @@ def test_task_outcomes_average_attempts_and_keep_environments_apart():
 def test_report_shows_intervals_even_for_old_summaries_and_pairs_runs_with_trajectories():
     base = [record(f"t{i}", 0, i < 3) for i in range(9)]
     tuned = [record(f"t{i}", 0, True) for i in range(9)]
-    old = {key: value for key, value in summarize_run(base).items() if not key.endswith("_ci")}
+    written = summarize_run(base).model_dump()
+    old = RunSummary.model_validate({k: v for k, v in written.items() if not k.endswith(("_ci", "_n"))})
     page = render_report([("base", old, base), ("tuned", summarize_run(tuned), tuned)])
     assert "33.3% (12.1–64.6)" in page and "100.0% (70.1–100.0)" in page  # 3/9 and 9/9, scipy as above
     assert "Paired comparison" in page and "tuned (B) vs base (A)" in page and "p = 0.031" in page  # 2 / 2^6
     assert "Success by task kind" in page and "default" in page
     without = render_report([("base", old, None), ("tuned", summarize_run(tuned), tuned)])
     assert "Paired comparison" not in without and "33.3% (12.1–64.6)" in without
-    bare = render_report([("x", {"success_rate": 0.5}, None)])  # no episodes: the rate alone, no crash
-    assert "<td>50.0%</td>" in bare
+    bare = render_report([("x", RunSummary.model_validate({"success_rate": 0.5}), None)])  # no episodes: no crash
+    assert "50.0%" in bare
 
 
 ENV = "claims"
@@ -207,4 +208,4 @@ def test_cli_report_says_plainly_what_it_cannot_pair(two_runs, tmp_path):
     result = runner.invoke(app, ["report", str(two_runs / "oracle")])
     assert isinstance(result.exception, UserError) and "--out" in str(result.exception)
     [(_, summary, trajectories)] = load_runs([two_runs / "oracle"])
-    assert len(trajectories) == 9 and summary["success_ci"][1] == 1.0
+    assert len(trajectories) == 9 and summary.success_ci[1] == 1.0

@@ -26,7 +26,7 @@ from agentft.serve.engine import GenOutput, GenRequest, WorkItem
 from agentft.serve.errors import APIError, client_closed_response
 from agentft.serve.schemas import ChatCompletionRequest, forced_tool, to_messages, tool_dicts
 from agentft.serve.turns import ClientGone, Interpreted, await_output, build_request, interpret
-from agentft.trajectory import Event, Trajectory, Usage
+from agentft.trajectory import Event, Score, Trajectory, Usage
 
 __all__ = ["chat_completion", "StreamAssembler"]
 
@@ -84,7 +84,10 @@ def _trajectory(rid: str, model_id: str, messages: list[Message], tools: list[di
         id=rid, env="serve", task_id=rid, split="serve", policy=f"serve:{model_id}", tools=tools,
         messages=[*messages, reply.message], events=events,
         usage=Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=output.completion_tokens, model_calls=1,
-                    wall_seconds=round(time.perf_counter() - started, 3)),
+                    wall_seconds=round(time.perf_counter() - started, 3),
+                    model_seconds=round(time.perf_counter() - started, 3)),
+        # Served traffic has no reference outcome (success unknown) and a chat completion no rules to break.
+        score=Score(success=None, details={"scored": "not scored: a chat completion has no environment"}),
         metadata={"route": "/v1/chat/completions", "finish_reason": reply.finish_reason(output.finish), **extra})
 
 
