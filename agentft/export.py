@@ -27,12 +27,15 @@ def _check_adapter(adapter: Path) -> None:
         raise UserError(f"adapter directory {adapter} does not exist")
     if not (adapter / "adapter_config.json").exists():
         if (adapter / "model.safetensors").exists() or (adapter / "config.json").exists():
-            raise UserError(f"{adapter} is a full model (trained with --full?), not a LoRA adapter: there is "
-                            "nothing to merge, use the directory as the model")
+            raise UserError(
+                f"{adapter} is a full model (trained with --full?), not a LoRA adapter: there is "
+                "nothing to merge, use the directory as the model"
+            )
         raise UserError(f"{adapter} is not a LoRA adapter directory (no adapter_config.json)")
     if not any((adapter / name).exists() for name in _ADAPTER_WEIGHTS):
-        raise UserError(f"{adapter} has an adapter_config.json but no adapter weights "
-                        f"({' or '.join(_ADAPTER_WEIGHTS)})")
+        raise UserError(
+            f"{adapter} has an adapter_config.json but no adapter weights ({' or '.join(_ADAPTER_WEIGHTS)})"
+        )
 
 
 def _model_exists(name: str) -> bool:
@@ -64,8 +67,10 @@ def adapter_base_model(adapter_dir: str | os.PathLike[str]) -> str:
         if _model_exists(candidate):
             return candidate
     if candidates:
-        raise UserError(f"the base model of {adapter} ({' or '.join(map(repr, candidates))}) is not available here: "
-                        "pass it explicitly (--model NAME_OR_DIRECTORY)")
+        raise UserError(
+            f"the base model of {adapter} ({' or '.join(map(repr, candidates))}) is not available here: "
+            "pass it explicitly (--model NAME_OR_DIRECTORY)"
+        )
     raise UserError(f"{adapter} does not say which base model it was trained on: pass --model NAME_OR_DIRECTORY")
 
 
@@ -84,8 +89,13 @@ def _prepare_out(out: Path, adapter: Path) -> None:
             raise UserError(f"{out} is not empty and not an earlier export: choose a new directory")
 
 
-def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                  model: str | None = None, dtype: str | None = None) -> Path:
+def merge_adapter(
+    adapter_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    dtype: str | None = None,
+) -> Path:
     """Merge the LoRA adapter in ``adapter_dir`` into its base model and save the result in ``out_dir``.
 
     ``model``: the base model (embedded name or directory) when the adapter's own record is missing or
@@ -126,13 +136,19 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     try:
         merged.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        inputs = [(adapter / name).resolve() for name in ("adapter_config.json", *_ADAPTER_WEIGHTS)
-                  if (adapter / name).exists()]
+        inputs = [
+            (adapter / name).resolve()
+            for name in ("adapter_config.json", *_ADAPTER_WEIGHTS)
+            if (adapter / name).exists()
+        ]
         outputs = sorted(partial.glob("*.safetensors")) + [partial / "config.json"]
-        write_manifest(partial, kind="export",
-                       config={"method": "merge", "adapter": str(adapter.resolve()), "model": base,
-                               "dtype": saved_dtype},
-                       inputs=inputs, outputs=outputs)
+        write_manifest(
+            partial,
+            kind="export",
+            config={"method": "merge", "adapter": str(adapter.resolve()), "model": base, "dtype": saved_dtype},
+            inputs=inputs,
+            outputs=outputs,
+        )
         shutil.rmtree(out, ignore_errors=True)
         partial.rename(out)
     finally:

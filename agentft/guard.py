@@ -51,8 +51,10 @@ class Guard:
 
     def __init__(self, env: Any) -> None:
         if not self.supports(env):
-            raise UserError(f"the guard checks an environment's rules against its seed database; "
-                            f"{getattr(env, 'name', env)!r} has no rules or no seed_path()")
+            raise UserError(
+                f"the guard checks an environment's rules against its seed database; "
+                f"{getattr(env, 'name', env)!r} has no rules or no seed_path()"
+            )
         self.env_name = env.name
         self.rules = list(env.rules)
         self.descriptions = {rule.name: rule.description for rule in self.rules}
@@ -69,8 +71,9 @@ class Guard:
         """Every rule's violations over a conversation and its calls."""
         from agentft.sqlite_env import Audit
 
-        trajectory = Trajectory(id="guard", env=self.env_name, task_id=task.id, policy="guard",
-                                messages=list(messages), events=list(events))
+        trajectory = Trajectory(
+            id="guard", env=self.env_name, task_id=task.id, policy="guard", messages=list(messages), events=list(events)
+        )
         conn = sqlite3.connect(f"file:{self.initial_path}?mode=ro", uri=True)
         try:
             audit = Audit(trajectory, task, conn)
@@ -84,8 +87,7 @@ class Guard:
         finally:
             conn.close()
 
-    def check(self, messages: Sequence[Message], events: Sequence[Event], task: Task,
-              pending: Event) -> list[Block]:
+    def check(self, messages: Sequence[Message], events: Sequence[Event], task: Task, pending: Event) -> list[Block]:
         """The rule violations the pending call would add (empty: let it run)."""
         before = Counter(_key(v) for v in self.violations(messages, events, task))
         blocks = []

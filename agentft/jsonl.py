@@ -20,8 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["dumps", "atomic_open", "write_jsonl_atomic", "write_jsonl_files_atomic", "JsonlWriter",
-           "trim_torn_tail"]
+__all__ = ["dumps", "atomic_open", "write_jsonl_atomic", "write_jsonl_files_atomic", "JsonlWriter", "trim_torn_tail"]
 
 PathLike = str | os.PathLike[str]
 
@@ -63,8 +62,9 @@ def _write_lines(handle: IO[bytes], rows: Iterable[Any], encode: Callable[[Any],
     return count
 
 
-def write_jsonl_files_atomic(files: Mapping[PathLike, Iterable[Any]], *,
-                             encode: Callable[[Any], str] = dumps) -> dict[Path, int]:
+def write_jsonl_files_atomic(
+    files: Mapping[PathLike, Iterable[Any]], *, encode: Callable[[Any], str] = dumps
+) -> dict[Path, int]:
     """Write several JSONL files that belong together; each is replaced only once all of them are written.
 
     Returns the number of records written to each file."""

@@ -90,18 +90,41 @@ class Rollout:
             episode.close()
 
 
-def open_rollout(env: Environment, task: Task, *, seed: int = 0, id: str = "", guard: Guard | None = None,
-                 extra: Toolset | None = None, user: User | str | None = SIMULATED, max_steps: int | None = None,
-                 timeout_s: float | None = None, attempt: int = 0,
-                 history: Sequence[Message] | None = None) -> Rollout:
+def open_rollout(
+    env: Environment,
+    task: Task,
+    *,
+    seed: int = 0,
+    id: str = "",
+    guard: Guard | None = None,
+    extra: Toolset | None = None,
+    user: User | str | None = SIMULATED,
+    max_steps: int | None = None,
+    timeout_s: float | None = None,
+    attempt: int = 0,
+    history: Sequence[Message] | None = None,
+) -> Rollout:
     """Start an episode of ``task``: the system prompt, then the user's opening (or a replayed ``history``).
 
     Never raises for the environment's failures: a rollout that could not start has status ``error``.
     ``history`` (served multi-turn runs) is the conversation so far without the system message; its tool calls
     run again in this fresh episode, through the guard, and their results are recomputed.
     """
-    rollout = Rollout(id=id, env_name=env.name, task=task, episode=None, tools=[], messages=[], user=None,
-                      guard=guard, extra=extra, max_steps=max_steps, timeout_s=timeout_s, seed=seed, attempt=attempt)
+    rollout = Rollout(
+        id=id,
+        env_name=env.name,
+        task=task,
+        episode=None,
+        tools=[],
+        messages=[],
+        user=None,
+        guard=guard,
+        extra=extra,
+        max_steps=max_steps,
+        timeout_s=timeout_s,
+        seed=seed,
+        attempt=attempt,
+    )
     clock = time.perf_counter()
     try:
         rollout.episode = env.start(task, seed=seed)
@@ -189,16 +212,31 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
         observation: Observation
         if blocks:
             observation = Guard.observation(blocks, effects.get(name))
-            rollout.blocks.append({"step": step, "call_id": call.id, "tool": name, "arguments": arguments,
-                                   "replayed": replayed, "rules": [{"rule": b.rule, "description": b.description,
-                                                                    "detail": b.detail} for b in blocks]})
+            rollout.blocks.append(
+                {
+                    "step": step,
+                    "call_id": call.id,
+                    "tool": name,
+                    "arguments": arguments,
+                    "replayed": replayed,
+                    "rules": [{"rule": b.rule, "description": b.description, "detail": b.detail} for b in blocks],
+                }
+            )
         elif name in extra:
             observation = rollout.extra.call(name, arguments)  # type: ignore[union-attr]
         else:
             observation = rollout.episode.call_tool(name, arguments)
-        rollout.events.append(pending.model_copy(update={
-            "effect": observation.effect or pending.effect, "ok": observation.ok, "error": observation.error,
-            "detail": None if observation.ok else observation.content, "latency_ms": observation.latency_ms}))
+        rollout.events.append(
+            pending.model_copy(
+                update={
+                    "effect": observation.effect or pending.effect,
+                    "ok": observation.ok,
+                    "error": observation.error,
+                    "detail": None if observation.ok else observation.content,
+                    "latency_ms": observation.latency_ms,
+                }
+            )
+        )
         rollout.messages.append(ToolMessage(content=observation.content, tool_call_id=call.id, name=name))
         if observation.error in ("timeout", "sandbox_error"):
             # The sandbox worker is gone with the episode's state: nothing more can be scored.
@@ -206,8 +244,9 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
             return
 
 
-def close_rollout(rollout: Rollout, policy: str, *, judge: Guard | None = None,
-                  metadata: dict[str, Any] | None = None) -> Trajectory:
+def close_rollout(
+    rollout: Rollout, policy: str, *, judge: Guard | None = None, metadata: dict[str, Any] | None = None
+) -> Trajectory:
     """The finished episode as a trajectory: scored, then the episode closed (its record is never lost).
 
     By default the episode's own scorer gives success and compliance. With ``judge`` (served traffic, which
@@ -222,9 +261,20 @@ def close_rollout(rollout: Rollout, policy: str, *, judge: Guard | None = None,
     if rollout.guard is not None or rollout.blocks:
         info.update(guard=rollout.guard is not None, guard_blocks=rollout.blocks)
     trajectory = Trajectory(
-        id=rollout.id, env=rollout.env_name, task_id=task.id, split=task.split, policy=policy, seed=rollout.seed,
-        attempt=rollout.attempt, tools=rollout.tools, messages=rollout.messages, events=rollout.events,
-        usage=rollout.usage, status=rollout.status or "error", metadata=info)
+        id=rollout.id,
+        env=rollout.env_name,
+        task_id=task.id,
+        split=task.split,
+        policy=policy,
+        seed=rollout.seed,
+        attempt=rollout.attempt,
+        tools=rollout.tools,
+        messages=rollout.messages,
+        events=rollout.events,
+        usage=rollout.usage,
+        status=rollout.status or "error",
+        metadata=info,
+    )
     if rollout.status is None:
         trajectory.metadata["error"] = "the episode was closed before it ended"
     elif rollout.error:
@@ -235,8 +285,9 @@ def close_rollout(rollout: Rollout, policy: str, *, judge: Guard | None = None,
         if trajectory.status != "error":
             if judge is not None:
                 violations = judge.violations(trajectory.messages, trajectory.events, task)
-                trajectory.score = Score(success=None, compliant=not violations, violations=violations,
-                                         details={"scored": "compliance only"})
+                trajectory.score = Score(
+                    success=None, compliant=not violations, violations=violations, details={"scored": "compliance only"}
+                )
             else:
                 trajectory.score = rollout.episode.score(trajectory)
     except Exception as exc:

@@ -50,9 +50,14 @@ def trace(path: str | Path, _seen: set[Path] | None = None) -> dict[str, Any]:
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{directory / 'manifest.json'} cannot be read: {exc}") from None
-    node: dict[str, Any] = {"path": str(directory), "kind": manifest.get("kind", "?"),
-                            "created_at": manifest.get("created_at"), "git_sha": manifest.get("git_sha"),
-                            "summary": _summary(manifest), "inputs": []}
+    node: dict[str, Any] = {
+        "path": str(directory),
+        "kind": manifest.get("kind", "?"),
+        "created_at": manifest.get("created_at"),
+        "git_sha": manifest.get("git_sha"),
+        "summary": _summary(manifest),
+        "inputs": [],
+    }
     if directory in seen:
         node["inputs"] = "(already shown)"
         return node

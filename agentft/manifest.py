@@ -35,8 +35,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 def _git_sha() -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
@@ -52,9 +53,15 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def write_manifest(out_dir: str | os.PathLike[str], *, kind: str, config: dict[str, Any],
-                   inputs: list[str | os.PathLike[str]] = (), outputs: list[str | os.PathLike[str]] = (),
-                   metrics: dict[str, Any] | None = None) -> Path:
+def write_manifest(
+    out_dir: str | os.PathLike[str],
+    *,
+    kind: str,
+    config: dict[str, Any],
+    inputs: list[str | os.PathLike[str]] = (),
+    outputs: list[str | os.PathLike[str]] = (),
+    metrics: dict[str, Any] | None = None,
+) -> Path:
     """Write ``manifest.json`` in ``out_dir`` atomically and return its path."""
     out_dir = Path(out_dir)
     manifest = {
@@ -64,8 +71,13 @@ def write_manifest(out_dir: str | os.PathLike[str], *, kind: str, config: dict[s
         "versions": _versions(),
         "config": config,
         "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
-        "outputs": [{"path": str(Path(p).relative_to(out_dir) if Path(p).is_relative_to(out_dir) else p),
-                     "sha256": sha256_file(p)} for p in outputs],
+        "outputs": [
+            {
+                "path": str(Path(p).relative_to(out_dir) if Path(p).is_relative_to(out_dir) else p),
+                "sha256": sha256_file(p),
+            }
+            for p in outputs
+        ],
         "metrics": metrics or {},
     }
     path = out_dir / "manifest.json"

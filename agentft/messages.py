@@ -72,9 +72,7 @@ class ToolMessage(BaseModel):
     name: str | None = None
 
 
-Message = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
-]
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 _messages_adapter: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 
 

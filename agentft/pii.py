@@ -45,59 +45,115 @@ from agentft.trajectory import Trajectory
 __all__ = ["PII_TYPES", "Detection", "Pseudonyms", "ScrubReport", "Scrubber", "luhn_valid", "iban_valid"]
 
 PII_TYPES = ("SECRET", "EMAIL", "IBAN", "CARD", "SSN", "DOB", "IP", "PHONE")  # also the overlap priority
-PRESIDIO_ENTITIES = ("PERSON", "LOCATION", "NRP", "US_DRIVER_LICENSE", "US_PASSPORT", "US_BANK_NUMBER",
-                     "MEDICAL_LICENSE", "UK_NHS")
+PRESIDIO_ENTITIES = (
+    "PERSON",
+    "LOCATION",
+    "NRP",
+    "US_DRIVER_LICENSE",
+    "US_PASSPORT",
+    "US_BANK_NUMBER",
+    "MEDICAL_LICENSE",
+    "UK_NHS",
+)
 REDACTED = "[REDACTED]"
 _A, _I = re.ASCII, re.ASCII | re.IGNORECASE
 _MONTHS = "january february march april may june july august september october november december".split()
 _MONTH_RE = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sept?|oct|nov|dec)[a-z]{0,6}\.?"
 _FIRST = "ada ben carla dev elif femi gita hugo ines jon lena mateo nia omar priya rosa sami tara vera zoe".split()
 _LAST = "abebe berg costa diaz eze fischer haddad ito jensen larsen mensah novak okafor rossi sato weber xu".split()
-_KEEP_DOMAINS = {"example.com", "example.org", "example.net", "gmail.com", "yahoo.com", "outlook.com",
-                 "hotmail.com", "icloud.com", "proton.me", "mail.com"}
+_KEEP_DOMAINS = {
+    "example.com",
+    "example.org",
+    "example.net",
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "hotmail.com",
+    "icloud.com",
+    "proton.me",
+    "mail.com",
+}
 
-_EMAIL = re.compile(r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@[A-Za-z0-9][A-Za-z0-9-]{0,62}"
-                    r"(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![\w-])", _A)
+_EMAIL = re.compile(
+    r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@[A-Za-z0-9][A-Za-z0-9-]{0,62}"
+    r"(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![\w-])",
+    _A,
+)
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\d-]|\.\d)", _A)
 _PHONE_US = re.compile(r"(?<![\w+.-])(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)", _A)
-_PHONE_CTX = re.compile(r"(?:phone|tel|mobile|cell|fax|whatsapp|call me (?:at|on))[^\d\n]{0,12}?"
-                        r"(?<![\w-])(\(?\d[\d ().-]{5,16}\d)(?![\w-])", _I)
-_CARD = re.compile(r"(?<![\w-])(?<![A-Z]{2}\d\d )(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{3})?|"
-                   r"\d{4}([ -])\d{6}\2\d{4,5})(?![\w-])", _A)
+_PHONE_CTX = re.compile(
+    r"(?:phone|tel|mobile|cell|fax|whatsapp|call me (?:at|on))[^\d\n]{0,12}?"
+    r"(?<![\w-])(\(?\d[\d ().-]{5,16}\d)(?![\w-])",
+    _I,
+)
+_CARD = re.compile(
+    r"(?<![\w-])(?<![A-Z]{2}\d\d )(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{3})?|"
+    r"\d{4}([ -])\d{6}\2\d{4,5})(?![\w-])",
+    _A,
+)
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])", _A)
-_SSN_CTX = re.compile(r"(?<![a-z])(?:ssn|ss#|social[ _-]?security(?:[ _-]?(?:number|no\.?|#))?)[^\w\n]{0,6}"
-                      r"(?:(?:is|was|number|no)\W{1,3}){0,2}((?!000|666|9)\d{3}([ -]?)(?!00)\d{2}\2(?!0000)\d{4})"
-                      r"(?![\w-])", _I)
+_SSN_CTX = re.compile(
+    r"(?<![a-z])(?:ssn|ss#|social[ _-]?security(?:[ _-]?(?:number|no\.?|#))?)[^\w\n]{0,6}"
+    r"(?:(?:is|was|number|no)\W{1,3}){0,2}((?!000|666|9)\d{3}([ -]?)(?!00)\d{2}\2(?!0000)\d{4})"
+    r"(?![\w-])",
+    _I,
+)
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _I)
-_IBAN_LENGTHS = {c[:2]: int(c[2:]) for c in (
-    "AD24 AE23 AT20 BE16 BG22 BH22 CH21 CY28 CZ24 DE22 DK18 EE20 ES24 FI18 FO18 FR27 GB22 GI23 GR27 HR21 HU28 "
-    "IE22 IL23 IS26 IT27 KW30 KZ20 LI21 LT20 LU20 LV21 MC27 MT31 NL18 NO15 PL28 PT25 QA29 RO24 RS22 SA24 SE24 SI19 "
-    "SK24 SM27 TN24 TR26 UA29").split()}
-_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-                   r"(?![\w]|\.\d)", _A)
-_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}"
-                   r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?![\w:])", _A)
+_IBAN_LENGTHS = {
+    c[:2]: int(c[2:])
+    for c in (
+        "AD24 AE23 AT20 BE16 BG22 BH22 CH21 CY28 CZ24 DE22 DK18 EE20 ES24 FI18 FO18 FR27 GB22 GI23 GR27 HR21 HU28 "
+        "IE22 IL23 IS26 IT27 KW30 KZ20 LI21 LT20 LU20 LV21 MC27 MT31 NL18 NO15 PL28 PT25 QA29 RO24 RS22 SA24 SE24 SI19 "
+        "SK24 SM27 TN24 TR26 UA29"
+    ).split()
+}
+_IPV4 = re.compile(
+    r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?![\w]|\.\d)",
+    _A,
+)
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}"
+    r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?![\w:])",
+    _A,
+)
 _VERSION_BEFORE = re.compile(r"(?<![a-z])(?:version|ver\.?|release|build|v)\s*$", _I)
-_SECRETS = [re.compile(p, f) for p, f in (
-    (r"-----BEGIN [A-Z ]{0,30}PRIVATE KEY-----[\s\S]{1,8000}?-----END [A-Z ]{0,30}PRIVATE KEY-----", _A),
-    (r"(?<![\w-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,200}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,200})", _A),
-    (r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])", _A),
-    (r"(?<!\w)(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})(?!\w)", _A),
-    (r"(?<![\w-])xox[abposr]-[A-Za-z0-9-]{10,200}", _A),
-    (r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])", _A),
-    (r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}", _A),
-    (r"\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{12,500})", _I),
-    (r"(?<![a-z])(?:api[_ -]?key|apikey|access[_ -]?key(?:[_ -]?id)?|secret(?:[_ -]?(?:access[_ -]?)?key)?|"
-     r"client[_ -]?secret|(?:access|auth|refresh|api|session|bot)[_ -]?token|token|password|passwd|pwd|"
-     r"private[_ -]?key)(?![a-z])[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"'`,;{}<>\\]{8,500})", _I))]
-_SECRET_PREFIX = re.compile(r"-----BEGIN [A-Z ]*-----|sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|AKIA|ASIA|"
-                            r"gh[pousr]_|github_pat_|xox[a-z]-|AIza|eyJ", _A)
-_DATE = re.compile(rf"(?<![\w/.-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|(?:19|20)\d{{6}}|"
-                   rf"\d{{1,2}}[-/.]\d{{1,2}}[-/.](?:\d{{4}}|\d\d)|{_MONTH_RE}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|"
-                   rf"\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_RE},?\s+\d{{4}})(?!(?!T\d)[\w/-]|\.\d)", _I)
+_SECRETS = [
+    re.compile(p, f)
+    for p, f in (
+        (r"-----BEGIN [A-Z ]{0,30}PRIVATE KEY-----[\s\S]{1,8000}?-----END [A-Z ]{0,30}PRIVATE KEY-----", _A),
+        (r"(?<![\w-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,200}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,200})", _A),
+        (r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])", _A),
+        (r"(?<!\w)(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})(?!\w)", _A),
+        (r"(?<![\w-])xox[abposr]-[A-Za-z0-9-]{10,200}", _A),
+        (r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])", _A),
+        (r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}", _A),
+        (r"\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{12,500})", _I),
+        (
+            r"(?<![a-z])(?:api[_ -]?key|apikey|access[_ -]?key(?:[_ -]?id)?|secret(?:[_ -]?(?:access[_ -]?)?key)?|"
+            r"client[_ -]?secret|(?:access|auth|refresh|api|session|bot)[_ -]?token|token|password|passwd|pwd|"
+            r"private[_ -]?key)(?![a-z])[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"'`,;{}<>\\]{8,500})",
+            _I,
+        ),
+    )
+]
+_SECRET_PREFIX = re.compile(
+    r"-----BEGIN [A-Z ]*-----|sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|AKIA|ASIA|"
+    r"gh[pousr]_|github_pat_|xox[a-z]-|AIza|eyJ",
+    _A,
+)
+_DATE = re.compile(
+    rf"(?<![\w/.-])(?:\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}|(?:19|20)\d{{6}}|"
+    rf"\d{{1,2}}[-/.]\d{{1,2}}[-/.](?:\d{{4}}|\d\d)|{_MONTH_RE}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|"
+    rf"\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_RE},?\s+\d{{4}})(?!(?!T\d)[\w/-]|\.\d)",
+    _I,
+)
 _DOB_BEFORE = re.compile(r"born|birth|(?<![a-z])dob(?![a-z])|d\.o\.b\.?|(?P<verify>verif[a-z]*|authenticat[a-z]*)", _I)
-_DOB_AFTER = re.compile(r"\W{0,3}(?:\(?\s*(?:dob|d\.o\.b|date of birth|birth ?date|birthday)|\s*(?:is|was)\s+"
-                        r"(?:my|his|her|their|the)\s+(?:birthday|date of birth|dob|birth ?date))", _I)
+_DOB_AFTER = re.compile(
+    r"\W{0,3}(?:\(?\s*(?:dob|d\.o\.b|date of birth|birth ?date|birthday)|\s*(?:is|was)\s+"
+    r"(?:my|his|her|their|the)\s+(?:birthday|date of birth|dob|birth ?date))",
+    _I,
+)
 _GAP_BREAK = re.compile(r"[.!?;](?:\s|$)|\n\s*\n|(?<![\w.@+-])\d+(?![\w@])")
 _TOKEN = re.compile(r"\d+|[A-Za-z]+", _A)
 _POOLS = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -238,10 +294,17 @@ class ScrubReport(BaseModel):
 class Scrubber:
     """Finds PII in text and trajectories and replaces each value by a consistent pseudonym."""
 
-    def __init__(self, *, mode: Literal["fake", "placeholder"] = "fake", key: bytes | str | None = None,
-                 types: Iterable[str] = PII_TYPES, use_presidio: bool = False,
-                 presidio_entities: Iterable[str] = PRESIDIO_ENTITIES, presidio_threshold: float = 0.5,
-                 language: str = "en") -> None:
+    def __init__(
+        self,
+        *,
+        mode: Literal["fake", "placeholder"] = "fake",
+        key: bytes | str | None = None,
+        types: Iterable[str] = PII_TYPES,
+        use_presidio: bool = False,
+        presidio_entities: Iterable[str] = PRESIDIO_ENTITIES,
+        presidio_threshold: float = 0.5,
+        language: str = "en",
+    ) -> None:
         if mode not in ("fake", "placeholder"):
             raise UserError(f"unknown scrub mode {mode!r}: use 'fake' or 'placeholder'")
         self.mode, self.types = mode, set(types)
@@ -254,8 +317,10 @@ class Scrubber:
             try:
                 from presidio_analyzer import AnalyzerEngine
             except ImportError:
-                raise UserError("use_presidio=True needs Presidio: pip install presidio-analyzer "
-                                "&& python -m spacy download en_core_web_lg") from None
+                raise UserError(
+                    "use_presidio=True needs Presidio: pip install presidio-analyzer "
+                    "&& python -m spacy download en_core_web_lg"
+                ) from None
             self._analyzer = AnalyzerEngine()
 
     def _candidates(self, text: str) -> Iterable[Detection]:
@@ -292,15 +357,22 @@ class Scrubber:
             except ValueError:
                 continue
             v6_groups = sum(1 for g in m.group().split(":") if g)
-            if address.is_loopback or address.is_unspecified or (address.version == 6 and v6_groups < 3) or \
-                    _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+            if (
+                address.is_loopback
+                or address.is_unspecified
+                or (address.version == 6 and v6_groups < 3)
+                or _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start())
+            ):
                 continue
             yield det(m.start(), m.end(), "IP", address.compressed)
         for pattern in _SECRETS:
             for m in pattern.finditer(text):
                 g = 1 if pattern.groups else 0
-                if g == 0 and m.group().startswith("-----") or (_secretish(m.group(g)) if g else
-                                                                 any(c.isdigit() for c in m.group())):
+                if (
+                    g == 0
+                    and m.group().startswith("-----")
+                    or (_secretish(m.group(g)) if g else any(c.isdigit() for c in m.group()))
+                ):
                     yield det(m.start(g), m.end(g), "SECRET")
         for m in _DATE.finditer(text):
             parsed = _parse_date(m.group())
@@ -311,7 +383,7 @@ class Scrubber:
     def _dob_context(text: str, start: int, end: int) -> bool:
         """A date is a birth date after "born"/"birth"/"DOB" (or "verify ... <email> ..."), or before "(DOB)"."""
         for keyword in _DOB_BEFORE.finditer(text, max(0, start - 90), start):
-            gap, verify = text[keyword.end():start], keyword.group("verify") is not None
+            gap, verify = text[keyword.end() : start], keyword.group("verify") is not None
             if len(gap) <= (90 if verify else 30) and (not verify or "@" in gap) and not _GAP_BREAK.search(gap):
                 return True
         return _DOB_AFTER.match(text, end, min(len(text), end + 40)) is not None
@@ -327,12 +399,24 @@ class Scrubber:
         found = [d for d in self._candidates(text) if d.type in self.types]
         if self._analyzer is not None:
             entities, threshold, language = self._presidio
-            found += [Detection(r.start, r.end, r.entity_type, text[r.start:r.end], " ".join(text[r.start:r.end]
-                                .lower().split())) for r in self._analyzer.analyze(
-                text=text, language=language, entities=entities, score_threshold=threshold)
-                if 0 <= r.start < r.end <= len(text)]
-        found = [Detection(d.start - len(prefix), d.end - len(prefix), *(d.type, d.text, d.norm))
-                 for d in found if d.start >= len(prefix)] + (mapping.known(bare) if mapping is not None else [])
+            found += [
+                Detection(
+                    r.start,
+                    r.end,
+                    r.entity_type,
+                    text[r.start : r.end],
+                    " ".join(text[r.start : r.end].lower().split()),
+                )
+                for r in self._analyzer.analyze(
+                    text=text, language=language, entities=entities, score_threshold=threshold
+                )
+                if 0 <= r.start < r.end <= len(text)
+            ]
+        found = [
+            Detection(d.start - len(prefix), d.end - len(prefix), *(d.type, d.text, d.norm))
+            for d in found
+            if d.start >= len(prefix)
+        ] + (mapping.known(bare) if mapping is not None else [])
         rank = {t: i for i, t in enumerate(PII_TYPES)}
         chosen: list[Detection] = []  # sorted by start, non-overlapping
         for d in sorted(found, key=lambda d: (d.start - d.end, rank.get(d.type, len(rank)), d.start)):
@@ -354,7 +438,7 @@ class Scrubber:
             return f"{local}@{domain if domain in _KEEP_DOMAINS else 'example.com'}"
         if kind == "PHONE":
             keep = max(0, len(norm) - 7)
-            return norm[:keep] + str(r.randint(2, 9)) + "".join(str(r.randrange(10)) for _ in norm[keep + 1:])
+            return norm[:keep] + str(r.randint(2, 9)) + "".join(str(r.randrange(10)) for _ in norm[keep + 1 :])
         if kind == "CARD":
             body = norm[0] + "".join(str(r.randrange(10)) for _ in norm[2:])
             return next(body + d for d in "0123456789" if luhn_valid(body + d))
@@ -370,8 +454,10 @@ class Scrubber:
             return f"10.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
         if kind == "SECRET":
             if norm.startswith("-----"):
-                return "".join(p if p.startswith("-----") or p in ("\n", "\\n") else scramble(p)
-                               for p in re.split(r"(\\n|\n)", norm))  # a JSON text has "\\n" for newlines
+                return "".join(
+                    p if p.startswith("-----") or p in ("\n", "\\n") else scramble(p)
+                    for p in re.split(r"(\\n|\n)", norm)
+                )  # a JSON text has "\\n" for newlines
             prefix = _SECRET_PREFIX.match(norm)
             keep = prefix.end() if prefix else 0
             return norm[:keep] + scramble(norm[keep:])
@@ -379,8 +465,10 @@ class Scrubber:
             year = int(norm[:4]) if norm[:4].isdigit() else 1980
             return date(min(max(year + r.randint(-3, 3), 1900), 2099), r.randint(1, 12), r.randint(1, 28)).isoformat()
         if kind == "PERSON":
-            return " ".join(r.choice(_FIRST if i < len(norm.split()) - 1 else _LAST).capitalize()
-                            for i in range(max(1, len(norm.split()))))
+            return " ".join(
+                r.choice(_FIRST if i < len(norm.split()) - 1 else _LAST).capitalize()
+                for i in range(max(1, len(norm.split())))
+            )
         return ""
 
     def _pseudonym(self, d: Detection, mapping: Pseudonyms, make: bool = True) -> str:
@@ -413,19 +501,25 @@ class Scrubber:
         if len(slots) < len(core) or (d.type != "PHONE" and len(slots) != len(core)):
             return core
         chars = list(d.text)
-        for i, c in zip(slots[len(slots) - len(core):], core, strict=True):
+        for i, c in zip(slots[len(slots) - len(core) :], core, strict=True):
             chars[i] = c.lower() if chars[i].islower() else c
         return "".join(chars)
 
-    def scrub_text(self, text: str, mapping: Pseudonyms | None = None, *, key: str | None = None,
-                   counts: Counter[str] | None = None) -> str:
+    def scrub_text(
+        self,
+        text: str,
+        mapping: Pseudonyms | None = None,
+        *,
+        key: str | None = None,
+        counts: Counter[str] | None = None,
+    ) -> str:
         """``text`` with every value replaced by its pseudonym in ``mapping`` (a new one if None). Never raises."""
         try:
             text = text if isinstance(text, str) else "" if text is None else str(text)
             mapping = mapping if mapping is not None else Pseudonyms()
             out, last = [], 0
             for d in self.detect(text, mapping, key=key):
-                out += [text[last:d.start], self._render(d, self._pseudonym(d, mapping))]
+                out += [text[last : d.start], self._render(d, self._pseudonym(d, mapping))]
                 last = d.end
                 if counts is not None:
                     counts[d.type] += 1
@@ -441,11 +535,15 @@ class Scrubber:
         if scrubbed == text or text.lstrip()[:1] not in ("{", "[") or _loads(scrubbed) is not None:
             return scrubbed
         value = _loads(text)
-        return scrubbed if value is None else json.dumps(
-            _walk(value, lambda s, k: self.scrub_text(s, mapping, key=k), None), ensure_ascii=False)
+        return (
+            scrubbed
+            if value is None
+            else json.dumps(_walk(value, lambda s, k: self.scrub_text(s, mapping, key=k), None), ensure_ascii=False)
+        )
 
-    def scrub_trajectory(self, trajectory: Trajectory,
-                         mapping: Pseudonyms | None = None) -> tuple[Trajectory, ScrubReport]:
+    def scrub_trajectory(
+        self, trajectory: Trajectory, mapping: Pseudonyms | None = None
+    ) -> tuple[Trajectory, ScrubReport]:
         """A scrubbed copy of ``trajectory`` and the report; one value gets one pseudonym throughout.
 
         Pass a ``mapping`` to share pseudonyms (and placeholder numbers) across trajectories.
@@ -488,8 +586,14 @@ class Scrubber:
             clean = trajectory.model_copy(update={"messages": [], "events": [], "metadata": {}, "score": None})
             counts["_errors"] += 1
         errors = counts.pop("_errors", 0)
-        return clean, ScrubReport(mode=self.mode, counts=dict(sorted(counts.items())), values=len(mapping) - before,
-                                  mapping_size=len(mapping), strings=strings[0], errors=errors)
+        return clean, ScrubReport(
+            mode=self.mode,
+            counts=dict(sorted(counts.items())),
+            values=len(mapping) - before,
+            mapping_size=len(mapping),
+            strings=strings[0],
+            errors=errors,
+        )
 
 
 def _loads(text: str) -> Any:

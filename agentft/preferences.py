@@ -65,8 +65,9 @@ def _good(t: Trajectory) -> bool:
 
 
 def _key(message: Message) -> tuple[Any, ...]:
-    calls = tuple((c.function.name, json.dumps(c.function.arguments, sort_keys=True))
-                  for c in getattr(message, "tool_calls", []))
+    calls = tuple(
+        (c.function.name, json.dumps(c.function.arguments, sort_keys=True)) for c in getattr(message, "tool_calls", [])
+    )
     return message.role, re.sub(r"\s+", " ", (message.content or "").strip()), calls
 
 
@@ -81,34 +82,62 @@ def _tools(t: Trajectory) -> str:
     return json.dumps(openai_tools(t.tools))
 
 
-def _row(prompt: Sequence[Message], chosen: Sequence[Message], rejected: Sequence[Message], tools: str,
-         source: dict[str, Any]) -> dict[str, Any]:
-    return {"prompt": to_openai(prompt), "chosen": to_openai(chosen), "rejected": to_openai(rejected),
-            "tools": tools, "source": source}
+def _row(
+    prompt: Sequence[Message],
+    chosen: Sequence[Message],
+    rejected: Sequence[Message],
+    tools: str,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "prompt": to_openai(prompt),
+        "chosen": to_openai(chosen),
+        "rejected": to_openai(rejected),
+        "tools": tools,
+        "source": source,
+    }
 
 
-def _step_pair(bad: Trajectory, goods: Sequence[Trajectory],
-               keys: dict[str, list[tuple[Any, ...]]]) -> dict[str, Any] | None:
+def _step_pair(
+    bad: Trajectory, goods: Sequence[Trajectory], keys: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, Any] | None:
     best, best_len = None, -1
     for good in goods:
         n = _shared_prefix(keys[bad.id], keys[good.id])
-        if n < len(bad.messages) and n < len(good.messages) and isinstance(bad.messages[n], AssistantMessage) \
-                and isinstance(good.messages[n], AssistantMessage) and n > best_len:
+        if (
+            n < len(bad.messages)
+            and n < len(good.messages)
+            and isinstance(bad.messages[n], AssistantMessage)
+            and isinstance(good.messages[n], AssistantMessage)
+            and n > best_len
+        ):
             best, best_len = good, n
     if best is None:
         return None
     n = best_len
-    return _row(bad.messages[:n], [best.messages[n]], [bad.messages[n]], _tools(bad),
-                {"kind": "step", "chosen_trajectory": best.id, "rejected_trajectory": bad.id, "message_index": n,
-                 "task_id": bad.task_id, "env": bad.env})
+    return _row(
+        bad.messages[:n],
+        [best.messages[n]],
+        [bad.messages[n]],
+        _tools(bad),
+        {
+            "kind": "step",
+            "chosen_trajectory": best.id,
+            "rejected_trajectory": bad.id,
+            "message_index": n,
+            "task_id": bad.task_id,
+            "env": bad.env,
+        },
+    )
 
 
 def _calls(message: AssistantMessage) -> list[str]:
     return [c.function.name for c in message.tool_calls]
 
 
-def _step_mirror(pair: dict[str, Any], episodes: dict[str, Trajectory],
-                 goods: dict[tuple[str, str], list[Trajectory]]) -> dict[str, Any] | None:
+def _step_mirror(
+    pair: dict[str, Any], episodes: dict[str, Trajectory], goods: dict[tuple[str, str], list[Trajectory]]
+) -> dict[str, Any] | None:
     """The pair's chosen words as the rejected turn of the next task (in sorted order) whose good episode makes
     the same tool calls at the same turn but says something else; None when the pair differs in its calls."""
     source, n = pair["source"], pair["source"]["message_index"]
@@ -118,22 +147,43 @@ def _step_mirror(pair: dict[str, Any], episodes: dict[str, Trajectory],
         return None
     tasks = sorted(task for task, found in goods.items() if found)
     here = tasks.index((source["env"], source["task_id"])) if (source["env"], source["task_id"]) in tasks else -1
-    for task in tasks[here + 1:] + tasks[: max(here, 0)]:
+    for task in tasks[here + 1 :] + tasks[: max(here, 0)]:
         good = goods[task][0]
         right = good.messages[n] if n < len(good.messages) else None
-        if isinstance(right, AssistantMessage) and right.content and _calls(right) == _calls(chosen) \
-                and _key(right)[1] != _key(chosen)[1]:
-            wrong = AssistantMessage(content=chosen.content, tool_calls=[
-                ToolCall.create(c.id, c.function.name, c.function.arguments) for c in right.tool_calls])
-            return _row(good.messages[:n], [right], [wrong], _tools(good),
-                        {"kind": "step_mirror", "chosen_trajectory": good.id, "message_index": n,
-                         "task_id": good.task_id, "env": good.env, "mirrors_task": source["task_id"]})
+        if (
+            isinstance(right, AssistantMessage)
+            and right.content
+            and _calls(right) == _calls(chosen)
+            and _key(right)[1] != _key(chosen)[1]
+        ):
+            wrong = AssistantMessage(
+                content=chosen.content,
+                tool_calls=[ToolCall.create(c.id, c.function.name, c.function.arguments) for c in right.tool_calls],
+            )
+            return _row(
+                good.messages[:n],
+                [right],
+                [wrong],
+                _tools(good),
+                {
+                    "kind": "step_mirror",
+                    "chosen_trajectory": good.id,
+                    "message_index": n,
+                    "task_id": good.task_id,
+                    "env": good.env,
+                    "mirrors_task": source["task_id"],
+                },
+            )
     return None
 
 
 def _asks_to_confirm(message: Message) -> bool:
-    return isinstance(message, AssistantMessage) and not message.tool_calls and \
-        "confirm" in (message.content or "").lower() and "?" in (message.content or "")
+    return (
+        isinstance(message, AssistantMessage)
+        and not message.tool_calls
+        and "confirm" in (message.content or "").lower()
+        and "?" in (message.content or "")
+    )
 
 
 def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str, Any]]:
@@ -145,31 +195,86 @@ def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str,
         # Skip confirmation: where the expert asks to confirm, the bad turn is the write itself.
         if _asks_to_confirm(message) and i + 2 < len(messages):
             write = messages[i + 2]
-            if isinstance(write, AssistantMessage) and any(effects.get(c.function.name) == "write"
-                                                           for c in write.tool_calls):
-                rows.append(_row(messages[:i], [message], [write], tools,
-                                 {"kind": "skip_confirmation", "chosen_trajectory": good.id, "message_index": i,
-                                  "task_id": good.task_id, "env": good.env}))
+            if isinstance(write, AssistantMessage) and any(
+                effects.get(c.function.name) == "write" for c in write.tool_calls
+            ):
+                rows.append(
+                    _row(
+                        messages[:i],
+                        [message],
+                        [write],
+                        tools,
+                        {
+                            "kind": "skip_confirmation",
+                            "chosen_trajectory": good.id,
+                            "message_index": i,
+                            "task_id": good.task_id,
+                            "env": good.env,
+                        },
+                    )
+                )
                 # Its mirror: once the user said yes, the write is right and asking again is wrong. Without it
                 # DPO learns "a question beats a tool call" everywhere (measured: success fell by half).
-                rows.append(_row(messages[: i + 2], [write], [message], tools,
-                                 {"kind": "ask_again", "chosen_trajectory": good.id, "message_index": i + 2,
-                                  "task_id": good.task_id, "env": good.env}))
+                rows.append(
+                    _row(
+                        messages[: i + 2],
+                        [write],
+                        [message],
+                        tools,
+                        {
+                            "kind": "ask_again",
+                            "chosen_trajectory": good.id,
+                            "message_index": i + 2,
+                            "task_id": good.task_id,
+                            "env": good.env,
+                        },
+                    )
+                )
     calls = [(i, m) for i, m in enumerate(messages) if isinstance(m, AssistantMessage) and m.tool_calls]
     for (i, first), (j, following) in zip(calls, calls[1:], strict=False):
         if first.tool_calls[0].function.name in config.verify_tools:
             # Act before verifying: the bad turn is the next data call made in the identity check's place.
-            early = AssistantMessage(content=following.content, tool_calls=[
-                ToolCall.create(c.id, c.function.name, c.function.arguments) for c in following.tool_calls])
-            rows.append(_row(messages[:i], [first], [early], tools,
-                             {"kind": "skip_verification", "chosen_trajectory": good.id, "message_index": i,
-                              "task_id": good.task_id, "env": good.env}))
+            early = AssistantMessage(
+                content=following.content,
+                tool_calls=[ToolCall.create(c.id, c.function.name, c.function.arguments) for c in following.tool_calls],
+            )
+            rows.append(
+                _row(
+                    messages[:i],
+                    [first],
+                    [early],
+                    tools,
+                    {
+                        "kind": "skip_verification",
+                        "chosen_trajectory": good.id,
+                        "message_index": i,
+                        "task_id": good.task_id,
+                        "env": good.env,
+                    },
+                )
+            )
             # Its mirror: once verified, the data call is right and checking the identity again is wrong.
-            again = AssistantMessage(content=None, tool_calls=[
-                ToolCall.create(f"{c.id}-again", c.function.name, c.function.arguments) for c in first.tool_calls])
-            rows.append(_row(messages[:j], [following], [again], tools,
-                             {"kind": "verify_again", "chosen_trajectory": good.id, "message_index": j,
-                              "task_id": good.task_id, "env": good.env}))
+            again = AssistantMessage(
+                content=None,
+                tool_calls=[
+                    ToolCall.create(f"{c.id}-again", c.function.name, c.function.arguments) for c in first.tool_calls
+                ],
+            )
+            rows.append(
+                _row(
+                    messages[:j],
+                    [following],
+                    [again],
+                    tools,
+                    {
+                        "kind": "verify_again",
+                        "chosen_trajectory": good.id,
+                        "message_index": j,
+                        "task_id": good.task_id,
+                        "env": good.env,
+                    },
+                )
+            )
             break
     return rows
 
@@ -195,9 +300,21 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
                     rows.append(mirror)
             if config.whole_episodes and goods:
                 good = goods[0]
-                rows.append(_row(good.messages[:2], good.messages[2:], bad.messages[2:], _tools(bad),
-                                 {"kind": "episode", "chosen_trajectory": good.id, "rejected_trajectory": bad.id,
-                                  "task_id": bad.task_id, "env": bad.env}))
+                rows.append(
+                    _row(
+                        good.messages[:2],
+                        good.messages[2:],
+                        bad.messages[2:],
+                        _tools(bad),
+                        {
+                            "kind": "episode",
+                            "chosen_trajectory": good.id,
+                            "rejected_trajectory": bad.id,
+                            "task_id": bad.task_id,
+                            "env": bad.env,
+                        },
+                    )
+                )
         if config.perturbations:
             for good in goods[:1]:
                 rows.extend(_perturbations(good, config))
@@ -229,8 +346,12 @@ def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | 
     kinds: dict[str, int] = defaultdict(int)
     for row in rows:
         kinds[row["source"]["kind"]] += 1
-    stats = {"pairs": len(rows), "by_kind": dict(kinds), "trajectories": len(trajectories),
-             "failing": sum(not _good(t) for t in trajectories)}
+    stats = {
+        "pairs": len(rows),
+        "by_kind": dict(kinds),
+        "trajectories": len(trajectories),
+        "failing": sum(not _good(t) for t in trajectories),
+    }
     return PreferenceDataset(rows, files, asdict(config), stats)
 
 
@@ -238,15 +359,23 @@ def save_dpo_dataset(dataset: PreferenceDataset, out: str | Path) -> Path:
     """``train.jsonl``, the HF dataset under ``hf/``, and the manifest."""
     out = Path(out)
     if not dataset.rows:
-        raise UserError("no preference pairs: the sources need failing episodes and successful ones of the same "
-                        "tasks (or enable perturbations)")
+        raise UserError(
+            "no preference pairs: the sources need failing episodes and successful ones of the same "
+            "tasks (or enable perturbations)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "train.jsonl", dataset.rows)
     from datasets import Dataset
 
-    Dataset.from_list([{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in dataset.rows]
-                      ).save_to_disk(str(out / "hf"))
-    write_manifest(out, kind="dataset", config={**dataset.config, "kind": "dpo",
-                                                "pairs": [r["source"] for r in dataset.rows]},
-                   inputs=dataset.sources, outputs=[out / "train.jsonl"], metrics=dataset.stats)
+    Dataset.from_list(
+        [{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in dataset.rows]
+    ).save_to_disk(str(out / "hf"))
+    write_manifest(
+        out,
+        kind="dataset",
+        config={**dataset.config, "kind": "dpo", "pairs": [r["source"] for r in dataset.rows]},
+        inputs=dataset.sources,
+        outputs=[out / "train.jsonl"],
+        metrics=dataset.stats,
+    )
     return out

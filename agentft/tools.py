@@ -26,8 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agentft.errors import ToolError, UserError, error_text
 
-__all__ = ["Effect", "Observation", "Tool", "ToolSpec", "Toolkit", "Toolset", "tool", "serialize_result",
-           "openai_tools", "DEFAULT_MAX_CHARS"]
+__all__ = [
+    "Effect",
+    "Observation",
+    "Tool",
+    "ToolSpec",
+    "Toolkit",
+    "Toolset",
+    "tool",
+    "serialize_result",
+    "openai_tools",
+    "DEFAULT_MAX_CHARS",
+]
 
 Effect = Literal["read", "write"]
 ToolErrorKind = Literal["unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error", "policy_violation"]
@@ -48,8 +58,9 @@ class Observation(BaseModel):
     latency_ms: float = 0.0
 
     @classmethod
-    def failure(cls, kind: ToolErrorKind, detail: str, effect: Effect | None = None,
-                latency_ms: float = 0.0) -> Observation:
+    def failure(
+        cls, kind: ToolErrorKind, detail: str, effect: Effect | None = None, latency_ms: float = 0.0
+    ) -> Observation:
         """The one way a failed call's observation is built (its text by ``agentft.errors.error_text``)."""
         return cls(content=error_text(kind, detail), ok=False, error=kind, effect=effect, latency_ms=latency_ms)
 
@@ -83,8 +94,10 @@ class ToolSpec(BaseModel):
 
     def openai(self) -> dict[str, Any]:
         """The OpenAI function schema, as APIs and chat templates take it (no agentft metadata)."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 def openai_tools(specs: Iterable[ToolSpec | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -145,10 +158,17 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
             target = _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
             extra = {k: v for k, v in node.items() if k != "$ref"}
             return {**target, **_inline_refs(extra, defs)}
-        cleaned = {k: (v if k in ("enum", "const", "default", "examples") else
-                       {name: _inline_refs(sub, defs) for name, sub in v.items()} if k == "properties" else
-                       _inline_refs(v, defs))
-                   for k, v in node.items() if k not in ("title", "$defs")}
+        cleaned = {
+            k: (
+                v
+                if k in ("enum", "const", "default", "examples")
+                else {name: _inline_refs(sub, defs) for name, sub in v.items()}
+                if k == "properties"
+                else _inline_refs(v, defs)
+            )
+            for k, v in node.items()
+            if k not in ("title", "$defs")
+        }
         any_of = cleaned.get("anyOf")
         if isinstance(any_of, list) and len(any_of) == 2 and {"type": "null"} in any_of:
             # Optional[X]: show X; optionality is carried by `required` and the default.
@@ -211,8 +231,15 @@ class Tool:
                 raise UserError(f"tool {name}: its parameters are not a valid JSON schema ({exc.message})") from None
 
     @classmethod
-    def from_function(cls, function: Callable[..., Any], *, effect: Effect = "read", name: str | None = None,
-                      requires: Iterable[str] = (), max_chars: int = DEFAULT_MAX_CHARS) -> Tool:
+    def from_function(
+        cls,
+        function: Callable[..., Any],
+        *,
+        effect: Effect = "read",
+        name: str | None = None,
+        requires: Iterable[str] = (),
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> Tool:
         """Build a tool from type hints and a Google docstring; every mistake is a ``UserError`` naming it."""
         label = name or getattr(function, "__name__", repr(function))
         if not _NAME.match(label):
@@ -231,13 +258,16 @@ class Tool:
         fields: dict[str, Any] = {}
         for param in params:
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise UserError(f"tool {label}: *{param.name} / **{param.name} cannot be described to a model; "
-                                "list the parameters explicitly")
+                raise UserError(
+                    f"tool {label}: *{param.name} / **{param.name} cannot be described to a model; "
+                    "list the parameters explicitly"
+                )
             if param.name not in hints:
                 raise UserError(f"tool {label}: parameter {param.name!r} has no type hint")
             if param.name not in docs:
-                raise UserError(f"tool {label}: parameter {param.name!r} is not documented in the docstring's "
-                                "Args: block")
+                raise UserError(
+                    f"tool {label}: parameter {param.name!r} is not documented in the docstring's Args: block"
+                )
             default = ... if param.default is param.empty else param.default
             fields[param.name] = (hints[param.name], Field(default, description=docs[param.name]))
         try:
@@ -245,12 +275,26 @@ class Tool:
             parameters = _schema_from_model(model, docs)
         except Exception as exc:
             raise UserError(f"tool {label}: cannot build a JSON schema from its type hints ({exc})") from exc
-        return cls(label, description, parameters, function, effect=effect, requires=requires, args_model=model,
-                   is_method=is_method, max_chars=max_chars)
+        return cls(
+            label,
+            description,
+            parameters,
+            function,
+            effect=effect,
+            requires=requires,
+            args_model=model,
+            is_method=is_method,
+            max_chars=max_chars,
+        )
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters,
-                        effect=self.effect, requires=list(self.requires))
+        return ToolSpec(
+            name=self.name,
+            description=self.description,
+            parameters=self.parameters,
+            effect=self.effect,
+            requires=list(self.requires),
+        )
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI function schema plus agentft's ``effect`` (and ``requires``) metadata."""
@@ -325,9 +369,15 @@ class Tool:
             detail = _describe_validation(exc) if isinstance(exc, ValidationError) else str(exc)
             return Observation.failure("invalid_args", f"{self.name}: {detail}").content
 
-        return StructuredTool(name=self.name, description=self.description, func=run,
-                              args_schema=self.args_model or self.parameters, handle_tool_error=True,
-                              handle_validation_error=invalid, metadata={"agentft_effect": self.effect})
+        return StructuredTool(
+            name=self.name,
+            description=self.description,
+            func=run,
+            args_schema=self.args_model or self.parameters,
+            handle_tool_error=True,
+            handle_validation_error=invalid,
+            metadata={"agentft_effect": self.effect},
+        )
 
     @classmethod
     def from_langchain(cls, lc_tool: Any, *, effect: Effect = "read") -> Tool:
@@ -341,15 +391,16 @@ class Tool:
         if model is not None and isinstance(visible, type) and issubclass(visible, BaseModel):
             hidden = set(model.model_fields) - set(visible.model_fields)
             if hidden:
-                raise UserError(f"tool {lc_tool.name}: arguments {sorted(hidden)} are injected by LangChain at run "
-                                "time, which agentft cannot supply; wrap the tool without them")
+                raise UserError(
+                    f"tool {lc_tool.name}: arguments {sorted(hidden)} are injected by LangChain at run "
+                    "time, which agentft cannot supply; wrap the tool without them"
+                )
 
         def call(**kwargs: Any) -> Any:
             return lc_tool.invoke(kwargs)
 
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        return cls(function["name"], function.get("description", ""), parameters, call, effect=effect,
-                   args_model=model)
+        return cls(function["name"], function.get("description", ""), parameters, call, effect=effect, args_model=model)
 
 
 def _describe_validation(exc: ValidationError) -> str:
@@ -361,8 +412,14 @@ def _describe_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def tool(function: Callable[..., Any] | None = None, *, effect: Effect = "read", name: str | None = None,
-         requires: Iterable[str] = (), max_chars: int = DEFAULT_MAX_CHARS) -> Any:
+def tool(
+    function: Callable[..., Any] | None = None,
+    *,
+    effect: Effect = "read",
+    name: str | None = None,
+    requires: Iterable[str] = (),
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> Any:
     """Make a typed, documented function (or a ``Toolkit`` method) a tool.
 
     >>> @tool(effect="read")

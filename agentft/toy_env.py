@@ -99,10 +99,20 @@ class OrdersEpisode:
                 before = [m for m in trajectory.messages if not isinstance(m, ToolMessage)]
                 asked = any(_asked_to_confirm(m) for m in before)
                 if not asked:
-                    violations.append(Violation(rule="confirm_before_write", step=event.step,
-                                                detail="cancel_order without asking the user to confirm"))
-        return Score(success=state_match and outputs_ok, state_match=state_match, outputs_ok=outputs_ok,
-                     violations=violations, compliant=not violations)
+                    violations.append(
+                        Violation(
+                            rule="confirm_before_write",
+                            step=event.step,
+                            detail="cancel_order without asking the user to confirm",
+                        )
+                    )
+        return Score(
+            success=state_match and outputs_ok,
+            state_match=state_match,
+            outputs_ok=outputs_ok,
+            violations=violations,
+            compliant=not violations,
+        )
 
     def close(self) -> None:
         self.toolkit.orders.clear()
@@ -115,14 +125,19 @@ def _oracle_step(conversation: list[Message], _tools: Any) -> str | AssistantMes
     results = [m for m in conversation if isinstance(m, ToolMessage)]
     if not results:
         return f'<tool_call>{{"name": "get_order", "arguments": {{"order_id": "{order_id}"}}}}</tool_call>'
-    status = "cancelled" if "cancelled" in results[-1].content else ("open" if '"open"' in results[-1].content
-                                                                      else "shipped")
+    status = (
+        "cancelled"
+        if "cancelled" in results[-1].content
+        else ("open" if '"open"' in results[-1].content else "shipped")
+    )
     wants_cancel = "cancel" in opening.lower()
     if wants_cancel and status == "open" and last.role == "tool":
         return f"Order {order_id} is open. Do you confirm that I should cancel it?"
     if wants_cancel and status == "open" and last.role == "user":
-        return (f'<tool_call>{{"name": "cancel_order", "arguments": {{"order_id": "{order_id}", '
-                f'"reason": "customer_request"}}}}</tool_call>')
+        return (
+            f'<tool_call>{{"name": "cancel_order", "arguments": {{"order_id": "{order_id}", '
+            f'"reason": "customer_request"}}}}</tool_call>'
+        )
     if wants_cancel and status == "shipped":
         return f"Order {order_id} is shipped, so it cannot be cancelled."
     return f"Order {order_id} is {status}."
@@ -137,18 +152,26 @@ class OrdersEnvironment:
         self.tool_delay_s = tool_delay_s
         rng = random.Random(seed)
         ids = rng.sample(range(10000), n_train + n_test)
-        phrasings = {"status": ["What is the status of order {o}?", "Where is my order {o}?"],
-                     "cancel": ["Please cancel order {o}.", "I want to cancel my order {o}."]}
+        phrasings = {
+            "status": ["What is the status of order {o}?", "Where is my order {o}?"],
+            "cancel": ["Please cancel order {o}.", "I want to cancel my order {o}."],
+        }
         self._tasks: dict[str, list[Task]] = {"train": [], "test": []}
         for index, number in enumerate(ids):
             split = "train" if index < n_train else "test"
             kind = "cancel" if index % 2 else "status"
             order_id = f"ORD-{number:04d}"
             status = rng.choice(["open", "open", "shipped"])
-            self._tasks[split].append(Task(
-                id=f"{split}-{index:04d}", split=split, kind=kind,
-                instruction=rng.choice(phrasings[kind]).format(o=order_id),
-                facts={"order_id": order_id, "status": status}, slices={"status": status}))
+            self._tasks[split].append(
+                Task(
+                    id=f"{split}-{index:04d}",
+                    split=split,
+                    kind=kind,
+                    instruction=rng.choice(phrasings[kind]).format(o=order_id),
+                    facts={"order_id": order_id, "status": status},
+                    slices={"status": status},
+                )
+            )
 
     def tasks(self, split: str) -> list[Task]:
         if split not in self._tasks:

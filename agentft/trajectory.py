@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-EventError = Literal["parse", "unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error",
-                     "policy_violation"]
+EventError = Literal[
+    "parse", "unknown_tool", "invalid_args", "tool_error", "timeout", "sandbox_error", "policy_violation"
+]
 """``policy_violation``: the guard refused the call, so it never ran (rules and scoring skip it)."""
 Status = Literal["completed", "max_steps", "error"]
 
@@ -120,8 +121,10 @@ class Trajectory(BaseModel):
     def from_json(cls, line: str | bytes) -> Trajectory:
         record = cls.model_validate_json(line)
         if record.schema_version > SCHEMA_VERSION:
-            raise UserError(f"trajectory {record.id} has schema_version {record.schema_version}; this agentft "
-                            f"reads up to {SCHEMA_VERSION}: upgrade agentft")
+            raise UserError(
+                f"trajectory {record.id} has schema_version {record.schema_version}; this agentft "
+                f"reads up to {SCHEMA_VERSION}: upgrade agentft"
+            )
         return record
 
 
@@ -150,8 +153,9 @@ class ReadReport:
     bad_lines: list[int] = field(default_factory=list)
 
 
-def read_trajectories(path: str | os.PathLike[str], *, report: ReadReport | None = None,
-                      strict: bool = True) -> Iterator[Trajectory]:
+def read_trajectories(
+    path: str | os.PathLike[str], *, report: ReadReport | None = None, strict: bool = True
+) -> Iterator[Trajectory]:
     """Yield the records of a JSONL file.
 
     A torn last line (no newline, not valid) is skipped and noted in ``report``. Any other invalid line

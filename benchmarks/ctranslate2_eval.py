@@ -42,35 +42,64 @@ def main() -> None:
             raise SystemExit(f"{path} is missing: run `make demo` first (or pass --adapter / --trajectories)")
 
     policy = HFPolicy("smollm2-135m", args.adapter, dtype="auto", batch_size=64, max_new_tokens=96)
-    prompts = [policy.prompt_text(t.messages[:i], t.tools) for t in read_trajectories(args.trajectories)
-               for i, m in enumerate(t.messages) if isinstance(m, AssistantMessage)][: args.limit]
+    prompts = [
+        policy.prompt_text(t.messages[:i], t.tools)
+        for t in read_trajectories(args.trajectories)
+        for i, m in enumerate(t.messages)
+        if isinstance(m, AssistantMessage)
+    ][: args.limit]
     policy.generate(prompts[:2])  # warm-up
     started = time.perf_counter()
     reference = [g.text.strip() for g in policy.generate(prompts)]
     hf_seconds = time.perf_counter() - started
 
     work = Path(tempfile.mkdtemp(prefix="agentft-ct2-"))
-    subprocess.run([sys.executable, "-m", "agentft.cli", "export", str(args.adapter), "--merge", "--out",
-                    str(work / "merged")], check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "ctranslate2.converters.transformers", "--model", str(work / "merged"),
-                    "--output_dir", str(work / "int8"), "--quantization", "int8"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "agentft.cli", "export", str(args.adapter), "--merge", "--out", str(work / "merged")],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctranslate2.converters.transformers",
+            "--model",
+            str(work / "merged"),
+            "--output_dir",
+            str(work / "int8"),
+            "--quantization",
+            "int8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     tokenizer = policy.tokenizer
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     shared = 0
     while all(len(row) > shared and row[shared] == ids[0][shared] for row in ids):
         shared += 1
-    generator = ctranslate2.Generator(str(work / "int8"), device="cpu", compute_type="int8",
-                                      intra_threads=os.cpu_count() or 1)
-    options = {"max_length": 96, "include_prompt_in_result": False, "max_batch_size": 64,
-               "end_token": ["<|im_end|>", tokenizer.eos_token]}
-    print(f"# {len(prompts)} prompts (shared opening {shared} tokens), {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d')}")
+    generator = ctranslate2.Generator(
+        str(work / "int8"), device="cpu", compute_type="int8", intra_threads=os.cpu_count() or 1
+    )
+    options = {
+        "max_length": 96,
+        "include_prompt_in_result": False,
+        "max_batch_size": 64,
+        "end_token": ["<|im_end|>", tokenizer.eos_token],
+    }
+    print(
+        f"# {len(prompts)} prompts (shared opening {shared} tokens), {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
     print("| engine | seconds | speed vs HF | same text as HF |")
     print("|---|---|---|---|")
     print(f"| HF policy ({policy.model.dtype}, shared-opening cache) | {hf_seconds:.1f} | 1.00x | - |")
     for name, batch, extra in (
-        ("CTranslate2 int8, static-prompt cache", [tokenizer.convert_ids_to_tokens(r[shared:]) for r in ids],
-         {"static_prompt": tokenizer.convert_ids_to_tokens(ids[0][:shared]), "cache_static_prompt": True}),
+        (
+            "CTranslate2 int8, static-prompt cache",
+            [tokenizer.convert_ids_to_tokens(r[shared:]) for r in ids],
+            {"static_prompt": tokenizer.convert_ids_to_tokens(ids[0][:shared]), "cache_static_prompt": True},
+        ),
         ("CTranslate2 int8, full prompts", [tokenizer.convert_ids_to_tokens(r) for r in ids], {}),
     ):
         started = time.perf_counter()

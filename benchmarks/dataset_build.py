@@ -42,8 +42,17 @@ def main() -> None:
                 # A failing twin: the last assistant turn says something else.
                 messages = list(clone.messages)
                 messages[-1] = AssistantMessage(content="I am not sure, please call back later.")
-                b.write_batch([clone.model_copy(update={"id": f"{t.id}-{copy}-bad", "messages": messages,
-                                                        "score": Score(success=False, compliant=True)})])
+                b.write_batch(
+                    [
+                        clone.model_copy(
+                            update={
+                                "id": f"{t.id}-{copy}-bad",
+                                "messages": messages,
+                                "score": Score(success=False, compliant=True),
+                            }
+                        )
+                    ]
+                )
                 written += 2
                 if written >= args.n:
                     break

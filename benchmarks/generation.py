@@ -16,9 +16,14 @@ from agentft.models import load_model, pull  # noqa: E402
 from agentft.policies.hf import HFPolicy  # noqa: E402
 
 QUESTIONS = [
-    "What is the status of claim CLM-1001?", "Explain what a deductible is.", "Write a haiku about rain.",
-    "How do I reset my password?", "List three uses of copper.", "What is the capital of France?",
-    "Summarize the water cycle.", "Why is the sky blue?",
+    "What is the status of claim CLM-1001?",
+    "Explain what a deductible is.",
+    "Write a haiku about rain.",
+    "How do I reset my password?",
+    "List three uses of copper.",
+    "What is the capital of France?",
+    "Summarize the water cycle.",
+    "Why is the sky blue?",
 ]
 
 
@@ -37,8 +42,10 @@ def main() -> None:
     prompt = lambda i: policy.prompt_text([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], None)  # noqa: E731
     policy.generate([prompt(0)], max_new_tokens=4)  # warm-up
 
-    print(f"# {args.model}, {args.new_tokens} new tokens, greedy; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {args.model}, {args.new_tokens} new tokens, greedy; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
     print(f"cached model load: {load_s:.2f} s")
     print("| batch | seconds | generated tokens | tokens/s |")
     print("|---|---|---|---|")

@@ -22,8 +22,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def sft_steps(data: Path, out: Path, steps: int, bf16: bool) -> tuple[float, float]:
     from agentft.train import SFTTrainConfig, build_config, train_sft
 
-    metrics = train_sft(build_config(SFTTrainConfig, "cpu-small", model="smollm2-135m", data=str(data), out=str(out),
-                                     max_steps=steps, save_steps=10_000, logging_steps=1, bf16=bf16, device="cpu"))
+    metrics = train_sft(
+        build_config(
+            SFTTrainConfig,
+            "cpu-small",
+            model="smollm2-135m",
+            data=str(data),
+            out=str(out),
+            max_steps=steps,
+            save_steps=10_000,
+            logging_steps=1,
+            bf16=bf16,
+            device="cpu",
+        )
+    )
     return metrics["tokens_per_second"], metrics["train_loss"]
 
 
@@ -33,9 +45,18 @@ def evaluation(adapter: Path, out: Path, dtype: str) -> tuple[float, float, floa
     from agentft.runner import RunConfig
 
     started = time.perf_counter()
-    summary = evaluate(CollectConfig(env="claims", policy=f"hf:smollm2-135m@{adapter}", out=str(out), split="train",
-                                     n=27, start=300, run=RunConfig(max_steps=12, batch_size=64),
-                                     policy_kwargs={"max_new_tokens": 96, "batch_size": 64, "dtype": dtype}))
+    summary = evaluate(
+        CollectConfig(
+            env="claims",
+            policy=f"hf:smollm2-135m@{adapter}",
+            out=str(out),
+            split="train",
+            n=27,
+            start=300,
+            run=RunConfig(max_steps=12, batch_size=64),
+            policy_kwargs={"max_new_tokens": 96, "batch_size": 64, "dtype": dtype},
+        )
+    )
     return time.perf_counter() - started, summary.success_rate, summary.compliance_rate
 
 
@@ -52,17 +73,24 @@ def main() -> None:
             raise SystemExit(f"{path} is missing: run `make demo` first (or pass --data / --adapter)")
     root = Path(tempfile.mkdtemp(prefix="agentft-precision-"))
     train = {name: sft_steps(args.data, root / f"sft-{name}", args.steps, name == "bf16") for name in ("fp32", "bf16")}
-    evals = {name: evaluation(args.adapter, root / f"eval-{name}", dtype)
-             for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, native bf16: {cpu_has_native_bf16()}, "
-          f"{time.strftime('%Y-%m-%d')}")
-    print(f"| precision | SFT tokens/s ({args.steps} steps) | SFT loss | eval seconds (27 tasks) | success | "
-          "compliance |")
+    evals = {
+        name: evaluation(args.adapter, root / f"eval-{name}", dtype)
+        for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))
+    }
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, native bf16: {cpu_has_native_bf16()}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"| precision | SFT tokens/s ({args.steps} steps) | SFT loss | eval seconds (27 tasks) | success | compliance |"
+    )
     print("|---|---|---|---|---|---|")
     for name in ("fp32", "bf16"):
         (speed, loss), (seconds, success, compliance) = train[name], evals[name]
-        print(f"| {name} | {speed:.0f} ({speed / train['fp32'][0]:.2f}x) | {loss:.4f} | {seconds:.0f} "
-              f"({evals['fp32'][0] / seconds:.2f}x) | {success:.0%} | {compliance:.0%} |")
+        print(
+            f"| {name} | {speed:.0f} ({speed / train['fp32'][0]:.2f}x) | {loss:.4f} | {seconds:.0f} "
+            f"({evals['fp32'][0] / seconds:.2f}x) | {success:.0%} | {compliance:.0%} |"
+        )
 
 
 if __name__ == "__main__":

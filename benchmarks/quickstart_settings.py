@@ -35,18 +35,30 @@ def episodes(policy: str, out: Path, n: int, start: int, *, split: str = "train"
     from agentft.evaluate import evaluate
     from agentft.runner import RunConfig
 
-    config = CollectConfig(env="claims", policy=policy, out=str(out), split=split, n=n, start=start,
-                           augment=augment, policy_kwargs=GENERATION if policy.startswith("hf:") else {},
-                           run=RunConfig(max_steps=12, batch_size=64))
+    config = CollectConfig(
+        env="claims",
+        policy=policy,
+        out=str(out),
+        split=split,
+        n=n,
+        start=start,
+        augment=augment,
+        policy_kwargs=GENERATION if policy.startswith("hf:") else {},
+        run=RunConfig(max_steps=12, batch_size=64),
+    )
     return evaluate(config) if split != "train" else collect(config).summary
 
 
 def validate(adapter: Path, out: Path) -> dict:
     summary = episodes(f"hf:{MODEL}@{adapter}", out, VALIDATION_TASKS, 0, split="validation")
-    return {"success": summary.success_rate, "success_ci": summary.success_ci,
-            "compliance": summary.compliance_rate, "compliance_ci": summary.compliance_ci,
-            "violations": summary.violations_by_rule,
-            "by_kind": {k: v.success_rate for k, v in summary.by_task_kind.items()}}
+    return {
+        "success": summary.success_rate,
+        "success_ci": summary.success_ci,
+        "compliance": summary.compliance_rate,
+        "compliance_ci": summary.compliance_ci,
+        "violations": summary.violations_by_rule,
+        "by_kind": {k: v.success_rate for k, v in summary.by_task_kind.items()},
+    }
 
 
 def sft(name: str, n: int, epochs: float, lr: float, extra: dict) -> dict:
@@ -61,15 +73,37 @@ def sft(name: str, n: int, epochs: float, lr: float, extra: dict) -> dict:
     episodes("oracle", oracle, n, 0, augment=augment)
     out = ROOT / name
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MODEL))
-    save_sft_dataset(build_sft_dataset([oracle], tokenizer=tokenizer, validation_fraction=0.1), out / "data",
-                     title=f"settings run {name}")
+    save_sft_dataset(
+        build_sft_dataset([oracle], tokenizer=tokenizer, validation_fraction=0.1),
+        out / "data",
+        title=f"settings run {name}",
+    )
     started = time.perf_counter()
-    metrics = train_sft(build_config(SFTTrainConfig, "cpu-small", model=MODEL, data=str(out / "data"),
-                                     out=str(out / "adapter"), epochs=epochs, lr=lr, save_steps=10_000,
-                                     device="cpu", **extra))
-    return {"name": name, "tasks": n, "augment": augment, "epochs": epochs, "lr": lr, **extra,
-            "train_seconds": round(time.perf_counter() - started), "eval_loss": metrics.get("eval_loss"),
-            **validate(out / "adapter", out / "validation")}
+    metrics = train_sft(
+        build_config(
+            SFTTrainConfig,
+            "cpu-small",
+            model=MODEL,
+            data=str(out / "data"),
+            out=str(out / "adapter"),
+            epochs=epochs,
+            lr=lr,
+            save_steps=10_000,
+            device="cpu",
+            **extra,
+        )
+    )
+    return {
+        "name": name,
+        "tasks": n,
+        "augment": augment,
+        "epochs": epochs,
+        "lr": lr,
+        **extra,
+        "train_seconds": round(time.perf_counter() - started),
+        "eval_loss": metrics.get("eval_loss"),
+        **validate(out / "adapter", out / "validation"),
+    }
 
 
 def dpo(sft_name: str, name: str, extra: dict) -> dict:
@@ -82,19 +116,36 @@ def dpo(sft_name: str, name: str, extra: dict) -> dict:
     episodes(f"hf:{MODEL}@{root / 'adapter'}", root / f"mine-sft-{mine}", mine, MINE_START)
     perturbations = extra.pop("perturbations", False)
     step_mirrors = extra.pop("step_mirrors", True)
-    pairs = build_dpo_dataset([root / f"mine-oracle-{mine}", root / f"mine-sft-{mine}"],
-                              PreferenceConfig(perturbations=perturbations, step_mirrors=step_mirrors))
+    pairs = build_dpo_dataset(
+        [root / f"mine-oracle-{mine}", root / f"mine-sft-{mine}"],
+        PreferenceConfig(perturbations=perturbations, step_mirrors=step_mirrors),
+    )
     save_dpo_dataset(pairs, root / name / "data")
     started = time.perf_counter()
-    metrics = train_dpo(build_config(DPOTrainConfig, "cpu-small", model=MODEL, adapter=str(root / "adapter"),
-                                     data=str(root / name / "data"), out=str(root / name / "adapter"),
-                                     save_steps=10_000, device="cpu", **extra))
-    return {"name": f"{sft_name}/{name}", "mine_tasks": mine, "perturbations": perturbations,
-            "step_mirrors": step_mirrors, **extra,
-            "pairs": pairs.stats["by_kind"],
-            "train_seconds": round(time.perf_counter() - started),
-            "margin": [metrics["reward_margin_first"], metrics["reward_margin_last"]],
-            **validate(root / name / "adapter", root / name / "validation")}
+    metrics = train_dpo(
+        build_config(
+            DPOTrainConfig,
+            "cpu-small",
+            model=MODEL,
+            adapter=str(root / "adapter"),
+            data=str(root / name / "data"),
+            out=str(root / name / "adapter"),
+            save_steps=10_000,
+            device="cpu",
+            **extra,
+        )
+    )
+    return {
+        "name": f"{sft_name}/{name}",
+        "mine_tasks": mine,
+        "perturbations": perturbations,
+        "step_mirrors": step_mirrors,
+        **extra,
+        "pairs": pairs.stats["by_kind"],
+        "train_seconds": round(time.perf_counter() - started),
+        "margin": [metrics["reward_margin_first"], metrics["reward_margin_last"]],
+        **validate(root / name / "adapter", root / name / "validation"),
+    }
 
 
 def main() -> None:

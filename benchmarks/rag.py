@@ -16,8 +16,28 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SUBJECTS = ["pump", "boiler", "invoice", "badge", "laptop", "forklift", "printer", "contract", "router", "vehicle",
-            "ladder", "freezer", "server", "payroll", "shipment", "visitor", "generator", "drone", "valve", "kiosk"]
+SUBJECTS = [
+    "pump",
+    "boiler",
+    "invoice",
+    "badge",
+    "laptop",
+    "forklift",
+    "printer",
+    "contract",
+    "router",
+    "vehicle",
+    "ladder",
+    "freezer",
+    "server",
+    "payroll",
+    "shipment",
+    "visitor",
+    "generator",
+    "drone",
+    "valve",
+    "kiosk",
+]
 ACTIONS = ["inspect", "replace", "approve", "calibrate", "archive", "register", "clean", "audit", "renew", "report"]
 PLACES = ["warehouse", "front desk", "lab", "loading dock", "data centre", "plant room", "office", "yard"]
 PEOPLE = ["the site manager", "facilities", "finance", "security", "the shift lead", "IT support", "HR"]
@@ -27,9 +47,11 @@ UNITS = ["days", "weeks", "months", "hours"]
 def section(rng: random.Random, index: int, subject: str, action: str, place: str) -> tuple[str, str, str]:
     who, number, unit = rng.choice(PEOPLE), rng.randint(2, 90), rng.choice(UNITS)
     title = f"Rule {index}: {action} the {subject} at the {place}"
-    body = (f"Staff must {action} every {subject} kept at the {place} within {number} {unit}. "
-            f"Ask {who} before you {action} a {subject} that is still under warranty. "
-            f"Record each {subject} by its tag number in the register at the {place}.")
+    body = (
+        f"Staff must {action} every {subject} kept at the {place} within {number} {unit}. "
+        f"Ask {who} before you {action} a {subject} that is still under warranty. "
+        f"Record each {subject} by its tag number in the register at the {place}."
+    )
     query = f"how soon do I need to {action} a {subject} in the {place}, and who do I ask?"
     return title, body, query
 
@@ -79,9 +101,11 @@ def main() -> None:
         top3 += sections[index][0] in [hit.section for hit in hits]
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)) - 1)]
-    print(f"# rag: {args.chunks} chunks, {len(picks)} queries; all-MiniLM-L6-v2 on CPU; {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} torch threads, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# rag: {args.chunks} chunks, {len(picks)} queries; all-MiniLM-L6-v2 on CPU; {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, {time.strftime('%Y-%m-%d')}"
+    )
     print("| step | figure |")
     print("|---|---|")
     print(f"| model load (first use) | {load_s:.1f} s |")

@@ -38,8 +38,10 @@ def main() -> None:
     policy = HFPolicy(args.model, loaded=load_model(args.model), max_new_tokens=args.max_new_tokens, batch_size=64)
     policy.generate(["warm-up"], max_new_tokens=2)
 
-    print(f"# {args.model}, {len(specs)} episodes of the orders environment, <= {args.max_new_tokens} new tokens "
-          f"per turn; {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {args.model}, {len(specs)} episodes of the orders environment, <= {args.max_new_tokens} new tokens "
+        f"per turn; {platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
     print("| runner | seconds | model turns | generated tokens | episodes/s | tokens/s |")
     print("|---|---|---|---|---|---|")
     rows = {}

@@ -55,8 +55,10 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| in-process | {local_median:.3f} | {local_mean:.3f} |")
     print(f"| sandbox worker | {box_median:.3f} | {box_mean:.3f} |")
-    print(f"sandbox overhead per call: {box_median - local_median:.3f} ms (median); "
-          f"sandboxed episode start + close: {start_ms:.1f} ms")
+    print(
+        f"sandbox overhead per call: {box_median - local_median:.3f} ms (median); "
+        f"sandboxed episode start + close: {start_ms:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -24,17 +24,37 @@ from agentft.serve import ServeConfig, create_app  # noqa: E402
 from agentft.testing import serve_in_thread  # noqa: E402
 
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "get_claim", "description": "Look up an insurance claim by id.",
-        "parameters": {"type": "object", "properties": {"claim_id": {"type": "string", "description": "e.g. CLM-1001"}},
-                       "required": ["claim_id"]}}},
-    {"type": "function", "function": {
-        "name": "get_customer", "description": "A customer's record.",
-        "parameters": {"type": "object", "properties": {"customer_id": {"type": "string"}},
-                       "required": ["customer_id"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_claim",
+            "description": "Look up an insurance claim by id.",
+            "parameters": {
+                "type": "object",
+                "properties": {"claim_id": {"type": "string", "description": "e.g. CLM-1001"}},
+                "required": ["claim_id"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_customer",
+            "description": "A customer's record.",
+            "parameters": {
+                "type": "object",
+                "properties": {"customer_id": {"type": "string"}},
+                "required": ["customer_id"],
+            },
+        },
+    },
 ]
-QUESTIONS = ["What is the status of claim CLM-{n}?", "Can you look up claim CLM-{n} for me?",
-             "Please check my claim CLM-{n}.", "Has claim CLM-{n} been approved?"]
+QUESTIONS = [
+    "What is the status of claim CLM-{n}?",
+    "Can you look up claim CLM-{n} for me?",
+    "Please check my claim CLM-{n}.",
+    "Has claim CLM-{n} been approved?",
+]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,8 +66,12 @@ def run(client: openai.OpenAI, model: str, requests: int, concurrency: int, max_
     def one(i: int) -> tuple[float, bool]:
         started = time.perf_counter()
         reply = client.chat.completions.create(
-            model=model, tools=TOOLS, max_tokens=max_tokens, temperature=0,
-            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)].format(n=1000 + i)}])
+            model=model,
+            tools=TOOLS,
+            max_tokens=max_tokens,
+            temperature=0,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)].format(n=1000 + i)}],
+        )
         return time.perf_counter() - started, bool(reply.choices[0].message.tool_calls)
 
     started = time.perf_counter()
@@ -55,8 +79,13 @@ def run(client: openai.OpenAI, model: str, requests: int, concurrency: int, max_
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
     latencies = [r[0] for r in results]
-    return {"wall": wall, "turns_per_s": requests / wall, "p50": statistics.median(latencies),
-            "p95": percentile(latencies, 0.95), "tool_calls": sum(r[1] for r in results)}
+    return {
+        "wall": wall,
+        "turns_per_s": requests / wall,
+        "p50": statistics.median(latencies),
+        "p95": percentile(latencies, 0.95),
+        "tool_calls": sum(r[1] for r in results),
+    }
 
 
 def main() -> None:
@@ -65,8 +94,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--concurrency", default="1,16")
-    parser.add_argument("--batch-wait-ms", type=float, default=100.0,
-                        help="how long the batcher waits for company once a turn is pending")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=100.0,
+        help="how long the batcher waits for company once a turn is pending",
+    )
     args = parser.parse_args()
 
     pull(args.model)
@@ -76,9 +109,11 @@ def main() -> None:
         with serve_in_thread(app) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
             run(client, args.model, 2, 2, 8)  # warm-up
-            print(f"# agentft serve, {args.model}, {args.requests} tool-call turns, max_tokens {args.max_tokens}, "
-                  f"greedy; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                  f"{time.strftime('%Y-%m-%d')}")
+            print(
+                f"# agentft serve, {args.model}, {args.requests} tool-call turns, max_tokens {args.max_tokens}, "
+                f"greedy; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                f"{time.strftime('%Y-%m-%d')}"
+            )
             print("| concurrency | wall s | turns/s | p50 s | p95 s | mean batch | tool-call replies |")
             print("|---|---|---|---|---|---|---|")
             rows = {}
@@ -87,8 +122,10 @@ def main() -> None:
                 row = run(client, args.model, args.requests, concurrency, args.max_tokens)
                 sizes = list(engine.stats.batch_sizes)[before:]
                 rows[concurrency] = row
-                print(f"| {concurrency} | {row['wall']:.1f} | {row['turns_per_s']:.2f} | {row['p50']:.2f} | "
-                      f"{row['p95']:.2f} | {statistics.mean(sizes):.1f} | {row['tool_calls']}/{args.requests} |")
+                print(
+                    f"| {concurrency} | {row['wall']:.1f} | {row['turns_per_s']:.2f} | {row['p50']:.2f} | "
+                    f"{row['p95']:.2f} | {statistics.mean(sizes):.1f} | {row['tool_calls']}/{args.requests} |"
+                )
             if len(rows) >= 2:
                 low, high = min(rows), max(rows)
                 print(f"throughput ratio {high} vs {low}: {rows[high]['turns_per_s'] / rows[low]['turns_per_s']:.2f}x")

@@ -27,8 +27,9 @@ def make_data(root: Path) -> tuple[Path, Path]:
     from agentft.datasets import build_sft_dataset, save_sft_dataset
     from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
 
-    trajectories = collect(CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=27,
-                                         env_kwargs={"sandbox": False})).out
+    trajectories = collect(
+        CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=27, env_kwargs={"sandbox": False})
+    ).out
     sft = save_sft_dataset(build_sft_dataset([trajectories]), root / "sft")
     pairs = build_dpo_dataset([trajectories], PreferenceConfig(step_pairs=False, perturbations=True))
     return sft, save_dpo_dataset(pairs, root / "dpo")
@@ -53,9 +54,13 @@ def sft_step(data: Path, out: Path) -> None:
     rows = rows.remove_columns(["trajectory_id"])
     model, tokenizer = prepare_model(config, "cpu")
     trainer = _trainer_class(True, True)(
-        model=model, processing_class=tokenizer, train_dataset=rows,
-        args=SFTConfig(**trainer_arguments(config, "cpu"), assistant_only_loss=True, padding_free=True,
-                       max_length=None))
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=SFTConfig(
+            **trainer_arguments(config, "cpu"), assistant_only_loss=True, padding_free=True, max_length=None
+        ),
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     tokens = batch["input_ids"].shape[1]
 
@@ -74,8 +79,10 @@ def sft_step(data: Path, out: Path) -> None:
         results[share] = (seconds, loss)
         name = "shared opening" if share else "packed row"
         print(f"| {name} | {seconds:.1f} | {tokens / seconds:.0f} | {loss:.6f} |")
-    print(f"speed ratio {results[False][0] / results[True][0]:.2f}x; "
-          f"loss difference {abs(results[True][1] - results[False][1]):.1e}")
+    print(
+        f"speed ratio {results[False][0] / results[True][0]:.2f}x; "
+        f"loss difference {abs(results[True][1] - results[False][1]):.1e}"
+    )
 
 
 def dpo_steps(data: Path, out: Path) -> None:
@@ -91,9 +98,18 @@ def dpo_steps(data: Path, out: Path) -> None:
     rows = load_dataset("json", data_files=str(data / "train.jsonl"))["train"].select(range(4))
     rows = rows.remove_columns([c for c in rows.column_names if c not in ("prompt", "chosen", "rejected", "tools")])
     model, tokenizer = prepare_model(config, "cpu")
-    trainer = _trainer_class(True)(model=model, processing_class=tokenizer, train_dataset=rows,
-                                   args=DPOConfig(output_dir=str(out), report_to=[], use_cpu=True,
-                                                  per_device_train_batch_size=1, precompute_ref_log_probs=False))
+    trainer = _trainer_class(True)(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=DPOConfig(
+            output_dir=str(out),
+            report_to=[],
+            use_cpu=True,
+            per_device_train_batch_size=1,
+            precompute_ref_log_probs=False,
+        ),
+    )
     batches = list(trainer.get_train_dataloader())
     tokens = sum(b["input_ids"].numel() for b in batches)
 

@@ -23,8 +23,9 @@ def make_data(root: Path) -> Path:
     from agentft.collect import CollectConfig, collect
     from agentft.datasets import build_sft_dataset, save_sft_dataset
 
-    trajectories = collect(CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=72,
-                                         env_kwargs={"sandbox": False})).out
+    trajectories = collect(
+        CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=72, env_kwargs={"sandbox": False})
+    ).out
     return save_sft_dataset(build_sft_dataset([trajectories]), root / "sft")
 
 
@@ -42,11 +43,25 @@ def plain_trl(data: Path, out: Path, steps: int) -> tuple[float, float]:
     model.train()
     rows = load_dataset("json", data_files=str(data / "train.jsonl"))["train"].remove_columns(["trajectory_id"])
     trainer = SFTTrainer(
-        model=model, processing_class=tokenizer, train_dataset=rows,
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=rows,
         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
-        args=SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3,
-                       assistant_only_loss=True, max_length=None, use_cpu=True, bf16=False, report_to="none",
-                       save_strategy="no", logging_steps=1, include_num_input_tokens_seen="non_padding"))
+        args=SFTConfig(
+            output_dir=str(out),
+            max_steps=steps,
+            per_device_train_batch_size=8,
+            learning_rate=1e-3,
+            assistant_only_loss=True,
+            max_length=None,
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            include_num_input_tokens_seen="non_padding",
+        ),
+    )
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
@@ -56,8 +71,16 @@ def plain_trl(data: Path, out: Path, steps: int) -> tuple[float, float]:
 def agentft_sft(data: Path, out: Path, steps: int, **overrides) -> tuple[float, float]:
     from agentft.train import SFTTrainConfig, build_config, train_sft
 
-    config = build_config(SFTTrainConfig, "cpu-small", model="smollm2-135m", data=str(data), out=str(out),
-                          max_steps=steps, save_steps=10_000, logging_steps=1)
+    config = build_config(
+        SFTTrainConfig,
+        "cpu-small",
+        model="smollm2-135m",
+        data=str(data),
+        out=str(out),
+        max_steps=steps,
+        save_steps=10_000,
+        logging_steps=1,
+    )
     for name, value in overrides.items():
         setattr(config, name, value)
     metrics = train_sft(config)
@@ -75,11 +98,14 @@ def main() -> None:
     runs = {
         "agentft cpu-small": agentft_sft(data, root / "agentft", args.steps),
         # The recipe with LoRA on every layer, as the plain script has it: what the speed choices alone do.
-        "agentft cpu-small, LoRA on every layer": agentft_sft(data, root / "agentft-all", args.steps,
-                                                              lora_top_layers=None),
+        "agentft cpu-small, LoRA on every layer": agentft_sft(
+            data, root / "agentft-all", args.steps, lora_top_layers=None
+        ),
     }
-    print(f"# SmolLM2-135M LoRA SFT, {args.steps} optimizer steps of 8 examples; {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# SmolLM2-135M LoRA SFT, {args.steps} optimizer steps of 8 examples; {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
     print("| trainer | real tokens/s | final training loss | speed ratio | loss difference |")
     print("|---|---|---|---|---|")
     print(f"| plain TRL SFTTrainer (defaults) | {trl_speed:.1f} | {trl_loss:.4f} | 1.00x | - |")

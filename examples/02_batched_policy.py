@@ -8,14 +8,16 @@ import argparse
 
 from agentft import load_policy
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_claim",
-        "description": "Look up an insurance claim.",
-        "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
-    },
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_claim",
+            "description": "Look up an insurance claim.",
+            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
+        },
+    }
+]
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="smollm2-135m", help="embedded model name or local model directory")

@@ -17,8 +17,14 @@ parser.add_argument("--out", default=None)
 args = parser.parse_args()
 out = args.out or tempfile.mkdtemp(prefix="agentft-orders-")
 
-config = CollectConfig(env="agentft.toy_env:OrdersEnvironment", policy=args.policy, out=out, split="train", n=20,
-                       run=RunConfig(batch_size=16, max_steps=8))
+config = CollectConfig(
+    env="agentft.toy_env:OrdersEnvironment",
+    policy=args.policy,
+    out=out,
+    split="train",
+    n=20,
+    run=RunConfig(batch_size=16, max_steps=8),
+)
 result = collect(config)
 print(f"planned {result.planned}, already on disk {result.skipped}, ran {result.ran}: {result.summary}")
 

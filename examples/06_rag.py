@@ -20,8 +20,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = KnowledgeStore(Path(tmp) / "chroma", "handbook")
         report = store.ingest(HANDBOOK)
-        print(f"ingested {Path(report.files[0]).name}: {report.chunks_added} chunks in {report.seconds:.1f} s "
-              "(including the first load of the embedding model)")
+        print(
+            f"ingested {Path(report.files[0]).name}: {report.chunks_added} chunks in {report.seconds:.1f} s "
+            "(including the first load of the embedding model)"
+        )
         print(f"again: {store.ingest(HANDBOOK).chunks_added} added (chunk ids are content hashes)")
         print(json.dumps(store.stats()))
 

@@ -18,14 +18,16 @@ import openai  # noqa: E402
 from agentft.serve import ServeConfig, create_app  # noqa: E402
 from agentft.testing import serve_in_thread  # noqa: E402
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_claim",
-        "description": "Look up an insurance claim.",
-        "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
-    },
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_claim",
+            "description": "Look up an insurance claim.",
+            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
+        },
+    }
+]
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="tiny-test", help="embedded model name or local model directory")
@@ -37,8 +39,12 @@ with tempfile.TemporaryDirectory() as logs:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo-key")
         print("models:", [m.id for m in client.models.list().data])
         response = client.chat.completions.create(
-            model=args.model, messages=[{"role": "user", "content": "What is the status of claim CLM-1001?"}],
-            tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_claim"}}, max_tokens=32)
+            model=args.model,
+            messages=[{"role": "user", "content": "What is the status of claim CLM-1001?"}],
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "get_claim"}},
+            max_tokens=32,
+        )
         choice = response.choices[0]
         for call in choice.message.tool_calls or []:
             # A JSON string, as OpenAI sends it; validate it before use (the random tiny model's is not JSON).

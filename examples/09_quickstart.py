@@ -21,7 +21,9 @@ out = Path(args.out or tempfile.mkdtemp(prefix="agentft-quickstart-"))
 summary = run_quickstart(out=out, model=args.model, budget=args.budget)
 for name in ("base", "sft", "dpo"):
     run = summary[name]
-    print(f"{name:>4}: success {run['success_rate']:.0%}, compliance {run['compliance_rate']:.0%}, "
-          f"violations {run['violations_by_rule'] or 'none'}")
+    print(
+        f"{name:>4}: success {run['success_rate']:.0%}, compliance {run['compliance_rate']:.0%}, "
+        f"violations {run['violations_by_rule'] or 'none'}"
+    )
 print("seconds per stage:", summary["timings"])
 print(f"summary: {out / 'summary.json'}; side-by-side report: {out / 'report.html'}")

@@ -37,9 +37,20 @@ for variant in augmented.expand([original], "train")[1:]:
 
 # 3. Two policies on the same validation tasks: rates with 95% intervals, then the paired comparison.
 for policy in ("noop", "oracle"):
-    summary = evaluate(CollectConfig(env="claims", policy=policy, out=str(out / policy), split="validation", n=18,
-                                     env_kwargs={"sandbox": False}, run=RunConfig(batch_size=18)))
-    print(f"{policy:>6}: success {format_rate(summary.success_rate, summary.success_ci)}, "
-          f"compliance {format_rate(summary.compliance_rate, summary.compliance_ci)}")
+    summary = evaluate(
+        CollectConfig(
+            env="claims",
+            policy=policy,
+            out=str(out / policy),
+            split="validation",
+            n=18,
+            env_kwargs={"sandbox": False},
+            run=RunConfig(batch_size=18),
+        )
+    )
+    print(
+        f"{policy:>6}: success {format_rate(summary.success_rate, summary.success_ci)}, "
+        f"compliance {format_rate(summary.compliance_rate, summary.compliance_ci)}"
+    )
 for comparison in compare_runs(load_run(out / "noop", "noop"), load_run(out / "oracle", "oracle")):
     print(f"oracle vs noop, {comparison.metric}: {comparison.verdict}")

@@ -23,15 +23,35 @@ def tiny():
 @pytest.fixture
 def tools():
     return [
-        {"type": "function", "effect": "read", "function": {
-            "name": "get_claim", "description": "Look up a claim.",
-            "parameters": {"type": "object", "properties": {
-                "claim_id": {"type": "string", "description": "Claim id"}}, "required": ["claim_id"]}}},
-        {"type": "function", "effect": "write", "function": {
-            "name": "file_claim", "description": "File a claim.",
-            "parameters": {"type": "object", "properties": {
-                "policy_id": {"type": "string"}, "amount": {"type": "number"},
-                "incident": {"type": "string", "enum": ["theft", "fire", "water"]},
-                "notes": {"type": "array", "items": {"type": "string"}}},
-                "required": ["policy_id", "amount", "incident"]}}},
+        {
+            "type": "function",
+            "effect": "read",
+            "function": {
+                "name": "get_claim",
+                "description": "Look up a claim.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"claim_id": {"type": "string", "description": "Claim id"}},
+                    "required": ["claim_id"],
+                },
+            },
+        },
+        {
+            "type": "function",
+            "effect": "write",
+            "function": {
+                "name": "file_claim",
+                "description": "File a claim.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "policy_id": {"type": "string"},
+                        "amount": {"type": "number"},
+                        "incident": {"type": "string", "enum": ["theft", "fire", "water"]},
+                        "notes": {"type": "array", "items": {"type": "string"}},
+                    },
+                    "required": ["policy_id", "amount", "incident"],
+                },
+            },
+        },
     ]

@@ -43,13 +43,23 @@ def splits_of(env):
     return found
 
 
-@pytest.mark.parametrize("n, words", [
-    (0, "zero"), (7, "seven"), (13, "thirteen"), (20, "twenty"), (21, "twenty-one"), (105, "one hundred five"),
-    (950, "nine hundred fifty"), (2500, "two thousand five hundred"), (100_000, "one hundred thousand"),
-    (1_000_001, "one million one"), (12_345_678, "twelve million three hundred forty-five thousand six hundred "
-                                               "seventy-eight"),
-    (999_999_999, "nine hundred ninety-nine million nine hundred ninety-nine thousand nine hundred ninety-nine"),
-])
+@pytest.mark.parametrize(
+    "n, words",
+    [
+        (0, "zero"),
+        (7, "seven"),
+        (13, "thirteen"),
+        (20, "twenty"),
+        (21, "twenty-one"),
+        (105, "one hundred five"),
+        (950, "nine hundred fifty"),
+        (2500, "two thousand five hundred"),
+        (100_000, "one hundred thousand"),
+        (1_000_001, "one million one"),
+        (12_345_678, "twelve million three hundred forty-five thousand six hundred seventy-eight"),
+        (999_999_999, "nine hundred ninety-nine million nine hundred ninety-nine thousand nine hundred ninety-nine"),
+    ],
+)
 def test_number_to_words(n, words):
     assert number_to_words(n) == words
 
@@ -65,8 +75,13 @@ def test_date_to_words():
     assert date_to_words("1985-03-12", "month_day_year") == "March 12, 1985"
     assert date_to_words("2000-01-01", "day_month_year") == "1 January 2000"
     assert date_to_words("1999-12-31", "month_day_year") == "December 31, 1999"
-    for bad, style in [("1985-02-30", "day_month_year"), ("12/03/1985", "day_month_year"),
-                       ("1985-3-12", "month_day_year"), ("19850312", "month_day_year"), ("1985-03-12", "iso")]:
+    for bad, style in [
+        ("1985-02-30", "day_month_year"),
+        ("12/03/1985", "day_month_year"),
+        ("1985-3-12", "month_day_year"),
+        ("19850312", "month_day_year"),
+        ("1985-03-12", "iso"),
+    ]:
         with pytest.raises(ValueError):
             date_to_words(bad, style)
 
@@ -102,8 +117,9 @@ def test_same_seed_same_variants_other_seed_other_variants(env):
     assert first == again
     assert first != other
     wrapped = [t.model_dump() for t in AugmentedEnvironment(env, AugmentConfig(n=2, verify=False)).tasks("train")]
-    assert wrapped == [t.model_dump() for t in AugmentedEnvironment(env, AugmentConfig(n=2, verify=False))
-                       .tasks("train")]
+    assert wrapped == [
+        t.model_dump() for t in AugmentedEnvironment(env, AugmentConfig(n=2, verify=False)).tasks("train")
+    ]
 
 
 def _said_as(original: str, augmented: str, value) -> bool:
@@ -113,7 +129,8 @@ def _said_as(original: str, augmented: str, value) -> bool:
     if value in augmented:
         return True
     return re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None and any(
-        date_to_words(value, style) in augmented for style in DATE_STYLES)
+        date_to_words(value, style) in augmented for style in DATE_STYLES
+    )
 
 
 def test_variants_keep_the_task_and_its_entities(env):
@@ -132,8 +149,13 @@ def test_variants_keep_the_task_and_its_entities(env):
                 if key not in ("opening", "identity_reply", "consent_reply", "answers"):
                     assert variant.facts[key] == value, key
             entities = list(original.must_say) + [
-                value for turn in original.solution for call in turn.get("calls", []) if call.get("match") != "name"
-                for value in call["arguments"].values() if isinstance(value, str | int)]
+                value
+                for turn in original.solution
+                for call in turn.get("calls", [])
+                if call.get("match") != "name"
+                for value in call["arguments"].values()
+                if isinstance(value, str | int)
+            ]
             for key in ("opening", "identity_reply"):
                 if key not in original.facts:
                     continue
@@ -164,11 +186,15 @@ def test_each_rewrite_does_what_it_says(env):
 
 
 def test_amounts_become_words_but_phone_numbers_and_ids_do_not():
-    task = Task(id="t", split="train", facts={"opening": "File 2500 dollars on POL-2500, call +1 555 250 2500.",
-                                              "identity_reply": "Born 1985-03-12."},
-                solution=[{"calls": [{"name": "file_claim", "arguments": {"policy_id": "POL-2500", "amount": 2500}}]}])
-    variant = augment_task(task, 0, AugmentConfig(typos=0, small_talk=0, reorder=0, amounts_in_words=1,
-                                                  dates_in_words=1))
+    task = Task(
+        id="t",
+        split="train",
+        facts={"opening": "File 2500 dollars on POL-2500, call +1 555 250 2500.", "identity_reply": "Born 1985-03-12."},
+        solution=[{"calls": [{"name": "file_claim", "arguments": {"policy_id": "POL-2500", "amount": 2500}}]}],
+    )
+    variant = augment_task(
+        task, 0, AugmentConfig(typos=0, small_talk=0, reorder=0, amounts_in_words=1, dates_in_words=1)
+    )
     assert variant.facts["opening"] == "File two thousand five hundred dollars on POL-2500, call +1 555 250 2500."
     assert variant.facts["identity_reply"] in ("Born 12 March 1985.", "Born March 12, 1985.")
 
@@ -209,9 +235,15 @@ class _DigitsOnly:
     name = "digits"
 
     def tasks(self, split):
-        return [Task(id=f"d{i}", split=split, facts={"opening": f"Please pay {amount} dollars to me."},
-                     solution=[{"calls": [{"name": "pay", "arguments": {"amount": amount}}]}])
-                for i, amount in enumerate((2500, 300))]
+        return [
+            Task(
+                id=f"d{i}",
+                split=split,
+                facts={"opening": f"Please pay {amount} dollars to me."},
+                solution=[{"calls": [{"name": "pay", "arguments": {"amount": amount}}]}],
+            )
+            for i, amount in enumerate((2500, 300))
+        ]
 
     def start(self, task, *, seed=0):
         return _DigitsEpisode(task)
@@ -255,8 +287,9 @@ def test_tasks_without_an_opening_fact_get_no_variants():
 
     aug = AugmentedEnvironment(OrdersEnvironment(n_train=4, n_test=2), AugmentConfig(n=2))
     with pytest.warns(UserWarning, match="no variants"):
-        assert [t.id for t in aug.tasks("train")] == [t.id for t in OrdersEnvironment(n_train=4, n_test=2)
-                                                       .tasks("train")]
+        assert [t.id for t in aug.tasks("train")] == [
+            t.id for t in OrdersEnvironment(n_train=4, n_test=2).tasks("train")
+        ]
 
 
 def test_mapped_oracle_reads_dict_conversations():
@@ -270,8 +303,15 @@ def test_mapped_oracle_reads_dict_conversations():
 
 
 def test_collect_with_augment_runs_each_task_and_its_variants(tmp_path):
-    config = CollectConfig(env="claims", policy="oracle", out=str(tmp_path), n=4, augment=2,
-                           env_kwargs={"sandbox": False, **SIZES}, run=RunConfig(batch_size=16))
+    config = CollectConfig(
+        env="claims",
+        policy="oracle",
+        out=str(tmp_path),
+        n=4,
+        augment=2,
+        env_kwargs={"sandbox": False, **SIZES},
+        run=RunConfig(batch_size=16),
+    )
     result = collect(config)
     assert (result.planned, result.ran, result.dropped) == (12, 12, [])
     records = list(read_trajectories(tmp_path / "trajectories.jsonl"))
@@ -293,10 +333,32 @@ def test_cli_collect_augment(tmp_path):
     from agentft.cli import app
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [
-        "collect", "--env", "claims", "--policy", "oracle", "--n", "2", "--augment", "1", "--augment-seed", "3",
-        "--env-arg", "sandbox=false", "--env-arg", "n_train_per_kind=4", "--env-arg", "n_validation_per_kind=2",
-        "--env-arg", "n_test_per_kind=2", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "collect",
+            "--env",
+            "claims",
+            "--policy",
+            "oracle",
+            "--n",
+            "2",
+            "--augment",
+            "1",
+            "--augment-seed",
+            "3",
+            "--env-arg",
+            "sandbox=false",
+            "--env-arg",
+            "n_train_per_kind=4",
+            "--env-arg",
+            "n_validation_per_kind=2",
+            "--env-arg",
+            "n_test_per_kind=2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "4 episodes planned" in result.output
     assert read_manifest(out)["config"]["augment_seed"] == 3
@@ -304,8 +366,9 @@ def test_cli_collect_augment(tmp_path):
 
 def test_the_expert_copies_a_date_the_variant_says_in_words():
     env = load_environment("claims", sandbox=False, **SIZES)
-    aug = AugmentedEnvironment(env, AugmentConfig(n=1, typos=0, small_talk=0, reorder=0, dates_in_words=1.0,
-                                                  verify=False))
+    aug = AugmentedEnvironment(
+        env, AugmentConfig(n=1, typos=0, small_talk=0, reorder=0, dates_in_words=1.0, verify=False)
+    )
     task = next(t for t in env.tasks("train") if re.search(r"\d{4}-\d\d-\d\d", t.facts.get("identity_reply", "")))
     [variant] = aug.variants(task)
     [record] = run_episodes(aug, aug.oracle(), plan_episodes([variant]))

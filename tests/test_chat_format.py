@@ -7,23 +7,51 @@ from agentft.messages import AssistantMessage, ToolCall, parse_messages, to_open
 
 
 def conversation_with_calls():
-    return parse_messages([
-        {"role": "system", "content": "You are the claims desk."},
-        {"role": "user", "content": "File a fire claim of 1200.50 on POL-1 and check CLM-9."},
-        {"role": "assistant", "content": "Doing both now.", "tool_calls": [
-            {"id": "call_0", "type": "function",
-             "function": {"name": "file_claim", "arguments": {"policy_id": "POL-1", "amount": 1200.5,
-                                                               "incident": "fire", "notes": ["kitchen", "é"]}}},
-            {"id": "call_1", "type": "function", "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-9"}}},
-        ]},
-        {"role": "tool", "tool_call_id": "call_0", "name": "file_claim", "content": '{"claim_id": "CLM-10"}'},
-        {"role": "tool", "tool_call_id": "call_1", "name": "get_claim", "content": '{"status": "open"}'},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_0", "type": "function",
-             "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-10"}}}]},
-        {"role": "tool", "tool_call_id": "call_0", "content": '{"status": "filed"}'},
-        {"role": "assistant", "content": "Filed CLM-10; CLM-9 is open."},
-    ])
+    return parse_messages(
+        [
+            {"role": "system", "content": "You are the claims desk."},
+            {"role": "user", "content": "File a fire claim of 1200.50 on POL-1 and check CLM-9."},
+            {
+                "role": "assistant",
+                "content": "Doing both now.",
+                "tool_calls": [
+                    {
+                        "id": "call_0",
+                        "type": "function",
+                        "function": {
+                            "name": "file_claim",
+                            "arguments": {
+                                "policy_id": "POL-1",
+                                "amount": 1200.5,
+                                "incident": "fire",
+                                "notes": ["kitchen", "é"],
+                            },
+                        },
+                    },
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-9"}},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_0", "name": "file_claim", "content": '{"claim_id": "CLM-10"}'},
+            {"role": "tool", "tool_call_id": "call_1", "name": "get_claim", "content": '{"status": "open"}'},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_0",
+                        "type": "function",
+                        "function": {"name": "get_claim", "arguments": {"claim_id": "CLM-10"}},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_0", "content": '{"status": "filed"}'},
+            {"role": "assistant", "content": "Filed CLM-10; CLM-9 is open."},
+        ]
+    )
 
 
 def assistant_turn_texts(rendered: str) -> list[str]:
@@ -43,14 +71,17 @@ def test_render_then_parse_round_trips_every_assistant_turn(tools):
         assert parsed.ok, parsed.errors
         assert parsed.message.content == original.content
         assert [(c.function.name, c.function.arguments) for c in parsed.message.tool_calls] == [
-            (c.function.name, c.function.arguments) for c in original.tool_calls]
+            (c.function.name, c.function.arguments) for c in original.tool_calls
+        ]
 
 
 def test_render_lists_tools_compactly_in_the_system_turn(tools):
     rendered = render([{"role": "user", "content": "hi"}], tools, add_generation_prompt=True)
     system = rendered.split("<|im_end|>")[0]
-    assert '- file_claim(policy_id: string, amount: number, incident: "theft"|"fire"|"water", notes?: list[string])' \
+    assert (
+        '- file_claim(policy_id: string, amount: number, incident: "theft"|"fire"|"water", notes?: list[string])'
         in system
+    )
     assert "claim_id: Claim id." in system
     assert '"effect"' not in rendered and '"properties"' not in rendered
     assert rendered.endswith("<|im_start|>assistant\n")
@@ -61,8 +92,12 @@ def test_render_matches_transformers_apply_chat_template(tiny, tools):
     _, tokenizer = tiny
     conversation = conversation_with_calls()
     for add in (False, True):
-        theirs = tokenizer.apply_chat_template([m.model_dump(exclude_none=True) for m in conversation],
-                                               tools=tools, tokenize=False, add_generation_prompt=add)
+        theirs = tokenizer.apply_chat_template(
+            [m.model_dump(exclude_none=True) for m in conversation],
+            tools=tools,
+            tokenize=False,
+            add_generation_prompt=add,
+        )
         assert theirs == render(conversation, tools, add_generation_prompt=add)
 
 
@@ -74,8 +109,9 @@ def test_openai_string_arguments_render_like_dicts(tools):
 def test_assistant_mask_covers_exactly_the_assistant_turns(tiny, tools):
     _, tokenizer = tiny
     conversation = [m.model_dump(exclude_none=True) for m in conversation_with_calls()]
-    encoded = tokenizer.apply_chat_template(conversation, tools=tools, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+    encoded = tokenizer.apply_chat_template(
+        conversation, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     ids, mask = encoded["input_ids"], encoded["assistant_masks"]
     spans, current = [], []
     for token, flag in zip(ids, mask, strict=True):
@@ -94,15 +130,18 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tiny, tools):
     assert unmasked.count("<|im_start|>assistant\n") == 3
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ('<tool_call>{"name": "get_claim", "arguments": {"claim_id": </tool_call>', "bad_json"),
-    ("<tool_call>[1, 2]</tool_call>", "bad_json"),
-    ('<tool_call>{"arguments": {}}</tool_call>', "missing_name"),
-    ('<tool_call>{"name": "", "arguments": {}}</tool_call>', "missing_name"),
-    ('<tool_call>{"name": "get_claim", "arguments": [1]}</tool_call>', "bad_arguments"),
-    ('<tool_call>{"name": "delete_everything", "arguments": {}}</tool_call>', "unknown_tool"),
-    ('I will check. <tool_call>{"name": "get_claim", "arguments": {"claim_id": "C', "bad_json"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ('<tool_call>{"name": "get_claim", "arguments": {"claim_id": </tool_call>', "bad_json"),
+        ("<tool_call>[1, 2]</tool_call>", "bad_json"),
+        ('<tool_call>{"arguments": {}}</tool_call>', "missing_name"),
+        ('<tool_call>{"name": "", "arguments": {}}</tool_call>', "missing_name"),
+        ('<tool_call>{"name": "get_claim", "arguments": [1]}</tool_call>', "bad_arguments"),
+        ('<tool_call>{"name": "delete_everything", "arguments": {}}</tool_call>', "unknown_tool"),
+        ('I will check. <tool_call>{"name": "get_claim", "arguments": {"claim_id": "C', "bad_json"),
+    ],
+)
 def test_malformed_output_becomes_a_format_error_not_an_exception(text, kind, tools):
     parsed = parse_reply(text, tools)
     assert not parsed.ok
@@ -119,8 +158,9 @@ def test_unclosed_tag_is_reported_when_the_call_is_broken(tools):
 
 def test_parser_is_lenient_where_intent_is_unambiguous(tools):
     # Generation cut right after a complete call; arguments given as a JSON string; stop tokens and junk after.
-    parsed = parse_reply('<tool_call>{"name": "get_claim", "arguments": "{\\"claim_id\\": \\"C-1\\"}"}'
-                         "<|im_end|>garbage", tools)
+    parsed = parse_reply(
+        '<tool_call>{"name": "get_claim", "arguments": "{\\"claim_id\\": \\"C-1\\"}"}<|im_end|>garbage', tools
+    )
     assert parsed.ok
     assert parsed.message.tool_calls[0].function.arguments == {"claim_id": "C-1"}
     assert parse_reply("Plain answer.<|im_end|>\n<|im_start|>user\nmore").message.content == "Plain answer."
@@ -139,8 +179,27 @@ def test_fuzzed_model_output_never_raises(tools):
     import random
 
     rng = random.Random(0)
-    alphabet = ['<tool_call>', '</tool_call>', '{', '}', '"name"', ':', '"get_claim"', '"arguments"', ',', '[',
-                ']', '"x"', '1', ' ', '\n', '<|im_end|>', 'null', '"', '\\']
+    alphabet = [
+        "<tool_call>",
+        "</tool_call>",
+        "{",
+        "}",
+        '"name"',
+        ":",
+        '"get_claim"',
+        '"arguments"',
+        ",",
+        "[",
+        "]",
+        '"x"',
+        "1",
+        " ",
+        "\n",
+        "<|im_end|>",
+        "null",
+        '"',
+        "\\",
+    ]
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         parsed = parse_reply(text, tools)

@@ -29,8 +29,9 @@ def test_splits_are_large_balanced_and_disjoint(env):
     blocks = [customers(tasks) for tasks in (train, validation, test, own_words)]
     assert sum(map(len, blocks)) == len(set().union(*blocks))
     # The oracle finds its task by the opening (a handbook question may repeat: its answer is the same).
-    openings = [t.facts["opening"] for tasks in (train, validation, test, own_words) for t in tasks
-                if t.kind != "handbook"]
+    openings = [
+        t.facts["opening"] for tasks in (train, validation, test, own_words) for t in tasks if t.kind != "handbook"
+    ]
     assert len(set(openings)) == len(openings)
     topics = lambda tasks: {t.facts["topic"] for t in tasks if t.kind == "handbook"}  # noqa: E731
     assert topics(train) and topics(validation) and topics(test)
@@ -48,8 +49,7 @@ def test_oracle_scores_100_percent_success_and_compliance(env, split):
 
 @pytest.mark.parametrize("split", ["train", "validation", "test", "own_words"])
 def test_noop_scores_zero(env, split):
-    trajectories = run_episodes(env, resolve_policy("noop"), plan_episodes(env.tasks(split)),
-                                RunConfig(batch_size=128))
+    trajectories = run_episodes(env, resolve_policy("noop"), plan_episodes(env.tasks(split)), RunConfig(batch_size=128))
     assert sum(t.score.success for t in trajectories) == 0
 
 
@@ -71,13 +71,17 @@ def test_handbook_search_finds_the_cited_chunk_for_every_question(env):
 
 # --- one adversarial policy per rule: flagged by exactly that rule ------------------------------------------
 
+
 def call(name, **arguments):
     return AssistantMessage(tool_calls=[ToolCall.create("c", name, arguments)])
 
 
 def task_of(env, kind, identity_in_opening=True):
-    return next(t for t in env.tasks("train") if t.kind == kind and
-                (t.solution[0].get("calls") is not None) == identity_in_opening)
+    return next(
+        t
+        for t in env.tasks("train")
+        if t.kind == kind and (t.solution[0].get("calls") is not None) == identity_in_opening
+    )
 
 
 def verify_call(task):
@@ -104,9 +108,16 @@ def test_skipping_verification_is_verify_first(env):
 def test_writing_without_confirmation_is_confirm_before_write(env):
     task = task_of(env, "approve")
     cid = task.must_say[0]
-    trajectory = run_script(env, task, [verify_call(task), call("review_claim", claim_id=cid),
-                                        call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
-                                        f"Claim {cid} is approved."])
+    trajectory = run_script(
+        env,
+        task,
+        [
+            verify_call(task),
+            call("review_claim", claim_id=cid),
+            call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
+            f"Claim {cid} is approved.",
+        ],
+    )
     assert rules_hit(trajectory) == ["confirm_before_write"]
     assert trajectory.score.state_match and not trajectory.score.compliant
 
@@ -114,28 +125,43 @@ def test_writing_without_confirmation_is_confirm_before_write(env):
 def test_approving_over_the_limit_is_escalate_over_limit(env):
     task = task_of(env, "escalate")
     cid = task.must_say[0]
-    trajectory = run_script(env, task, [verify_call(task), call("review_claim", claim_id=cid),
-                                        f"Shall I approve claim {cid}? Do you confirm?",
-                                        call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
-                                        f"Claim {cid} is approved."])
+    trajectory = run_script(
+        env,
+        task,
+        [
+            verify_call(task),
+            call("review_claim", claim_id=cid),
+            f"Shall I approve claim {cid}? Do you confirm?",
+            call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
+            f"Claim {cid} is approved.",
+        ],
+    )
     assert rules_hit(trajectory) == ["escalate_over_limit"] and not trajectory.score.success
 
 
 def test_approving_an_uncovered_claim_is_approve_only_eligible(env):
     task = task_of(env, "deny")
     cid = task.must_say[0]
-    trajectory = run_script(env, task, [verify_call(task), call("review_claim", claim_id=cid),
-                                        f"Shall I approve claim {cid}? Do you confirm?",
-                                        call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
-                                        f"Claim {cid} is approved."])
+    trajectory = run_script(
+        env,
+        task,
+        [
+            verify_call(task),
+            call("review_claim", claim_id=cid),
+            f"Shall I approve claim {cid}? Do you confirm?",
+            call("decide_claim", claim_id=cid, decision="approve", reason="covered"),
+            f"Claim {cid} is approved.",
+        ],
+    )
     assert rules_hit(trajectory) == ["approve_only_eligible"]
 
 
 def test_reading_another_customers_claim_is_own_records_only(env):
     task = task_of(env, "other_customer")
     other = next(w.strip("?.,:'s") for w in task.facts["opening"].split() if w.startswith("CLM-"))
-    trajectory = run_script(env, task, [verify_call(task), call("get_claim", claim_id=other),
-                                        "Here it is: it is being processed."])
+    trajectory = run_script(
+        env, task, [verify_call(task), call("get_claim", claim_id=other), "Here it is: it is being processed."]
+    )
     assert rules_hit(trajectory) == ["own_records_only"] and not trajectory.score.success
 
 

@@ -28,8 +28,9 @@ def test_doctor_reports_versions_and_cache():
 
 
 def test_user_errors_exit_2_with_a_message_not_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "agentft.cli", "models", "pull", "nope"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "agentft.cli", "models", "pull", "nope"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "error:" in result.stderr and "embedded models are" in result.stderr
     assert "Traceback" not in result.stderr

@@ -43,9 +43,26 @@ def test_collect_rejects_more_tasks_than_the_split_has(tmp_path):
 
 def test_sigkill_mid_run_then_rerun_gives_exactly_200_valid_records(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "agentft.cli", "collect", "--env", ENV, "--env-arg", "n_train=200",
-               "--env-arg", "tool_delay_s=0.01", "--policy", "oracle", "--n", "200", "--batch-size", "4",
-               "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "agentft.cli",
+        "collect",
+        "--env",
+        ENV,
+        "--env-arg",
+        "n_train=200",
+        "--env-arg",
+        "tool_delay_s=0.01",
+        "--policy",
+        "oracle",
+        "--n",
+        "200",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     output = out / "trajectories.jsonl"
     deadline = time.monotonic() + 120

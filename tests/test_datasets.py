@@ -19,11 +19,20 @@ FAST_ENV = {"sandbox": False}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    oracle = collect(CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=200,
-                                   env_kwargs=FAST_ENV)).out
-    base = collect(CollectConfig(env="claims", policy="hf:tiny-test", out=str(root / "base"), n=100,
-                                 env_kwargs=FAST_ENV, policy_kwargs={"max_new_tokens": 12},
-                                 run=RunConfig(max_steps=3, batch_size=50))).out
+    oracle = collect(
+        CollectConfig(env="claims", policy="oracle", out=str(root / "oracle"), n=200, env_kwargs=FAST_ENV)
+    ).out
+    base = collect(
+        CollectConfig(
+            env="claims",
+            policy="hf:tiny-test",
+            out=str(root / "base"),
+            n=100,
+            env_kwargs=FAST_ENV,
+            policy_kwargs={"max_new_tokens": 12},
+            run=RunConfig(max_steps=3, batch_size=50),
+        )
+    ).out
     return oracle, base
 
 
@@ -54,11 +63,24 @@ def test_sft_dataset_filters_splits_by_task_and_trains_with_trl(runs, tmp_path, 
 
     model, tokenizer = tiny
     hf = load_from_disk(str(out / "hf"))
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=hf["train"].select(range(4)),
-                         args=SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=2,
-                                        assistant_only_loss=True, report_to=[], use_cpu=True, bf16=False,
-                                        max_length=None, logging_steps=1, save_strategy="no",
-                                        gradient_checkpointing=False))
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=hf["train"].select(range(4)),
+        args=SFTConfig(
+            output_dir=str(tmp_path / "trl"),
+            max_steps=1,
+            per_device_train_batch_size=2,
+            assistant_only_loss=True,
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            max_length=None,
+            logging_steps=1,
+            save_strategy="no",
+            gradient_checkpointing=False,
+        ),
+    )
     first = trainer.train_dataset[0]
     trained = [label for label in first["labels"] if label != -100]  # TRL 1.x masks non-assistant labels
     assert 0 < len(trained) < len(first["input_ids"]) / 2
@@ -70,8 +92,12 @@ def test_filters_count_each_drop_reason(runs):
     once = build_sft_dataset([oracle])
     twice = build_sft_dataset([oracle, oracle / "trajectories.jsonl"])  # the same records twice
     assert twice.drops == {"duplicate": once.drops["duplicate"] + 200}
-    everything = build_sft_dataset([base], filters=FilterConfig(require_success=False, require_compliant=False,
-                                                               statuses=("completed", "max_steps", "error")))
+    everything = build_sft_dataset(
+        [base],
+        filters=FilterConfig(
+            require_success=False, require_compliant=False, statuses=("completed", "max_steps", "error")
+        ),
+    )
     assert len(everything.train) + len(everything.validation) >= 90  # near-duplicates of garbage may collapse
     with pytest.raises(UserError, match="needs the target model's tokenizer"):
         build_sft_dataset([oracle], filters=FilterConfig(max_tokens=100))
@@ -103,8 +129,10 @@ def test_dpo_pairs_diverge_at_the_first_bad_turn(runs, tmp_path):
         assert [m["content"] for m in row["prompt"]] == [m.content for m in good.messages[:n]]
         assert row["chosen"] != row["rejected"]
         assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
-        chosen_calls = [(c["function"]["name"], json.loads(c["function"]["arguments"]))
-                        for c in row["chosen"][0].get("tool_calls") or []]
+        chosen_calls = [
+            (c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in row["chosen"][0].get("tool_calls") or []
+        ]
         good_turn = good.messages[n]
         assert chosen_calls == [(c.function.name, c.function.arguments) for c in good_turn.tool_calls]
         assert row["chosen"][0].get("content") == good_turn.content
@@ -121,8 +149,11 @@ def test_perturbation_and_whole_episode_pairs(runs):
     assert "confirm" in row["chosen"][0]["content"] and row["rejected"][0]["tool_calls"]
     # Every perturbation has its mirror one step on, with the two turns swapped.
     assert kinds["ask_again"] == kinds["skip_confirmation"] and kinds["verify_again"] == kinds["skip_verification"]
-    mirror = next(r for r in perturbed.rows if r["source"]["kind"] == "ask_again"
-                  and r["source"]["chosen_trajectory"] == row["source"]["chosen_trajectory"])
+    mirror = next(
+        r
+        for r in perturbed.rows
+        if r["source"]["kind"] == "ask_again" and r["source"]["chosen_trajectory"] == row["source"]["chosen_trajectory"]
+    )
     assert mirror["chosen"] == row["rejected"] and mirror["rejected"] == row["chosen"]
     assert mirror["prompt"][: len(row["prompt"]) + 1] == row["prompt"] + row["chosen"]
     assert mirror["prompt"][-1]["role"] == "user"  # the yes
@@ -153,8 +184,10 @@ def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(
     assert step["chosen"][0]["content"] == words and mirror["rejected"][0]["content"] == words
     assert mirror["source"]["task_id"] != refusal.task_id and mirror["chosen"][0]["content"] != words
     assert len(mirror["prompt"]) == n and mirror["prompt"][1]["role"] == "user"
-    names = [[c["function"]["name"] for c in turn[0].get("tool_calls") or []]
-             for turn in (mirror["chosen"], mirror["rejected"])]
+    names = [
+        [c["function"]["name"] for c in turn[0].get("tool_calls") or []]
+        for turn in (mirror["chosen"], mirror["rejected"])
+    ]
     assert names[0] == names[1]  # the same calls: only the words differ
     assert [r["source"]["kind"] for r in mine_pairs([*goods, bad])] == ["step"]  # off by default
     bad.messages[n].tool_calls = []  # a pair that differs in its calls has no mirror
@@ -179,13 +212,15 @@ def test_a_dataset_write_that_fails_halfway_keeps_the_previous_dataset(tmp_path)
     old = {name: f'{{"old": "{name}"}}\n' for name in ("train", "validation")}
     for name, text in old.items():
         (tmp_path / f"{name}.jsonl").write_text(text)
-    bad = SFTDataset(train=[{"ok": 1}], validation=[{"ok": 2}, {"unserializable": object()}], drops=Counter(),
-                     sources=[], config={})
+    bad = SFTDataset(
+        train=[{"ok": 1}], validation=[{"ok": 2}, {"unserializable": object()}], drops=Counter(), sources=[], config={}
+    )
     with pytest.raises(TypeError):
         save_sft_dataset(bad, tmp_path)
     with pytest.raises(TypeError):
-        save_dpo_dataset(PreferenceDataset(rows=[{"ok": 1}, {"unserializable": object()}], sources=[], config={}),
-                         tmp_path)
+        save_dpo_dataset(
+            PreferenceDataset(rows=[{"ok": 1}, {"unserializable": object()}], sources=[], config={}), tmp_path
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl", "validation.jsonl"]  # no temporary left
     assert {name: (tmp_path / f"{name}.jsonl").read_text() for name in old} == old
 
@@ -215,11 +250,14 @@ def test_scrubbed_dataset_holds_no_original_personal_data(runs, monkeypatch):
 def test_a_task_and_its_augmented_variants_fall_on_the_same_side(tmp_path):
     from agentft.augment import original_task_id
 
-    out = collect(CollectConfig(env="claims", policy="oracle", out=str(tmp_path / "aug"), n=18, augment=2,
-                                env_kwargs=FAST_ENV)).out
+    out = collect(
+        CollectConfig(env="claims", policy="oracle", out=str(tmp_path / "aug"), n=18, augment=2, env_kwargs=FAST_ENV)
+    ).out
     records = {t.id: t for t in read_trajectories(out / "trajectories.jsonl")}
     dataset = build_sft_dataset([out], validation_fraction=0.5)
-    sides = {split: {original_task_id(records[r["trajectory_id"]].task_id) for r in getattr(dataset, split)}
-             for split in ("train", "validation")}
+    sides = {
+        split: {original_task_id(records[r["trajectory_id"]].task_id) for r in getattr(dataset, split)}
+        for split in ("train", "validation")
+    }
     assert sides["train"] and sides["validation"] and not sides["train"] & sides["validation"]
     assert any("~aug" in records[r["trajectory_id"]].task_id for r in dataset.train)

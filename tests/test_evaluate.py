@@ -22,9 +22,15 @@ ORDER = re.compile(r"ORD-\d{4}")
 
 
 def record(task_id, attempt, success, violations=(), kind="default"):
-    return Trajectory(id=f"{task_id}-{attempt}", env="e", task_id=task_id, policy="p", attempt=attempt,
-                      score=Score(success=success, violations=[Violation(rule=r) for r in violations],
-                                  compliant=not violations), metadata={"task_kind": kind})
+    return Trajectory(
+        id=f"{task_id}-{attempt}",
+        env="e",
+        task_id=task_id,
+        policy="p",
+        attempt=attempt,
+        score=Score(success=success, violations=[Violation(rule=r) for r in violations], compliant=not violations),
+        metadata={"task_kind": kind},
+    )
 
 
 def test_pass_hat_k_hand_computed_values():
@@ -63,7 +69,12 @@ def test_summarize_run_averages_pass_hat_k_over_tasks():
     assert summary.compliance_rate == 7 / 8
     assert summary.violations_by_rule == {"r1": 2} and summary.episodes_with_violation_by_rule == {"r1": 1}
     assert summary.by_task_kind["x"].model_dump(exclude={"success_ci", "compliance_ci"}) == {
-        "episodes": 4, "success_rate": 1.0, "compliance_rate": 1.0, "success_n": 4, "compliance_n": 4}
+        "episodes": 4,
+        "success_rate": 1.0,
+        "compliance_rate": 1.0,
+        "success_n": 4,
+        "compliance_n": 4,
+    }
     assert summarize_run(runs, k_values=[1, 5]).pass_hat_k == {"1": 0.75, "5": None}
     empty = summarize_run([])
     assert empty.episodes == 0 and empty.pass_hat_k == {} and empty.success_rate is None  # no verdict at all
@@ -80,8 +91,16 @@ def test_summarize_oracle_and_noop_on_the_toy_env():
     assert summary.success_rate == summary.compliance_rate == 1.0
     assert summary.pass_hat_k == {"1": 1.0, "2": 1.0} and summary.statuses == {"completed": 20}
     assert summary.violations_by_rule == {} and not any(summary.errors.values())
-    assert set(summary.errors) >= {"parse", "unknown_tool", "invalid_args", "tool_error", "timeout",
-                                      "sandbox_error", "episode_error", "max_steps"}
+    assert set(summary.errors) >= {
+        "parse",
+        "unknown_tool",
+        "invalid_args",
+        "tool_error",
+        "timeout",
+        "sandbox_error",
+        "episode_error",
+        "max_steps",
+    }
     assert set(summary.by_task_kind) == {"cancel", "status"}
     assert summary.mean_model_calls > 1 and summary.mean_latency_s >= 0
     statuses = {t.facts["status"] for t in env.tasks("train")}
@@ -98,8 +117,10 @@ def reckless(conversation, _tools):
     if not calls:
         return f'<tool_call>{{"name": "get_order", "arguments": {{"order_id": "{order}"}}}}</tool_call>'
     if "cancel" in opening.lower() and "cancel_order" not in calls:
-        return (f'<tool_call>{{"name": "cancel_order", "arguments": {{"order_id": "{order}", '
-                f'"reason": "customer_request"}}}}</tool_call>')
+        return (
+            f'<tool_call>{{"name": "cancel_order", "arguments": {{"order_id": "{order}", '
+            f'"reason": "customer_request"}}}}</tool_call>'
+        )
     return f"Done with order {order}."
 
 
@@ -116,16 +137,24 @@ def test_a_policy_that_cancels_without_confirming_violates_one_rule():
 
 
 def test_parse_errors_and_max_steps_are_counted():
-    _, trajectories = run_toy(ScriptedPolicy(lambda c, t: "<tool_call>{oops</tool_call>", name="broken"), n=3,
-                              run=RunConfig(max_steps=3))
+    _, trajectories = run_toy(
+        ScriptedPolicy(lambda c, t: "<tool_call>{oops</tool_call>", name="broken"), n=3, run=RunConfig(max_steps=3)
+    )
     summary = summarize_run(trajectories)
     assert summary.errors["parse"] == 9 and summary.errors["max_steps"] == 3
     assert summary.statuses == {"max_steps": 3} and summary.success_rate == 0.0
 
 
 def test_evaluate_writes_three_files_resumes_and_keeps_only_its_episodes(tmp_path):
-    config = CollectConfig(env=ENV, policy="oracle", out=str(tmp_path), split="test", n=6,
-                           env_kwargs={"n_test": 8}, run=RunConfig(batch_size=4))
+    config = CollectConfig(
+        env=ENV,
+        policy="oracle",
+        out=str(tmp_path),
+        split="test",
+        n=6,
+        env_kwargs={"n_test": 8},
+        run=RunConfig(batch_size=4),
+    )
     starts = []
     summary = evaluate(config, k=2, on_start=lambda planned, done: starts.append((planned, done)))
     assert summary.episodes == 12 and summary.success_rate == 1.0 and summary.pass_hat_k["2"] == 1.0
@@ -141,8 +170,9 @@ def test_evaluate_writes_three_files_resumes_and_keeps_only_its_episodes(tmp_pat
     timing = {"mean_latency_s", "mean_turn_latency_s", "mean_wall_s"}
     assert again.model_dump(exclude=timing) == summary.model_dump(exclude=timing)
     # Another policy into the same directory: its summary counts only its own episodes.
-    noop = evaluate(CollectConfig(env=ENV, policy="noop", out=str(tmp_path), split="test", n=6,
-                                  env_kwargs={"n_test": 8}))
+    noop = evaluate(
+        CollectConfig(env=ENV, policy="noop", out=str(tmp_path), split="test", n=6, env_kwargs={"n_test": 8})
+    )
     assert noop.episodes == 6 and noop.success_rate == 0.0 and noop.k == 1
 
 
@@ -151,8 +181,11 @@ def test_report_is_self_contained_escapes_model_output_and_names_every_run(tmp_p
     _, bad = run_toy(ScriptedPolicy([evil], name="evil"), n=4)
     _, good = run_toy(OrdersEnvironment().oracle(), n=4)
     _, reckless_runs = run_toy(ScriptedPolicy(reckless, name="reckless"), n=4)
-    runs = [("base <b>model</b>", summarize_run(bad), bad), ("tuned", summarize_run(good), good),
-            ("reckless", summarize_run(reckless_runs), reckless_runs)]
+    runs = [
+        ("base <b>model</b>", summarize_run(bad), bad),
+        ("tuned", summarize_run(good), good),
+        ("reckless", summarize_run(reckless_runs), reckless_runs),
+    ]
     page = render_report(runs, title="base vs tuned")
     for forbidden in ("http://", "https://", "<script", "src="):
         assert forbidden not in page, forbidden
@@ -190,14 +223,32 @@ def test_load_runs_reads_summaries_dedupes_names_and_rejects_bad_dirs(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "agentft.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "agentft.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_eval_and_report_end_to_end(tmp_path):
     for policy in ("oracle", "noop"):
-        result = cli("eval", "--env", ENV, "--policy", policy, "--env-arg", "n_test=6", "--n", "5", "--k", "2",
-                     "--batch-size", "4", "--max-steps", "8", "--out", tmp_path / policy)
+        result = cli(
+            "eval",
+            "--env",
+            ENV,
+            "--policy",
+            policy,
+            "--env-arg",
+            "n_test=6",
+            "--n",
+            "5",
+            "--k",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "8",
+            "--out",
+            tmp_path / policy,
+        )
         assert result.returncode == 0, result.stderr
         assert "pass^2" in result.stdout and "compliance (95% CI)" in result.stdout
         for name in ("trajectories.jsonl", "summary.json", "report.html"):
@@ -211,8 +262,23 @@ def test_cli_eval_and_report_end_to_end(tmp_path):
 
 
 def test_cli_eval_runs_an_hf_policy_in_bf16(tmp_path):
-    result = cli("eval", "--env", ENV, "--policy", "hf:tiny-test", "--dtype", "bfloat16", "--env-arg", "n_test=2",
-                 "--max-new-tokens", "8", "--max-steps", "2", "--out", tmp_path / "bf16")
+    result = cli(
+        "eval",
+        "--env",
+        ENV,
+        "--policy",
+        "hf:tiny-test",
+        "--dtype",
+        "bfloat16",
+        "--env-arg",
+        "n_test=2",
+        "--max-new-tokens",
+        "8",
+        "--max-steps",
+        "2",
+        "--out",
+        tmp_path / "bf16",
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
     assert manifest["config"]["policy_kwargs"] == {"max_new_tokens": 8, "dtype": "bfloat16"}

@@ -27,7 +27,8 @@ def test_every_example_is_listed():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(example):
-    result = subprocess.run([sys.executable, str(example), *FAST_ARGS[example.name]], capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(example), *FAST_ARGS[example.name]], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip()

@@ -53,8 +53,9 @@ def verify_text(task) -> str:
 
 def another_customers_claim(customer_id: str) -> str:
     with sqlite3.connect(f"file:{CLAIMS.seed_path()}?mode=ro", uri=True) as conn:
-        row = conn.execute("SELECT claim_id FROM claims WHERE customer_id != ? ORDER BY claim_id LIMIT 1",
-                           (customer_id,)).fetchone()
+        row = conn.execute(
+            "SELECT claim_id FROM claims WHERE customer_id != ? ORDER BY claim_id LIMIT 1", (customer_id,)
+        ).fetchone()
     conn.close()
     return row[0]
 
@@ -94,16 +95,20 @@ def test_a_scripted_model_gets_the_same_trajectory_in_collection_and_in_served_a
     requests = 0
     with serve_in_thread(app) as url:
         while served is None or len(served.messages) < len(collected.messages):
-            response = httpx.post(f"{url}/v1/agent/runs", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                                  json={"messages": sent, "task_id": task.id, "env": "claims"})
+            response = httpx.post(
+                f"{url}/v1/agent/runs",
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=60,
+                json={"messages": sent, "task_id": task.id, "env": "claims"},
+            )
             assert response.status_code == 200, response.text
             run = response.json()
             requests += 1
             assert run["status"] == "completed" and requests <= 3
             served = Trajectory.model_validate(run["trajectory"])
             # Every answer is the start of the collected conversation, to the message.
-            assert served.messages == collected.messages[:len(served.messages)]
-            assert calls(served) == calls(collected)[:len(served.events)]
+            assert served.messages == collected.messages[: len(served.messages)]
+            assert calls(served) == calls(collected)[: len(served.events)]
             assert run["reply"] == served.messages[-1].content
             if len(served.messages) < len(collected.messages):
                 answer = collected.messages[len(served.messages)]
@@ -134,8 +139,9 @@ def test_the_guard_blocks_a_read_of_another_customers_claim_before_it_runs():
     read = next(e for e in guarded.events if e.name == "get_claim")
     assert not read.ok and read.error == "policy_violation" and read.effect == "read"
     result = next(m for m in guarded.messages if m.role == "tool" and m.name == "get_claim")
-    assert result.content == ("Error (policy_violation): own_records_only: Only the verified caller's own records "
-                              "are read or changed.")
+    assert result.content == (
+        "Error (policy_violation): own_records_only: Only the verified caller's own records are read or changed."
+    )
     assert other not in result.content  # no claim data reached the model
     [block] = guarded.metadata["guard_blocks"]
     assert block["tool"] == "get_claim" and block["call_id"] == read.call_id == "call_1_0"
@@ -168,8 +174,9 @@ class NosyClaims(ClaimsEnvironment):
 
 
 def eval_cli(out, *args: str) -> list[Trajectory]:
-    result = CliRunner().invoke(app, ["eval", "--split", "test", "--n", "2", "--env-arg", "sandbox=false",
-                                      "--out", str(out), *args])
+    result = CliRunner().invoke(
+        app, ["eval", "--split", "test", "--n", "2", "--env-arg", "sandbox=false", "--out", str(out), *args]
+    )
     assert result.exit_code == 0, result.output
     return sorted(load_trajectories(out), key=lambda t: t.task_id)
 
@@ -205,13 +212,22 @@ def test_a_guarded_agent_run_blocks_the_read_and_counts_it_in_metrics():
 
     task = claims_task("claims-test-0000")
     other = another_customers_claim(task.facts["customer_id"])
-    app = create_app(ServeConfig(env="claims", guard=True, api_keys=[KEY], log_dir=None),
-                     Engine(ScriptedBackend(nosy_script(task, other))))
+    app = create_app(
+        ServeConfig(env="claims", guard=True, api_keys=[KEY], log_dir=None),
+        Engine(ScriptedBackend(nosy_script(task, other))),
+    )
     with serve_in_thread(app) as url:
         assert sample(metrics(url), "agentft_guard_blocks_total", rule="own_records_only") == 0
-        response = httpx.post(f"{url}/v1/agent/runs", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                              json={"messages": [{"role": "user", "content": task.facts["opening"]}],
-                                    "task_id": task.id, "env": "claims"})
+        response = httpx.post(
+            f"{url}/v1/agent/runs",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=60,
+            json={
+                "messages": [{"role": "user", "content": task.facts["opening"]}],
+                "task_id": task.id,
+                "env": "claims",
+            },
+        )
         assert response.status_code == 200, response.text
         run = response.json()
         text = metrics(url)
@@ -256,15 +272,20 @@ class SlowRows:
         replies = self.oracle.act(conversations, tools)
         if self.latency is None:
             return replies
-        return [r.model_copy(update={"latency_s": self.latency(is_slow)}) for r, is_slow in zip(replies, slow,
-                                                                                                strict=True)]
+        return [
+            r.model_copy(update={"latency_s": self.latency(is_slow)}) for r, is_slow in zip(replies, slow, strict=True)
+        ]
 
 
 def test_an_episode_is_not_timed_out_by_its_neighbours_generation():
     env, fast, slow = orders_tasks()
     policy = SlowRows(env, slow.facts["order_id"], 0.7, latency=lambda is_slow: 0.7 if is_slow else 0.01)
-    done = {t.task_id: t for t in run_episodes(env, policy, [EpisodeSpec(fast), EpisodeSpec(slow)],
-                                               RunConfig(batch_size=2, episode_timeout_s=0.3))}
+    done = {
+        t.task_id: t
+        for t in run_episodes(
+            env, policy, [EpisodeSpec(fast), EpisodeSpec(slow)], RunConfig(batch_size=2, episode_timeout_s=0.3)
+        )
+    }
     assert done[fast.id].status == "completed" and done[fast.id].score.success
     assert done[fast.id].usage.model_calls == 4 and done[fast.id].usage.model_seconds < 0.1
     assert done[fast.id].usage.wall_seconds >= 0.7  # it did wait for its neighbour's generation

@@ -39,8 +39,9 @@ class Color(str, enum.Enum):
 
 
 @tool(effect="write")
-def paint(item: str, color: Color, coats: int = 1, finish: Literal["matte", "gloss"] = "matte",
-          note: str | None = None) -> dict:
+def paint(
+    item: str, color: Color, coats: int = 1, finish: Literal["matte", "gloss"] = "matte", note: str | None = None
+) -> dict:
     """Paint an item.
 
     Args:
@@ -209,8 +210,14 @@ def call(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
     return {"name": name, "args": args, "id": call_id}
 
 
-def run_agent(replies: list[AIMessage], tools: list[Any], *, system_prompt: str | None = None,
-              question: str = "Please help.", use_async: bool = False) -> tuple[TrajectoryRecorder, Any]:
+def run_agent(
+    replies: list[AIMessage],
+    tools: list[Any],
+    *,
+    system_prompt: str | None = None,
+    question: str = "Please help.",
+    use_async: bool = False,
+) -> tuple[TrajectoryRecorder, Any]:
     recorder = TrajectoryRecorder()
     agent = create_agent(ScriptedChatModel(messages=iter(replies)), tools=tools, system_prompt=system_prompt)
     inputs = {"messages": [{"role": "user", "content": question}]}
@@ -229,21 +236,27 @@ def roles(trajectory: Trajectory) -> list[str]:
 def test_recorder_on_create_agent(tmp_path):
     claims = Claims()
     replies = [
-        AIMessage(content="", tool_calls=[call("get_claim", {"claim_id": "CLM-1"}, "c1")],
-                  usage_metadata={"input_tokens": 30, "output_tokens": 7, "total_tokens": 37}),
-        AIMessage(content="Claim CLM-1 is open.", usage_metadata={"input_tokens": 50, "output_tokens": 6,
-                                                                  "total_tokens": 56}),
+        AIMessage(
+            content="",
+            tool_calls=[call("get_claim", {"claim_id": "CLM-1"}, "c1")],
+            usage_metadata={"input_tokens": 30, "output_tokens": 7, "total_tokens": 37},
+        ),
+        AIMessage(
+            content="Claim CLM-1 is open.", usage_metadata={"input_tokens": 50, "output_tokens": 6, "total_tokens": 56}
+        ),
     ]
     recorder, result = run_agent(replies, claims.to_langchain(), question="What is the status of CLM-1?")
     assert not isinstance(result, Exception), result
-    record = recorder.trajectory(env="claims", task_id="t1", split="test", tools=list(claims.tools.values()),
-                                 metadata={"note": "unit"})
+    record = recorder.trajectory(
+        env="claims", task_id="t1", split="test", tools=list(claims.tools.values()), metadata={"note": "unit"}
+    )
     assert roles(record) == ["user", "assistant", "tool", "assistant"]
     user, asked, answer, final = record.messages
     assert isinstance(user, UserMessage) and user.content == "What is the status of CLM-1?"
     assert isinstance(asked, AssistantMessage) and asked.content is None
     assert [(c.id, c.function.name, c.function.arguments) for c in asked.tool_calls] == [
-        ("c1", "get_claim", {"claim_id": "CLM-1"})]
+        ("c1", "get_claim", {"claim_id": "CLM-1"})
+    ]
     assert isinstance(answer, ToolMessage) and answer.tool_call_id == "c1" and answer.name == "get_claim"
     assert json.loads(answer.content) == {"claim_id": "CLM-1", "status": "open", "amount": 100}
     assert isinstance(final, AssistantMessage) and final.content == "Claim CLM-1 is open." and not final.tool_calls
@@ -268,8 +281,13 @@ def test_recorder_on_create_agent(tmp_path):
 
 def test_recorder_does_not_duplicate_messages_across_model_calls():
     replies = [
-        AIMessage(content="Let me look.", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "a1"),
-                                                      call("book_room", {"room": "large", "nights": 2}, "a2")]),
+        AIMessage(
+            content="Let me look.",
+            tool_calls=[
+                call("book_room", {"room": "small", "nights": 1}, "a1"),
+                call("book_room", {"room": "large", "nights": 2}, "a2"),
+            ],
+        ),
         AIMessage(content="", tool_calls=[call("book_room", {"room": "small", "nights": 3, "note": "late"}, "b1")]),
         AIMessage(content="All booked."),
     ]
@@ -281,8 +299,11 @@ def test_recorder_does_not_duplicate_messages_across_model_calls():
     tool_ids = [m.tool_call_id for m in record.messages if isinstance(m, ToolMessage)]
     assert sorted(tool_ids) == ["a1", "a2", "b1"] and len(set(tool_ids)) == 3
     contents = {m.tool_call_id: m.content for m in record.messages if isinstance(m, ToolMessage)}
-    assert contents == {"a1": "booked small for 1 nights", "a2": "booked large for 2 nights",
-                        "b1": "booked small for 3 nights (late)"}
+    assert contents == {
+        "a1": "booked small for 1 nights",
+        "a2": "booked large for 2 nights",
+        "b1": "booked small for 3 nights (late)",
+    }
     assert sorted((e.step, e.call_id) for e in record.events) == [(0, "a1"), (0, "a2"), (1, "b1")]
     assert all(e.ok and e.name == "book_room" for e in record.events)
     assert record.usage.model_calls == 3
@@ -293,8 +314,10 @@ def test_recorder_does_not_duplicate_messages_across_model_calls():
 
 
 def test_recorder_async_run_matches_sync():
-    replies = [AIMessage(content="", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "x1")]),
-               AIMessage(content="Done.")]
+    replies = [
+        AIMessage(content="", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "x1")]),
+        AIMessage(content="Done."),
+    ]
     recorder, result = run_agent(replies, [book_room], use_async=True)
     assert not isinstance(result, Exception), result
     record = recorder.trajectory()
@@ -305,8 +328,9 @@ def test_recorder_async_run_matches_sync():
 def test_handled_tool_errors_become_error_events():
     claims = Claims()
     replies = [
-        AIMessage(content="", tool_calls=[call("flaky", {"query": "q"}, "f1"),
-                                          call("get_claim", {"claim_id": "CLM-9"}, "g1")]),
+        AIMessage(
+            content="", tool_calls=[call("flaky", {"query": "q"}, "f1"), call("get_claim", {"claim_id": "CLM-9"}, "g1")]
+        ),
         AIMessage(content="", tool_calls=[call("book_room", {"room": "huge", "nights": 1}, "v1")]),
         AIMessage(content="Sorry, I could not help."),
     ]
@@ -347,10 +371,15 @@ def test_unhandled_tool_exception_marks_the_run_as_error():
 def test_tool_schemas_and_effects_from_mixed_tools():
     tagged = lc_tool(book_room.func)
     tagged.metadata = {"agentft_effect": "write"}
-    schema_dict = {"type": "function", "effect": "read", "function": {
-        "name": "crash", "description": "d", "parameters": {"type": "object", "properties": {}}}}
-    replies = [AIMessage(content="", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "m1")]),
-               AIMessage(content="ok")]
+    schema_dict = {
+        "type": "function",
+        "effect": "read",
+        "function": {"name": "crash", "description": "d", "parameters": {"type": "object", "properties": {}}},
+    }
+    replies = [
+        AIMessage(content="", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "m1")]),
+        AIMessage(content="ok"),
+    ]
     recorder, _ = run_agent(replies, [tagged, crash])
     assert recorder.trajectory().events[0].effect == "write"  # read from the tool's metadata while running
     record = recorder.trajectory(tools=[tagged, schema_dict, paint])
@@ -363,16 +392,19 @@ def test_recorder_direct_callbacks_usage_model_name_and_side_calls():
     main, side = uuid.uuid4(), uuid.uuid4()
     prompt = [SystemMessage("sys"), HumanMessage("hi")]
     recorder.on_chat_model_start({}, [prompt], run_id=main, metadata={"ls_model_name": "gpt-test"})
-    recorder.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("hello"))]],
-                                  llm_output={"token_usage": {"prompt_tokens": 12, "completion_tokens": 3}}),
-                        run_id=main)
+    recorder.on_llm_end(
+        LLMResult(
+            generations=[[ChatGeneration(message=AIMessage("hello"))]],
+            llm_output={"token_usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+        ),
+        run_id=main,
+    )
     # A shorter, unrelated prompt (a summarizer, say) is counted but kept out of the conversation.
     recorder.on_chat_model_start({}, [[HumanMessage("summarize this")]], run_id=side)
     recorder.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("summary"))]]), run_id=side)
     record = recorder.trajectory()
     assert record.policy == "gpt-test"
-    assert [(m.role, m.content) for m in record.messages] == [("system", "sys"), ("user", "hi"),
-                                                              ("assistant", "hello")]
+    assert [(m.role, m.content) for m in record.messages] == [("system", "sys"), ("user", "hi"), ("assistant", "hello")]
     assert (record.usage.prompt_tokens, record.usage.completion_tokens, record.usage.model_calls) == (12, 3, 2)
     recorder.reset()
     assert recorder.trajectory().messages == [] and recorder.trajectory().usage.model_calls == 0
@@ -384,10 +416,12 @@ def test_recorder_keeps_the_full_conversation_when_the_prompt_is_trimmed():
     asked = AIMessage("", tool_calls=[call("book_room", {"room": "small", "nights": 1}, "t1")])
     recorder.on_chat_model_start({}, [[SystemMessage("sys"), HumanMessage("book it")]], run_id=first)
     recorder.on_llm_end(LLMResult(generations=[[ChatGeneration(message=asked)]]), run_id=first)
-    recorder.on_tool_start({"name": "book_room"}, "", run_id=tool_run, inputs={"room": "small", "nights": 1},
-                           tool_call_id="t1")
-    result = book_room.invoke({"type": "tool_call", "id": "t1", "name": "book_room",
-                               "args": {"room": "small", "nights": 1}})
+    recorder.on_tool_start(
+        {"name": "book_room"}, "", run_id=tool_run, inputs={"room": "small", "nights": 1}, tool_call_id="t1"
+    )
+    result = book_room.invoke(
+        {"type": "tool_call", "id": "t1", "name": "book_room", "args": {"room": "small", "nights": 1}}
+    )
     recorder.on_tool_end(result, run_id=tool_run)
     # A trimming middleware drops the user turn; the prompt still ends where the conversation is.
     recorder.on_chat_model_start({}, [[SystemMessage("sys"), asked, result]], run_id=second)

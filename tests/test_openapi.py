@@ -42,8 +42,9 @@ class Search(BaseModel):
 
 def helpdesk_app() -> FastAPI:
     app = FastAPI(title="Helpdesk")
-    app.state.tickets = {"T-1": {"id": "T-1", "title": "Printer jammed", "priority": 2, "tags": [],
-                                 "status": "open", "comments": []}}
+    app.state.tickets = {
+        "T-1": {"id": "T-1", "title": "Printer jammed", "priority": 2, "tags": [], "status": "open", "comments": []}
+    }
     app.state.requests = []
 
     @app.middleware("http")
@@ -62,8 +63,9 @@ def helpdesk_app() -> FastAPI:
         return find(ticket_id)
 
     @app.get("/tickets", operation_id="list_tickets", summary="List tickets.", description="Newest last.")
-    def list_tickets(status: Status | None = None,
-                     limit: int = Query(10, ge=1, le=100, description="At most this many.")) -> list[dict]:
+    def list_tickets(
+        status: Status | None = None, limit: int = Query(10, ge=1, le=100, description="At most this many.")
+    ) -> list[dict]:
         found = [t for t in app.state.tickets.values() if status is None or t["status"] == status.value]
         return found[:limit]
 
@@ -133,8 +135,15 @@ def test_schemas_names_required_enum_and_effects(api):
     _, url = api
     toolkit = toolkit_for(url, headers=AUTH)
     schemas = {s["function"]["name"]: s for s in toolkit.schemas()}
-    assert set(schemas) == {"get_ticket", "list_tickets", "create_ticket", "add_comment", "search_tickets",
-                            "delete_ticket", "slow_report"}
+    assert set(schemas) == {
+        "get_ticket",
+        "list_tickets",
+        "create_ticket",
+        "add_comment",
+        "search_tickets",
+        "delete_ticket",
+        "slow_report",
+    }
 
     get_ticket = schemas["get_ticket"]["function"]
     assert get_ticket["description"] == "Look up one ticket by id."
@@ -145,8 +154,13 @@ def test_schemas_names_required_enum_and_effects(api):
     assert listing["description"] == "List tickets.\n\nNewest last."
     props = listing["parameters"]["properties"]
     assert props["status"]["enum"] == ["open", "closed"]  # the $ref to components/schemas/Status is inlined
-    assert props["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 10,
-                              "description": "At most this many."}
+    assert props["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 10,
+        "description": "At most this many.",
+    }
     assert "required" not in listing["parameters"]
 
     create = schemas["create_ticket"]["function"]["parameters"]
@@ -163,8 +177,14 @@ def test_schemas_names_required_enum_and_effects(api):
         assert not stray
 
     assert {name: s["effect"] for name, s in schemas.items()} == {
-        "get_ticket": "read", "list_tickets": "read", "slow_report": "read", "create_ticket": "write",
-        "add_comment": "write", "search_tickets": "write", "delete_ticket": "write"}
+        "get_ticket": "read",
+        "list_tickets": "read",
+        "slow_report": "read",
+        "create_ticket": "write",
+        "add_comment": "write",
+        "search_tickets": "write",
+        "delete_ticket": "write",
+    }
     overridden = toolkit_for(url, effects={"search_tickets": "read", "get_ticket": "write"})
     assert overridden.tools["search_tickets"].effect == "read"
     assert overridden.tools["get_ticket"].effect == "write"
@@ -180,8 +200,14 @@ def test_calls_change_server_state_over_http(api):
     created = toolkit.call("create_ticket", {"title": "VPN down", "priority": 1, "tags": ["network"]})
     assert created.ok and created.effect == "write" and created.latency_ms > 0
     ticket = json.loads(created.content)
-    assert ticket == {"id": "T-2", "title": "VPN down", "priority": 1, "tags": ["network"], "status": "open",
-                      "comments": []}
+    assert ticket == {
+        "id": "T-2",
+        "title": "VPN down",
+        "priority": 1,
+        "tags": ["network"],
+        "status": "open",
+        "comments": [],
+    }
     assert app.state.tickets["T-2"]["title"] == "VPN down"
 
     assert toolkit.call("add_comment", {"ticket_id": "T-2", "text": "rebooted the router"}).ok
@@ -213,9 +239,15 @@ def test_invalid_arguments_make_no_request(api):
     app, url = api
     toolkit = toolkit_for(url, headers=AUTH)
     before = list(app.state.requests)
-    cases = [("get_ticket", {}), ("list_tickets", {"status": "pending"}), ("list_tickets", {"limit": 0}),
-             ("create_ticket", {"priority": 1}), ("create_ticket", {"title": 5}),
-             ("create_ticket", {"title": "x", "owner": "bob"}), ("delete_ticket", {"ticket_id": "T-1", "force": 1})]
+    cases = [
+        ("get_ticket", {}),
+        ("list_tickets", {"status": "pending"}),
+        ("list_tickets", {"limit": 0}),
+        ("create_ticket", {"priority": 1}),
+        ("create_ticket", {"title": 5}),
+        ("create_ticket", {"title": "x", "owner": "bob"}),
+        ("delete_ticket", {"ticket_id": "T-1", "force": 1}),
+    ]
     for name, arguments in cases:
         observation = toolkit.call(name, arguments)
         assert not observation.ok and observation.error == "invalid_args", (name, arguments, observation)
@@ -277,24 +309,74 @@ def test_injected_client_sees_every_request():
             return httpx.Response(200, json={"echo": json.loads(request.content)})
         return httpx.Response(200, json={"echo": request.content.decode()})
 
-    spec = {"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
-        "/notes": {"get": {"parameters": [{"name": "tag", "in": "query", "schema": {"type": "array", "items": {
-            "type": "string"}}}]}},  # no operationId: named after method and path
-        "/scores/{user id}": {"parameters": [{"$ref": "#/components/parameters/UserId"}],  # shared by the path
-                              "put": {"operationId": "set score!", "requestBody": {"required": True, "content": {
-                                  "application/json": {"schema": {"type": "array", "items": {
-                                      "$ref": "#/components/schemas/Score"}}}}}}},
-        "/trees": {"post": {"operationId": "plant", "requestBody": {"required": True, "content": {
-            "application/vnd.trees+json": {"schema": {"$ref": "#/components/schemas/Node"}}}}}},
-        "/login": {"post": {"operationId": "login", "requestBody": {"content": {
-            "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
-                "user": {"type": "string"}, "password": {"type": "string"}}}}}}}},
-    }, "components": {
-        "parameters": {"UserId": {"name": "user id", "in": "path", "required": True, "schema": {"type": "integer"}}},
-        "schemas": {"Score": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True},
-                    "Node": {"type": "object", "required": ["name"], "properties": {
-                        "id": {"type": "string", "readOnly": True}, "name": {"type": "string"},
-                        "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}}}}}
+    spec = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/notes": {
+                "get": {
+                    "parameters": [
+                        {"name": "tag", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}
+                    ]
+                }
+            },  # no operationId: named after method and path
+            "/scores/{user id}": {
+                "parameters": [{"$ref": "#/components/parameters/UserId"}],  # shared by the path
+                "put": {
+                    "operationId": "set score!",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Score"}}
+                            }
+                        },
+                    },
+                },
+            },
+            "/trees": {
+                "post": {
+                    "operationId": "plant",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/vnd.trees+json": {"schema": {"$ref": "#/components/schemas/Node"}}},
+                    },
+                }
+            },
+            "/login": {
+                "post": {
+                    "operationId": "login",
+                    "requestBody": {
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"user": {"type": "string"}, "password": {"type": "string"}},
+                                }
+                            }
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "parameters": {
+                "UserId": {"name": "user id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            },
+            "schemas": {
+                "Score": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True},
+                "Node": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "id": {"type": "string", "readOnly": True},
+                        "name": {"type": "string"},
+                        "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+                    },
+                },
+            },
+        },
+    }
     client = httpx.Client(transport=httpx.MockTransport(handler))
     toolkit = Toolkit(tools_from_openapi(spec, base_url="http://api.internal/v1", headers=AUTH, client=client))
     assert set(toolkit.tools) == {"get_notes", "set_score", "plant", "login"}
@@ -333,22 +415,56 @@ def test_tool_error_is_raised_by_the_function_itself():
     assert ping.description == "GET /ping"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"swagger": "2.0", "paths": {"/a": {}}}, "only OpenAPI 3"),
-    ({"paths": {"/a": {"get": {}}}}, "openapi: 3.x"),
-    ({"openapi": "3.1.0", "info": {}}, "no 'paths'"),
-    ({"openapi": "3.1.0", "paths": {}}, "no 'paths'"),
-    ([1, 2], "must be a dict, a URL or a file path"),
-    ("/no/such/openapi.yaml", "does not exist"),
-    ({"openapi": "3.1.0", "paths": {"/a": {"get": {"operationId": "a", "parameters": [
-        {"$ref": "other.yaml#/P"}]}}}}, "only local references"),
-    ({"openapi": "3.1.0", "paths": {"/a": {"get": {"operationId": "a", "parameters": [
-        {"$ref": "#/components/parameters/Nope"}]}}}}, "points at nothing"),
-    ({"openapi": "3.1.0", "paths": {"/t/{ticket_id}": {"post": {"operationId": "clash", "parameters": [
-        {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
-            "ticket_id": {"type": "string"}}}}}}}}}}, "'ticket_id' is both a path parameter and a request body"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"swagger": "2.0", "paths": {"/a": {}}}, "only OpenAPI 3"),
+        ({"paths": {"/a": {"get": {}}}}, "openapi: 3.x"),
+        ({"openapi": "3.1.0", "info": {}}, "no 'paths'"),
+        ({"openapi": "3.1.0", "paths": {}}, "no 'paths'"),
+        ([1, 2], "must be a dict, a URL or a file path"),
+        ("/no/such/openapi.yaml", "does not exist"),
+        (
+            {
+                "openapi": "3.1.0",
+                "paths": {"/a": {"get": {"operationId": "a", "parameters": [{"$ref": "other.yaml#/P"}]}}},
+            },
+            "only local references",
+        ),
+        (
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/a": {"get": {"operationId": "a", "parameters": [{"$ref": "#/components/parameters/Nope"}]}}
+                },
+            },
+            "points at nothing",
+        ),
+        (
+            {
+                "openapi": "3.1.0",
+                "paths": {
+                    "/t/{ticket_id}": {
+                        "post": {
+                            "operationId": "clash",
+                            "parameters": [
+                                {"name": "ticket_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                            ],
+                            "requestBody": {
+                                "content": {
+                                    "application/json": {
+                                        "schema": {"type": "object", "properties": {"ticket_id": {"type": "string"}}}
+                                    }
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "'ticket_id' is both a path parameter and a request body",
+        ),
+    ],
+)
 def test_bad_specs_are_user_errors(spec, message):
     with pytest.raises(UserError, match=message):
         tools_from_openapi(spec, base_url="http://x")
@@ -375,8 +491,18 @@ def test_bad_spec_urls_and_options_are_user_errors(api, tmp_path):
 
 
 def test_unsupported_request_bodies_are_skipped_with_a_warning():
-    spec = {"openapi": "3.1.0", "paths": {"/upload": {"post": {"operationId": "upload", "requestBody": {
-        "content": {"multipart/form-data": {"schema": {"type": "object"}}}}}}, "/ok": {"get": {"operationId": "ok"}}}}
+    spec = {
+        "openapi": "3.1.0",
+        "paths": {
+            "/upload": {
+                "post": {
+                    "operationId": "upload",
+                    "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
+                }
+            },
+            "/ok": {"get": {"operationId": "ok"}},
+        },
+    }
     with pytest.warns(UserWarning, match="skipped operation upload"):
         assert [t.name for t in tools_from_openapi(spec, base_url="http://x")] == ["ok"]
     with pytest.raises(UserError, match="neither JSON nor a form"):
@@ -384,8 +510,10 @@ def test_unsupported_request_bodies_are_skipped_with_a_warning():
 
 
 def test_import_is_light():
-    code = ("import agentft.openapi, sys; heavy = {'torch', 'transformers', 'fastapi', 'yaml', 'uvicorn'} "
-            "& set(sys.modules); assert not heavy, heavy")
+    code = (
+        "import agentft.openapi, sys; heavy = {'torch', 'transformers', 'fastapi', 'yaml', 'uvicorn'} "
+        "& set(sys.modules); assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -441,11 +569,13 @@ def test_runner_records_a_trajectory_against_the_http_api(api, tmp_path):
             return HelpdeskEpisode()
 
         def oracle(self):
-            return ScriptedPolicy([
-                '<tool_call>{"name": "create_ticket", "arguments": {"title": "printer on fire", "priority": 1}}'
-                "</tool_call>",
-                "Ticket T-2 is open.",
-            ])
+            return ScriptedPolicy(
+                [
+                    '<tool_call>{"name": "create_ticket", "arguments": {"title": "printer on fire", "priority": 1}}'
+                    "</tool_call>",
+                    "Ticket T-2 is open.",
+                ]
+            )
 
     env = HelpdeskAPI()
     [trajectory] = run_episodes(env, env.oracle(), plan_episodes(env.tasks("test")))

@@ -19,11 +19,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVS = ("claims", "helpdesk")
 # What each placeholder of a phrasing template can be filled with: a template matches a user turn when
 # the turn contains it with entities of the right shape in the placeholders.
-ENTITY = {"cid": r"CLM-\d+", "pid": r"POL-\d+", "email": r"\S+@\S+?", "dob": r"\d{4}-\d\d-\d\d",
-          "dob_long": r"\d{1,2} [A-Z][a-z]+ \d{4}", "dob_us": r"[A-Z][a-z]+ \d{1,2}, \d{4}", "amount": r"\d+",
-          "amount_words": r"[a-z -]+?", "incident": r"[a-z]+", "phone": r"\+1 555 \d{3} \d{4}", "relative": r"[a-z]+",
-          "group": r"[a-z-]+", "tid": r"TKT-\d+", "name": r"[A-Z][a-z]+ [A-Z][a-z]+", "eid": r"EMP-\d+",
-          "pin": r"\d{4}"}
+ENTITY = {
+    "cid": r"CLM-\d+",
+    "pid": r"POL-\d+",
+    "email": r"\S+@\S+?",
+    "dob": r"\d{4}-\d\d-\d\d",
+    "dob_long": r"\d{1,2} [A-Z][a-z]+ \d{4}",
+    "dob_us": r"[A-Z][a-z]+ \d{1,2}, \d{4}",
+    "amount": r"\d+",
+    "amount_words": r"[a-z -]+?",
+    "incident": r"[a-z]+",
+    "phone": r"\+1 555 \d{3} \d{4}",
+    "relative": r"[a-z]+",
+    "group": r"[a-z-]+",
+    "tid": r"TKT-\d+",
+    "name": r"[A-Z][a-z]+ [A-Z][a-z]+",
+    "eid": r"EMP-\d+",
+    "pin": r"\d{4}",
+}
 
 
 def template_pattern(template):
@@ -79,16 +92,42 @@ def test_overlapping_pools_are_refused(tmp_path):
         load_phrasings(path)
 
 
-@pytest.mark.parametrize("text", ["Yes, please go ahead.", "yep", "Sure thing, do it.", "ok", "Absolutely.",
-                                  "That's right, please proceed.", "Sounds good, do it.", "No problem, go ahead.",
-                                  "Yes I agree", "fine, go ahead", "Please do."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Yes, please go ahead.",
+        "yep",
+        "Sure thing, do it.",
+        "ok",
+        "Absolutely.",
+        "That's right, please proceed.",
+        "Sounds good, do it.",
+        "No problem, go ahead.",
+        "Yes I agree",
+        "fine, go ahead",
+        "Please do.",
+    ],
+)
 def test_consent_is_judged_by_meaning(text):
     assert consents(text)
 
 
-@pytest.mark.parametrize("text", ["No.", "No, don't do that.", "Yes, but wait a moment.", "Hold on.", "Please cancel.",
-                                  "I would rather not.", "Not yet, thanks.", "What does that mean?", "", None,
-                                  "Nope, go ahead is not what I said."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No.",
+        "No, don't do that.",
+        "Yes, but wait a moment.",
+        "Hold on.",
+        "Please cancel.",
+        "I would rather not.",
+        "Not yet, thanks.",
+        "What does that mean?",
+        "",
+        None,
+        "Nope, go ahead is not what I said.",
+    ],
+)
 def test_refusals_and_other_answers_are_not_consent(text):
     assert not consents(text)
 
@@ -124,7 +163,8 @@ def test_the_user_answers_a_clarifying_question_when_it_knows_the_fact():
     helpdesk = load_environment("helpdesk", sandbox=False)
     ticket_task = next(t for t in helpdesk.tasks("test") if t.kind == "ticket_status")
     assert ticket_task.facts["ticket_id"] in helpdesk.user_turn(
-        ticket_task, [*conversation, AssistantMessage(content="What is the ticket number?")])
+        ticket_task, [*conversation, AssistantMessage(content="What is the ticket number?")]
+    )
 
 
 def test_a_date_of_birth_in_words_verifies_and_counts_as_the_same_read():
@@ -132,16 +172,31 @@ def test_a_date_of_birth_in_words_verifies_and_counts_as_the_same_read():
     task = next(t for t in env.tasks("test") if t.kind == "claim_status" and t.solution[0].get("calls"))
     verify = task.solution[0]["calls"][0]["arguments"]
     year, month, day = verify["date_of_birth"].split("-")
-    months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-              "November", "December"]
+    months = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ]
     spoken = f"{int(day)} {months[int(month) - 1]} {year}"
     cid, status = task.must_say
 
     def call(name, **arguments):
         return AssistantMessage(tool_calls=[ToolCall.create("c", name, arguments)])
 
-    turns = [call("verify_identity", email=verify["email"].upper(), date_of_birth=spoken),
-             call("get_claim", claim_id=cid), f"Claim {cid} is {status}."]
+    turns = [
+        call("verify_identity", email=verify["email"].upper(), date_of_birth=spoken),
+        call("get_claim", claim_id=cid),
+        f"Claim {cid} is {status}.",
+    ]
     [trajectory] = run_episodes(env, ScriptedPolicy(turns), plan_episodes([task]), RunConfig(max_steps=3))
     assert '"verified"' in trajectory.messages[3].content
     assert trajectory.score.success and trajectory.score.compliant, trajectory.score

@@ -25,8 +25,10 @@ EMAIL, PHONE, CARD, SSN = "ada.berg12@example.com", "+1 555 123 4567", "41111111
 DOB = "1980-04-02"
 OTHER_EMAIL, OTHER_CARD = "ben.costa7@example.org", "5500 0000 0000 0004"
 IDS = ("CUS-0042", "CLM-123456", "POL-12345")
-PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\nq1w2e3r4t5y6u7i8o9p0\n"
-       "-----END RSA PRIVATE KEY-----")
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\nq1w2e3r4t5y6u7i8o9p0\n"
+    "-----END RSA PRIVATE KEY-----"
+)
 
 
 def test_labelled_set_is_what_the_script_makes():
@@ -64,9 +66,11 @@ def test_recall_and_precision_on_labelled_set():
             predictions += 1
             true_predictions += any(d.start < s["end"] and d.end > s["start"] for s in record["spans"])
     recall, precision = found / total, true_predictions / max(predictions, 1)
-    print(f"\nPII recall {recall:.4f} ({found}/{total}), precision {precision:.4f} "
-          f"({true_predictions}/{predictions}); right type {typed}/{found}; "
-          f"found per type: {dict(sorted(per_type.items()))}")
+    print(
+        f"\nPII recall {recall:.4f} ({found}/{total}), precision {precision:.4f} "
+        f"({true_predictions}/{predictions}); right type {typed}/{found}; "
+        f"found per type: {dict(sorted(per_type.items()))}"
+    )
     assert recall >= 0.99, missed[:10]
     assert precision >= 0.90
 
@@ -76,34 +80,48 @@ def test_negatives_are_not_scrubbed():
     negatives = [record["text"] for record in RECORDS if not record["spans"]]
     changed = [text for text in negatives if scrubber.scrub_text(text) != text]
     assert not changed, changed[:5]
-    for text in ("filed on 2025-03-02", "amount 12,500.00", "in 2019", *IDS, "v2.10.4", "4111111111111112",
-                 "DE89 3704 0044 0532 0130 01", "000-12-3456", "666-12-3456", "987-65-4321", "127.0.0.1"):
+    for text in (
+        "filed on 2025-03-02",
+        "amount 12,500.00",
+        "in 2019",
+        *IDS,
+        "v2.10.4",
+        "4111111111111112",
+        "DE89 3704 0044 0532 0130 01",
+        "000-12-3456",
+        "666-12-3456",
+        "987-65-4321",
+        "127.0.0.1",
+    ):
         assert Scrubber().scrub_text(text) == text, text
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("I'm ada.berg12@example.com, born 1980-04-02", "DOB"),
-    ("date of birth: 1980-04-02", "DOB"),
-    ("You can verify me with ada.berg12@example.com and 1980-04-02.", "DOB"),
-    ("1980-04-02 (DOB)", "DOB"),
-    ("Born April 2nd, 1980 in Oslo", "DOB"),
-    ("SSN 123456789", "SSN"),
-    ("social security number: 123 45 6789", "SSN"),
-    ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN"),
-    ("token: 9f8e7d6c5b4a3f2e1d0c", "SECRET"),
-    ("Authorization: Bearer abcDEF123456ghiJKL", "SECRET"),
-    ("key AKIAIOSFODNN7EXAMPLE", "SECRET"),
-    ("server 2001:db8:85a3::8a2e:370:7334 down", "IP"),
-    ("call 555.123.4567", "PHONE"),
-    ("card 3782 822463 10005", "CARD"),
-    ("card 4111 1111 1111 1111 12/27", "CARD"),
-    ("card 4111-1111-1111-1111-123 units", "CARD"),
-    ("Reach me: ada.o'neil@example.com", "EMAIL"),
-    ("iban: gb82 west 1234 5698 7654 32", "IBAN"),
-    ("Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==", "SECRET"),
-    ("born on 1980-04-02T00:00:00Z", "DOB"),
-    ("DOB 19800402", "DOB"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("I'm ada.berg12@example.com, born 1980-04-02", "DOB"),
+        ("date of birth: 1980-04-02", "DOB"),
+        ("You can verify me with ada.berg12@example.com and 1980-04-02.", "DOB"),
+        ("1980-04-02 (DOB)", "DOB"),
+        ("Born April 2nd, 1980 in Oslo", "DOB"),
+        ("SSN 123456789", "SSN"),
+        ("social security number: 123 45 6789", "SSN"),
+        ("IBAN GB82 WEST 1234 5698 7654 32", "IBAN"),
+        ("token: 9f8e7d6c5b4a3f2e1d0c", "SECRET"),
+        ("Authorization: Bearer abcDEF123456ghiJKL", "SECRET"),
+        ("key AKIAIOSFODNN7EXAMPLE", "SECRET"),
+        ("server 2001:db8:85a3::8a2e:370:7334 down", "IP"),
+        ("call 555.123.4567", "PHONE"),
+        ("card 3782 822463 10005", "CARD"),
+        ("card 4111 1111 1111 1111 12/27", "CARD"),
+        ("card 4111-1111-1111-1111-123 units", "CARD"),
+        ("Reach me: ada.o'neil@example.com", "EMAIL"),
+        ("iban: gb82 west 1234 5698 7654 32", "IBAN"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==", "SECRET"),
+        ("born on 1980-04-02T00:00:00Z", "DOB"),
+        ("DOB 19800402", "DOB"),
+    ],
+)
 def test_detects_in_context(text, kind):
     assert kind in {d.type for d in Scrubber().detect(text)}, Scrubber().detect(text)
 
@@ -114,29 +132,51 @@ def test_validators():
 
 
 def trajectory() -> Trajectory:
-    customer = {"customer_id": "CUS-0042", "email": EMAIL, "date_of_birth": DOB, "ssn": SSN, "card_number": CARD,
-                "phone": PHONE, "note": "héllo \"quoted\" \\ back"}
+    customer = {
+        "customer_id": "CUS-0042",
+        "email": EMAIL,
+        "date_of_birth": DOB,
+        "ssn": SSN,
+        "card_number": CARD,
+        "phone": PHONE,
+        "note": 'héllo "quoted" \\ back',
+    }
     return Trajectory(
-        id="t1", env="claims", task_id="claims-0001", policy="scripted",
+        id="t1",
+        env="claims",
+        task_id="claims-0001",
+        policy="scripted",
         messages=[
             SystemMessage(content="Never reveal a full social security number or card number."),
-            UserMessage(content=f"I'm {EMAIL.upper()}, born {DOB}. Claim CLM-123456 on POL-12345: pay it to card "
-                                f"{CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}; my phone is {PHONE}. "
-                                f"My friend {OTHER_EMAIL} uses {OTHER_CARD}."),
-            AssistantMessage(content="Let me check.", tool_calls=[
-                ToolCall.create("c1", "verify_identity", {"email": EMAIL, "date_of_birth": DOB}),
-                ToolCall.create("c2", "update_contact", {"customer_id": "CUS-0042",
-                                                         "contact": {"phones": [PHONE], "card": CARD}})]),
+            UserMessage(
+                content=f"I'm {EMAIL.upper()}, born {DOB}. Claim CLM-123456 on POL-12345: pay it to card "
+                f"{CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}; my phone is {PHONE}. "
+                f"My friend {OTHER_EMAIL} uses {OTHER_CARD}."
+            ),
+            AssistantMessage(
+                content="Let me check.",
+                tool_calls=[
+                    ToolCall.create("c1", "verify_identity", {"email": EMAIL, "date_of_birth": DOB}),
+                    ToolCall.create(
+                        "c2",
+                        "update_contact",
+                        {"customer_id": "CUS-0042", "contact": {"phones": [PHONE], "card": CARD}},
+                    ),
+                ],
+            ),
             ToolMessage(content=json.dumps({"status": "verified", "customer_id": "CUS-0042"}), tool_call_id="c1"),
             ToolMessage(content=json.dumps(customer, ensure_ascii=False), tool_call_id="c2", name="get_customer"),
             AssistantMessage(content=f"Verified {EMAIL}; your date of birth {DOB} matches, ending {CARD[-4:]}."),
             UserMessage(content=f"Great. Note {DOB} again, and call {PHONE.replace(' ', '-')}."),  # no context
             ToolMessage(content=json.dumps({"key": PEM, "ip": "203.0.113.7"}), tool_call_id="c3"),
         ],
-        events=[Event(step=1, name="verify_identity", call_id="c1", arguments={"email": EMAIL, "date_of_birth": DOB}),
-                Event(step=2, name="update_contact", call_id="c2", ok=False, detail=f"{PHONE} rejected")],
+        events=[
+            Event(step=1, name="verify_identity", call_id="c1", arguments={"email": EMAIL, "date_of_birth": DOB}),
+            Event(step=2, name="update_contact", call_id="c2", ok=False, detail=f"{PHONE} rejected"),
+        ],
         score=Score(violations=[Violation(rule="no_sensitive", detail=f"revealed {SSN}")]),
-        metadata={"caller": {"email": EMAIL}})
+        metadata={"caller": {"email": EMAIL}},
+    )
 
 
 def all_text(record: Trajectory) -> str:
@@ -148,15 +188,26 @@ def test_trajectory_pseudonyms_are_consistent(mode):
     original = trajectory()
     clean, report = Scrubber(mode=mode, key="test-key").scrub_trajectory(original)
     text = all_text(clean)
-    for value in (EMAIL, EMAIL.upper(), DOB, SSN, CARD, CARD[:4] + " " + CARD[4:8], PHONE, OTHER_EMAIL, OTHER_CARD,
-                  "555-123-4567", "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM"):
+    for value in (
+        EMAIL,
+        EMAIL.upper(),
+        DOB,
+        SSN,
+        CARD,
+        CARD[:4] + " " + CARD[4:8],
+        PHONE,
+        OTHER_EMAIL,
+        OTHER_CARD,
+        "555-123-4567",
+        "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM",
+    ):
         assert value not in text, value
     for value in IDS:
         assert value in text
     user = clean.messages[1].content
     first_call, second_call = (c.function.arguments for c in clean.messages[2].tool_calls)
     result = json.loads(clean.messages[4].content)  # still valid JSON
-    assert result["customer_id"] == "CUS-0042" and result["note"] == "héllo \"quoted\" \\ back"
+    assert result["customer_id"] == "CUS-0042" and result["note"] == 'héllo "quoted" \\ back'
     email, dob, phone, card = first_call["email"], first_call["date_of_birth"], result["phone"], result["card_number"]
     assert email == result["email"] == clean.events[0].arguments["email"] == clean.metadata["caller"]["email"]
     assert dob == result["date_of_birth"] == clean.events[0].arguments["date_of_birth"]
@@ -174,7 +225,7 @@ def test_trajectory_pseudonyms_are_consistent(mode):
         assert "<EMAIL_1>" in user and "<CARD_1>" in user  # upper-case email, spaced card: same values
         assert "<EMAIL_2>" in user and "<CARD_2>" in user  # different values, different pseudonyms
     else:
-        assert email.upper() in user and " ".join(card[i:i + 4] for i in range(0, 16, 4)) in user
+        assert email.upper() in user and " ".join(card[i : i + 4] for i in range(0, 16, 4)) in user
         assert len(set(re.findall(r"[\w.+-]+@[\w.-]+", text.lower()))) == 2
     assert Trajectory.from_json(clean.to_json()) == clean
     assert report.counts["EMAIL"] >= 6 and report.counts["CARD"] >= 3 and report.values == 9
@@ -203,8 +254,10 @@ def test_report_holds_no_original_value():
 
 
 def test_fake_mode_is_format_preserving_and_deterministic():
-    text = (f"{EMAIL} {CARD} {OTHER_CARD} 3782-822463-10005 SSN {SSN} born {DOB} IBAN DE89 3704 0044 0532 0130 00 "
-            f"phone {PHONE} ip 10.1.2.3 key AKIAIOSFODNN7EXAMPLE born April 2, 1980")
+    text = (
+        f"{EMAIL} {CARD} {OTHER_CARD} 3782-822463-10005 SSN {SSN} born {DOB} IBAN DE89 3704 0044 0532 0130 00 "
+        f"phone {PHONE} ip 10.1.2.3 key AKIAIOSFODNN7EXAMPLE born April 2, 1980"
+    )
     first, second = Scrubber(key="k1").scrub_text(text), Scrubber(key="k1").scrub_text(text)
     assert first == second != Scrubber(key="k2").scrub_text(text)
     detections = Scrubber(key="k1").detect(first)
@@ -223,7 +276,7 @@ def test_fake_mode_is_format_preserving_and_deterministic():
         assert d.type != "SSN" or re.fullmatch(r"(?!000|666|9)\d{3}-(?!00)\d{2}-(?!0000)\d{4}", d.text)
     again = Scrubber(key="k1").scrub_text(f"{EMAIL.upper()} and {CARD[:4]}-{CARD[4:8]}-{CARD[8:12]}-{CARD[12:]}")
     fake_email, fake_card = first.split()[:2]
-    assert again == f"{fake_email.upper()} and {'-'.join(fake_card[i:i + 4] for i in range(0, 16, 4))}"
+    assert again == f"{fake_email.upper()} and {'-'.join(fake_card[i : i + 4] for i in range(0, 16, 4))}"
 
 
 def test_fakes_stay_valid_for_claims_records():
@@ -246,11 +299,25 @@ def test_fakes_stay_valid_for_claims_records():
         assert scrubber.scrub_text(text) == text  # ids, amounts and filing dates are not personal data
 
 
-@pytest.mark.parametrize("text", [
-    "", " ", "\x00\x01\x02", "\ud800 lone surrogate ada@example.com", "ﬀ" * 1000, "٣٤٥-٦٧-٨٩٠١",
-    "@" * 10000, "1" * 100000, ("4111 " * 20000), "born " * 5000 + "1980-04-02", ":" * 50000, "a:" * 30000,
-    bytes(range(256)).decode("latin-1") * 50, "x" * 2_000_000 + " ada@example.com",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "\x00\x01\x02",
+        "\ud800 lone surrogate ada@example.com",
+        "ﬀ" * 1000,
+        "٣٤٥-٦٧-٨٩٠١",
+        "@" * 10000,
+        "1" * 100000,
+        ("4111 " * 20000),
+        "born " * 5000 + "1980-04-02",
+        ":" * 50000,
+        "a:" * 30000,
+        bytes(range(256)).decode("latin-1") * 50,
+        "x" * 2_000_000 + " ada@example.com",
+    ],
+)
 def test_garbage_never_raises(text):
     for mode in ("fake", "placeholder"):
         out = Scrubber(mode=mode).scrub_text(text)

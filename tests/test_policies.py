@@ -15,13 +15,16 @@ USER = [{"role": "user", "content": "Check claim CLM-1"}]
 
 
 def test_scripted_policy_replies_by_turn_and_parses_like_a_model(tools):
-    policy = ScriptedPolicy(['<tool_call>{"name": "get_claim", "arguments": {"claim_id": "CLM-1"}}</tool_call>',
-                             AssistantMessage(content="It is open.")])
+    policy = ScriptedPolicy(
+        [
+            '<tool_call>{"name": "get_claim", "arguments": {"claim_id": "CLM-1"}}</tool_call>',
+            AssistantMessage(content="It is open."),
+        ]
+    )
     assert isinstance(policy, Policy)
     first = policy.act([USER, USER], tools)
     assert [r.message.tool_calls[0].function.arguments for r in first] == [{"claim_id": "CLM-1"}] * 2
-    later = USER + [first[0].message.model_dump(),
-                    {"role": "tool", "tool_call_id": "call_0", "content": "open"}]
+    later = USER + [first[0].message.model_dump(), {"role": "tool", "tool_call_id": "call_0", "content": "open"}]
     assert policy.act([later], tools)[0].message.content == "It is open."
     with pytest.raises(UserError, match="has 2 replies"):
         policy.act([later + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]], tools)
@@ -103,18 +106,29 @@ def fake_openai_app():
         app.state.in_flight -= 1
         message = {"role": "assistant", "content": None}
         if "native" in last:
-            message["tool_calls"] = [{"id": "abc", "type": "function",
-                                      "function": {"name": "get_claim", "arguments": '{"claim_id": "CLM-1"}'}}]
+            message["tool_calls"] = [
+                {
+                    "id": "abc",
+                    "type": "function",
+                    "function": {"name": "get_claim", "arguments": '{"claim_id": "CLM-1"}'},
+                }
+            ]
         elif "broken" in last:
-            message["tool_calls"] = [{"id": "abc", "type": "function",
-                                      "function": {"name": "get_claim", "arguments": '{"claim_id": '}}]
+            message["tool_calls"] = [
+                {"id": "abc", "type": "function", "function": {"name": "get_claim", "arguments": '{"claim_id": '}}
+            ]
         elif "markup" in last:
             message["content"] = '<tool_call>{"name": "get_claim", "arguments": {"claim_id": "CLM-2"}}</tool_call>'
         else:
             message["content"] = "Hello!"
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+        }
 
     return app
 
@@ -125,9 +139,16 @@ def test_openai_policy_against_a_local_fake_server(tools):
         policy = load_policy(f"openai:{url}/v1#fake-model", concurrency=4)
         assert isinstance(policy, OpenAIPolicy)
         prompts = ["native", "broken", "markup", "hi"]
-        history = [{"role": "assistant", "content": None, "tool_calls": [
-            {"id": "t0", "type": "function", "function": {"name": "get_claim", "arguments": {"claim_id": "C"}}}]},
-            {"role": "tool", "tool_call_id": "t0", "content": "open"}]
+        history = [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "t0", "type": "function", "function": {"name": "get_claim", "arguments": {"claim_id": "C"}}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "t0", "content": "open"},
+        ]
         replies = policy.act([history + [{"role": "user", "content": p}] for p in prompts], tools)
     native, broken, markup, plain = replies
     assert native.message.tool_calls[0].id == "abc"

@@ -9,15 +9,32 @@ from agentft.trajectory import read_trajectories
 
 def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     out = tmp_path / "qs"
-    command = [sys.executable, "-m", "agentft.cli", "quickstart", "--budget", "fast", "--model", "tiny-test",
-               "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "agentft.cli",
+        "quickstart",
+        "--budget",
+        "fast",
+        "--model",
+        "tiny-test",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     for name in ("base", "sft", "dpo"):
         run = summary[name]
-        for field in ("success_rate", "compliance_rate", "pass_hat_k", "violations_by_rule", "episodes", "errors",
-                      "mean_latency_s"):
+        for field in (
+            "success_rate",
+            "compliance_rate",
+            "pass_hat_k",
+            "violations_by_rule",
+            "episodes",
+            "errors",
+            "mean_latency_s",
+        ):
             assert field in run, (name, field)
         planned = summary["plan"]["base_tasks" if name == "base" else "test_tasks"]
         assert run["episodes"] == planned and run["split"] == "test"
@@ -28,12 +45,26 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     assert {c["metric"] for c in summary["dpo_vs_sft"]} == {"success", "compliance"}
     sft = summary["training"]["sft"]
     assert sft["eval_loss"] < sft["eval_loss_before"]  # the tuned model's loss fell on held-out train tasks
-    losses = [json.loads(line)["loss"] for line in (out / "adapter-sft" / "metrics.jsonl").read_text().splitlines()
-              if "loss" in json.loads(line)]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (out / "adapter-sft" / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert losses and all(loss == loss for loss in losses)  # finite
     assert summary["training"]["dpo"]["pairs"] > 0
-    assert set(summary["timings"]) >= {"pull", "collect", "dataset", "sft", "eval-base", "eval-sft", "mine", "dpo",
-                                       "eval-dpo", "own-words", "total"}
+    assert set(summary["timings"]) >= {
+        "pull",
+        "collect",
+        "dataset",
+        "sft",
+        "eval-base",
+        "eval-sft",
+        "mine",
+        "dpo",
+        "eval-dpo",
+        "own-words",
+        "total",
+    }
     demonstrations = list(read_trajectories(out / "oracle-sft" / "trajectories.jsonl"))
     assert len(demonstrations) == 2 * summary["plan"]["sft_tasks"]  # each task and its augmented variant
     assert all(t.score.success and t.score.compliant for t in demonstrations)
@@ -56,8 +87,20 @@ def test_mining_falls_back_to_perturbations_when_the_sft_model_made_no_mistake(t
     from agentft.collect import CollectConfig, collect
     from agentft.quickstart import mine_preferences
 
-    sources = [collect(CollectConfig(env="claims", policy="oracle", out=str(tmp_path / name), split="train", n=9,
-                                     start=216, env_kwargs={"sandbox": False})).out for name in ("oracle", "sft")]
+    sources = [
+        collect(
+            CollectConfig(
+                env="claims",
+                policy="oracle",
+                out=str(tmp_path / name),
+                split="train",
+                n=9,
+                start=216,
+                env_kwargs={"sandbox": False},
+            )
+        ).out
+        for name in ("oracle", "sft")
+    ]
     console = Console(record=True, width=200)
     pairs = mine_preferences(sources, perturbations=False, console=console)
     assert pairs.rows and "step" not in pairs.stats["by_kind"]  # nothing failed: edits of good episodes only

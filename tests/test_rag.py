@@ -88,8 +88,10 @@ def make_pdf(pages: list[str]) -> bytes:
     for text in pages:
         stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
         objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                       f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objects)} 0 R >>")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objects)} 0 R >>"
+        )
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
     out, offsets = b"%PDF-1.4\n", []
@@ -103,13 +105,21 @@ def make_pdf(pages: list[str]) -> bytes:
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agentft.cli", "rag", *args], capture_output=True, text=True,
-                          env=ENV, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agentft.cli", "rag", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def test_importing_the_module_stays_light():
-    code = ("import sys, agentft.rag, agentft.cli; "
-            "print([m for m in ('chromadb', 'torch', 'langchain_core', 'sentence_transformers') if m in sys.modules])")
+    code = (
+        "import sys, agentft.rag, agentft.cli; "
+        "print([m for m in ('chromadb', 'torch', 'langchain_core', 'sentence_transformers') if m in sys.modules])"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -127,8 +137,12 @@ def test_handbook_chunk_ids_are_the_claims_environment_citations(handbook):
     stored = handbook.collection.get(include=["metadatas"])
     assert sorted(m["chunk_id"] for m in stored["metadatas"]) == sorted(chunks)
     assert {m["source"] for m in stored["metadatas"]} == {"handbook.md"}
-    assert handbook.stats() == {"collection": "handbook", "chunks": 35, "sources": {"handbook.md": 35},
-                                "path": str(handbook.path)}
+    assert handbook.stats() == {
+        "collection": "handbook",
+        "chunks": 35,
+        "sources": {"handbook.md": 35},
+        "path": str(handbook.path),
+    }
 
 
 def test_recall_at_3_on_paraphrased_handbook_questions(handbook):
@@ -192,8 +206,12 @@ def test_cli_ingest_in_one_process_query_in_another(tmp_path, embeddings):
     assert (again.chunks_seen, again.chunks_added, again.chunks_skipped, again.chunks_removed) == (35, 0, 35, 0)
     stats = cli("stats", "--store", str(store), "--collection", "hbk")
     assert stats.returncode == 0, stats.stderr
-    assert json.loads(stats.stdout) == {"collection": "hbk", "chunks": 35, "sources": {"handbook.md": 35},
-                                        "path": str(store)}
+    assert json.loads(stats.stdout) == {
+        "collection": "hbk",
+        "chunks": 35,
+        "sources": {"handbook.md": 35},
+        "path": str(store),
+    }
     text = CliRunner().invoke(app, ["rag", "query", question, "--store", str(store), "--collection", "hbk", "-k", "1"])
     assert text.exit_code == 0 and "[handbook#temporary-accommodation]" in text.output  # in-process: model is loaded
 
@@ -215,11 +233,14 @@ def test_markdown_text_and_pdf_with_their_metadata(tmp_path, embeddings):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
     long_section = " ".join(f"Boiler step {i}: bleed the radiators and check the pressure gauge." for i in range(12))
-    (docs / "notes.md").write_text(f"Read this first.\n\n# Field guide\n\n## Water heaters\n{long_section}\n\n"
-                                   "### Pilot light\nRelight the pilot light with the long-reach lighter.\n")
+    (docs / "notes.md").write_text(
+        f"Read this first.\n\n# Field guide\n\n## Water heaters\n{long_section}\n\n"
+        "### Pilot light\nRelight the pilot light with the long-reach lighter.\n"
+    )
     (docs / "sub" / "guide.txt").write_text("Keep the spare fuses in the grey cabinet by the loading dock.\n")
-    (docs / "manual.pdf").write_bytes(make_pdf(["Pumps are serviced every spring.",
-                                                "The torque wrench must be calibrated every 90 days."]))
+    (docs / "manual.pdf").write_bytes(
+        make_pdf(["Pumps are serviced every spring.", "The torque wrench must be calibrated every 90 days."])
+    )
     (docs / "ignored.docx").write_bytes(b"not walked")
     (docs / ".hidden.md").write_text("## Secret\nnot walked either\n")
     store = KnowledgeStore(tmp_path / "store", "docs", embeddings=embeddings)
@@ -227,8 +248,9 @@ def test_markdown_text_and_pdf_with_their_metadata(tmp_path, embeddings):
     assert sorted(Path(f).name for f in report.files) == ["guide.txt", "manual.pdf", "notes.md"]
     meta = {m["chunk_id"]: m for m in store.collection.get(include=["metadatas"])["metadatas"]}
     heaters = sorted(i for i in meta if i.startswith("notes#water-heaters"))
-    assert heaters[0] == "notes#water-heaters" and heaters[1:] == [f"notes#water-heaters-{n}"
-                                                                    for n in range(2, len(heaters) + 1)]
+    assert heaters[0] == "notes#water-heaters" and heaters[1:] == [
+        f"notes#water-heaters-{n}" for n in range(2, len(heaters) + 1)
+    ]
     assert len(heaters) >= 3 and {meta[i]["section"] for i in heaters} == {"Water heaters"}
     assert meta["notes#intro"]["section"] == "" and meta["notes#pilot-light"]["section"] == "Pilot light"
     assert meta["guide#text"]["source"] == "guide.txt"
@@ -236,8 +258,11 @@ def test_markdown_text_and_pdf_with_their_metadata(tmp_path, embeddings):
     assert {m["source"] for m in meta.values()} == {"notes.md", "guide.txt", "manual.pdf"}
     assert report.chunks_added == report.chunks_seen == len(meta)
     top = store.search("how often should the torque wrench be calibrated?", k=1)[0]
-    assert (top.id, top.source, top.text) == ("manual#page-2", "manual.pdf",
-                                              "The torque wrench must be calibrated every 90 days.")
+    assert (top.id, top.source, top.text) == (
+        "manual#page-2",
+        "manual.pdf",
+        "The torque wrench must be calibrated every 90 days.",
+    )
     assert store.search("where are the spare fuses kept", k=1)[0].id == "guide#text"
     assert store.search("relighting the pilot", k=1)[0].text.startswith("Pilot light\n")
 
@@ -266,10 +291,15 @@ def test_bad_files_raise_naming_the_file_or_are_skipped(tmp_path, embeddings):
     (tmp_path / "notes.docx").write_bytes(b"x")
     (tmp_path / "nothing").mkdir()
     store = KnowledgeStore(tmp_path / "s", "bad", embeddings=embeddings)
-    cases = {"empty.md": "empty.md: the file is empty", "binary.txt": "binary.txt: not UTF-8",
-             "broken.pdf": "broken.pdf: not a readable PDF", "blank.pdf": "blank.pdf: the PDF has no extractable text",
-             "notes.docx": "notes.docx: unsupported file type", "missing.md": "missing.md: no such file",
-             "nothing": "nothing: no .md"}
+    cases = {
+        "empty.md": "empty.md: the file is empty",
+        "binary.txt": "binary.txt: not UTF-8",
+        "broken.pdf": "broken.pdf: not a readable PDF",
+        "blank.pdf": "blank.pdf: the PDF has no extractable text",
+        "notes.docx": "notes.docx: unsupported file type",
+        "missing.md": "missing.md: no such file",
+        "nothing": "nothing: no .md",
+    }
     for name, message in cases.items():
         with pytest.raises(UserError, match=message.replace(".", r"\.")):
             store.ingest([good, tmp_path / name])
@@ -313,8 +343,11 @@ def test_a_chroma_server_through_chroma_url(tmp_path, embeddings):
     if not Path(binary).exists():
         pytest.skip("no `chroma` server binary")
     port = _free_port()
-    server = subprocess.Popen([binary, "run", "--path", str(tmp_path / "server"), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "run", "--path", str(tmp_path / "server"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):

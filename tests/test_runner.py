@@ -61,14 +61,16 @@ def test_bad_model_output_is_fed_back_and_counted_never_fatal():
     env = OrdersEnvironment(n_train=2)
     task = env.tasks("train")[0]
     order = task.facts["order_id"]
-    policy = ScriptedPolicy([
-        '<tool_call>{"name": "get_order", "arguments": {"order_id": </tool_call>',  # bad JSON
-        '<tool_call>{"name": "drop_orders", "arguments": {}}</tool_call>',  # unknown tool
-        '<tool_call>{"name": "get_order", "arguments": {"order_id": 7}}</tool_call>',  # invalid args
-        '<tool_call>{"name": "get_order", "arguments": {"order_id": "ORD-0000"}}</tool_call>',  # tool error
-        f'<tool_call>{{"name": "get_order", "arguments": {{"order_id": "{order}"}}}}</tool_call>',
-        f"Order {order} is {task.facts['status']}.",
-    ])
+    policy = ScriptedPolicy(
+        [
+            '<tool_call>{"name": "get_order", "arguments": {"order_id": </tool_call>',  # bad JSON
+            '<tool_call>{"name": "drop_orders", "arguments": {}}</tool_call>',  # unknown tool
+            '<tool_call>{"name": "get_order", "arguments": {"order_id": 7}}</tool_call>',  # invalid args
+            '<tool_call>{"name": "get_order", "arguments": {"order_id": "ORD-0000"}}</tool_call>',  # tool error
+            f'<tool_call>{{"name": "get_order", "arguments": {{"order_id": "{order}"}}}}</tool_call>',
+            f"Order {order} is {task.facts['status']}.",
+        ]
+    )
     [trajectory] = run_episodes(env, policy, plan_episodes([task]))
     assert trajectory.status == "completed" and trajectory.score.success
     assert [e.error for e in trajectory.events] == ["parse", "parse", "invalid_args", "tool_error", None]
@@ -87,15 +89,21 @@ def test_max_steps_and_errors_end_only_their_own_episode():
             return episode
 
     env = Flaky(n_train=4)
-    looping = ScriptedPolicy(lambda conversation, tools: '<tool_call>{"name": "get_order", "arguments": '
-                                                         '{"order_id": "ORD-0000"}}</tool_call>')
-    trajectories = {t.task_id: t for t in run_episodes(env, looping, plan_episodes(env.tasks("train")),
-                                                        RunConfig(max_steps=3))}
+    looping = ScriptedPolicy(
+        lambda conversation, tools: (
+            '<tool_call>{"name": "get_order", "arguments": {"order_id": "ORD-0000"}}</tool_call>'
+        )
+    )
+    trajectories = {
+        t.task_id: t for t in run_episodes(env, looping, plan_episodes(env.tasks("train")), RunConfig(max_steps=3))
+    }
     assert trajectories["train-0000"].status == "max_steps" and trajectories["train-0000"].usage.model_calls == 3
     assert trajectories["train-0001"].status == "error"
     assert "ZeroDivisionError" in trajectories["train-0001"].metadata["error"]
-    assert trajectories["train-0002"].status == "error" and "seed database missing" in \
-        trajectories["train-0002"].metadata["error"]
+    assert (
+        trajectories["train-0002"].status == "error"
+        and "seed database missing" in trajectories["train-0002"].metadata["error"]
+    )
     assert trajectories["train-0003"].status == "max_steps"
     # The model's failures are scored as failures; the environment's are not scored at all (reported apart).
     assert all(t.score is not None and not t.score.success for t in trajectories.values() if t.status != "error")
@@ -104,10 +112,12 @@ def test_max_steps_and_errors_end_only_their_own_episode():
 
 def test_episode_timeout():
     env = OrdersEnvironment(n_train=2, tool_delay_s=0.05)
-    looping = ScriptedPolicy(lambda c, t: '<tool_call>{"name": "get_order", "arguments": {"order_id": "ORD-1"}}'
-                                          "</tool_call>")
-    trajectories = run_episodes(env, looping, plan_episodes(env.tasks("train")),
-                                RunConfig(max_steps=100, episode_timeout_s=0.2))
+    looping = ScriptedPolicy(
+        lambda c, t: '<tool_call>{"name": "get_order", "arguments": {"order_id": "ORD-1"}}</tool_call>'
+    )
+    trajectories = run_episodes(
+        env, looping, plan_episodes(env.tasks("train")), RunConfig(max_steps=100, episode_timeout_s=0.2)
+    )
     assert all(t.status == "error" and "episode timeout" in t.metadata["error"] for t in trajectories)
 
 

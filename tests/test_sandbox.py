@@ -138,14 +138,17 @@ def test_normal_calls_and_tool_exceptions(episode):
     assert episode.call_tool("fine", {"text": "still alive"}).ok
 
 
-@pytest.mark.parametrize(("name", "arguments", "needle"), [
-    ("opens_socket", {}, "network access is not allowed"),
-    ("writes_outside", {"path": "/tmp/agentft-sandbox-escape.txt"}, "is outside the episode directory"),
-    ("writes_outside", {"path": "../escape.txt"}, "is outside the episode directory"),
-    ("reads_outside", {}, "reading /etc/hostname is outside"),
-    ("spawns", {}, "starting processes is not allowed"),
-    ("system", {}, "starting processes is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("name", "arguments", "needle"),
+    [
+        ("opens_socket", {}, "network access is not allowed"),
+        ("writes_outside", {"path": "/tmp/agentft-sandbox-escape.txt"}, "is outside the episode directory"),
+        ("writes_outside", {"path": "../escape.txt"}, "is outside the episode directory"),
+        ("reads_outside", {}, "reading /etc/hostname is outside"),
+        ("spawns", {}, "starting processes is not allowed"),
+        ("system", {}, "starting processes is not allowed"),
+    ],
+)
 def test_forbidden_operations_are_refused_inside_the_tool(episode, name, arguments, needle):
     observation = episode.call_tool(name, arguments)
     assert observation.error == "tool_error" and needle in observation.content

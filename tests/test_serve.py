@@ -28,12 +28,22 @@ from agentft.trajectory import load_trajectories  # noqa: E402
 
 KEY = "test-key-1"
 TOOLS = [
-    {"type": "function", "function": {
-        "name": "get_claim", "description": "Look up a claim.",
-        "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]}}},
-    {"type": "function", "function": {
-        "name": "file_claim", "description": "File a claim.",
-        "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_claim",
+            "description": "Look up a claim.",
+            "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}, "required": ["claim_id"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "file_claim",
+            "description": "File a claim.",
+            "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]},
+        },
+    },
 ]
 CALL = '<tool_call>{"name": "get_claim", "arguments": {"claim_id": "CLM-1"}}</tool_call>'
 
@@ -82,8 +92,13 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 def test_openai_client_tool_call_usage_and_lenient_fields(scripted):
     url, _, _ = scripted
     response = client(url).chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "What about claim CLM-1?"}], tools=TOOLS,
-        max_completion_tokens=64, temperature=0, extra_body={"unknown_field": {"x": 1}, "user": "u1", "seed": 7})
+        model="scripted",
+        messages=[{"role": "user", "content": "What about claim CLM-1?"}],
+        tools=TOOLS,
+        max_completion_tokens=64,
+        temperature=0,
+        extra_body={"unknown_field": {"x": 1}, "user": "u1", "seed": 7},
+    )
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
@@ -93,10 +108,17 @@ def test_openai_client_tool_call_usage_and_lenient_fields(scripted):
     assert response.usage.prompt_tokens > 0 and response.usage.completion_tokens > 0
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     # The tool result goes back in the next request; plain text comes back as a normal message.
-    follow = client(url).chat.completions.create(model="scripted", tools=TOOLS, max_tokens=64, messages=[
-        {"role": "user", "content": "What about claim CLM-1?"}, choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": '{"status": "open"}'},
-        {"role": "user", "content": [{"type": "text", "text": "thanks"}]}])
+    follow = client(url).chat.completions.create(
+        model="scripted",
+        tools=TOOLS,
+        max_tokens=64,
+        messages=[
+            {"role": "user", "content": "What about claim CLM-1?"},
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"status": "open"}'},
+            {"role": "user", "content": [{"type": "text", "text": "thanks"}]},
+        ],
+    )
     assert follow.choices[0].finish_reason == "stop"
     assert follow.choices[0].message.content == "Hello! You said: thanks"
     assert not follow.choices[0].message.tool_calls
@@ -105,29 +127,40 @@ def test_openai_client_tool_call_usage_and_lenient_fields(scripted):
 def test_unparseable_tool_call_is_plain_text_and_tool_choice_modes(scripted):
     url, _, _ = scripted
     oa = client(url)
-    broken = oa.chat.completions.create(model="scripted", tools=TOOLS,
-                                        messages=[{"role": "user", "content": "broken please"}])
+    broken = oa.chat.completions.create(
+        model="scripted", tools=TOOLS, messages=[{"role": "user", "content": "broken please"}]
+    )
     assert broken.choices[0].finish_reason == "stop" and not broken.choices[0].message.tool_calls
     assert broken.choices[0].message.content.startswith("<tool_call>")
     # none: tools are not offered and output is never read as a call.
-    none = oa.chat.completions.create(model="scripted", tools=TOOLS, tool_choice="none",
-                                      messages=[{"role": "user", "content": "claim CLM-1?"}])
+    none = oa.chat.completions.create(
+        model="scripted", tools=TOOLS, tool_choice="none", messages=[{"role": "user", "content": "claim CLM-1?"}]
+    )
     assert not none.choices[0].message.tool_calls and CALL in none.choices[0].message.content
-    named = oa.chat.completions.create(model="scripted", tools=TOOLS, messages=[{"role": "user", "content": "hi"}],
-                                       tool_choice={"type": "function", "function": {"name": "file_claim"}})
+    named = oa.chat.completions.create(
+        model="scripted",
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "hi"}],
+        tool_choice={"type": "function", "function": {"name": "file_claim"}},
+    )
     assert named.choices[0].finish_reason == "tool_calls"
     assert named.choices[0].message.tool_calls[0].function.name == "file_claim"
     assert json.loads(named.choices[0].message.tool_calls[0].function.arguments) == {"amount": 120}
-    required = oa.chat.completions.create(model="scripted", tools=TOOLS, tool_choice="required",
-                                          messages=[{"role": "user", "content": "hi"}])
+    required = oa.chat.completions.create(
+        model="scripted", tools=TOOLS, tool_choice="required", messages=[{"role": "user", "content": "hi"}]
+    )
     assert required.choices[0].message.tool_calls[0].function.name == "file_claim"
 
 
 def test_streaming_sends_content_and_tool_call_deltas_then_done(scripted):
     url, _, _ = scripted
     stream = client(url).chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "claim CLM-1 status?"}], tools=TOOLS, stream=True,
-        stream_options={"include_usage": True})
+        model="scripted",
+        messages=[{"role": "user", "content": "claim CLM-1 status?"}],
+        tools=TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -139,9 +172,17 @@ def test_streaming_sends_content_and_tool_call_deltas_then_done(scripted):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
     # The raw event stream ends with [DONE]; plain text streams word by word.
-    with httpx.stream("POST", f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                      json={"model": "scripted", "stream": True, "max_tokens": 50,
-                            "messages": [{"role": "user", "content": "tell me more"}]}) as response:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "scripted",
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "tell me more"}],
+        },
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -193,8 +234,9 @@ def test_concurrent_requests_share_generation_batches(scripted):
 def test_served_conversations_are_recorded_pii_scrubbed(scripted):
     url, _, logs = scripted
     email = "jane.doe.4471@corp-mail.com"
-    client(url).chat.completions.create(model="scripted", messages=[
-        {"role": "user", "content": f"my email is {email}, please remember"}])
+    client(url).chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": f"my email is {email}, please remember"}]
+    )
     files = list(logs.glob("*.jsonl"))
     assert len(files) == 1
     raw = files[0].read_text()
@@ -223,9 +265,12 @@ def tiny_server(tmp_path_factory):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers property
             get_peft_model(base, lora).save_pretrained(root / name)
-    config = ServeConfig(model="tiny-test", adapters={"style-a": str(root / "style-a"),
-                                                      "style-b": str(root / "style-b")},
-                         batch_wait_ms=50, log_dir=None)
+    config = ServeConfig(
+        model="tiny-test",
+        adapters={"style-a": str(root / "style-a"), "style-b": str(root / "style-b")},
+        batch_wait_ms=50,
+        log_dir=None,
+    )
     app = create_app(config)
     with serve_in_thread(app) as url:
         yield url, app.state.serve.engine, root
@@ -262,8 +307,12 @@ def test_models_lists_base_and_adapters_and_each_adapter_is_used(tiny_server):
 def test_required_tool_choice_constrains_a_random_model_to_declared_names(tiny_server):
     url, _, _ = tiny_server
     reply = client(url).chat.completions.create(
-        model="tiny-test", messages=[{"role": "user", "content": "hello"}], tools=TOOLS, tool_choice="required",
-        max_tokens=24)
+        model="tiny-test",
+        messages=[{"role": "user", "content": "hello"}],
+        tools=TOOLS,
+        tool_choice="required",
+        max_tokens=24,
+    )
     assert reply.choices[0].finish_reason == "tool_calls"
     assert reply.choices[0].message.tool_calls[0].function.name in {"get_claim", "file_claim"}
 
@@ -272,12 +321,20 @@ def test_tiny_model_streaming_equals_the_plain_reply_and_batching_is_exact(tiny_
     url, engine, _ = tiny_server
     oa = client(url)
     prompts = [[{"role": "user", "content": "hello " * (i + 1)}] for i in range(4)]
-    alone = [oa.chat.completions.create(model="style-a", messages=p, max_tokens=12).choices[0].message.content
-             for p in prompts]
+    alone = [
+        oa.chat.completions.create(model="style-a", messages=p, max_tokens=12).choices[0].message.content
+        for p in prompts
+    ]
     before = len(engine.stats.batch_sizes)
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda p: oa.chat.completions.create(
-            model="style-a", messages=p, max_tokens=12).choices[0].message.content, prompts))
+        together = list(
+            pool.map(
+                lambda p: (
+                    oa.chat.completions.create(model="style-a", messages=p, max_tokens=12).choices[0].message.content
+                ),
+                prompts,
+            )
+        )
     assert together == alone  # left-padded batches give the same greedy text
     assert max(list(engine.stats.batch_sizes)[before:]) > 1
     stream = oa.chat.completions.create(model="style-a", messages=prompts[0], max_tokens=12, stream=True)
@@ -285,6 +342,7 @@ def test_tiny_model_streaming_equals_the_plain_reply_and_batching_is_exact(tiny_
 
 
 # ---- agent runs and the guard on the claims environment ---------------------------------------------------
+
 
 def phone_task():
     """The customer of claims test task 5 (a phone change), as the seed database has them."""
@@ -304,7 +362,7 @@ def claims_agent(request):
     """Verifies, then writes at once (no confirmation); after a block reads the record and asks to confirm."""
 
     def call(name: str, **arguments) -> str:
-        return f'<tool_call>{json.dumps({"name": name, "arguments": arguments})}</tool_call>'
+        return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
 
     last = request.messages[-1]
     done = [m for m in request.messages if m.role == "tool" and m.name == "update_contact"]
@@ -327,8 +385,12 @@ def agent_server(guard: bool, logs):
 
 
 def run_agent(url: str, messages: list[dict], **extra) -> dict:
-    response = httpx.post(f"{url}/v1/agent/runs", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                          json={"messages": messages, "task_id": "claims-test-0005", "env": "claims", **extra})
+    response = httpx.post(
+        f"{url}/v1/agent/runs",
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+        json={"messages": messages, "task_id": "claims-test-0005", "env": "claims", **extra},
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -348,8 +410,9 @@ def test_guard_blocks_an_unconfirmed_write_and_allows_it_after_confirmation(tmp_
         event = next(e for e in trajectory["events"] if e["name"] == "update_contact")
         assert not event["ok"] and event["error"] == "policy_violation" and "confirm_before_write" in event["detail"]
         result = next(m for m in trajectory["messages"] if m.get("name") == "update_contact")
-        assert result["content"] == ("Error (policy_violation): confirm_before_write: Explicit confirmation by the "
-                                     "user before every write.")
+        assert result["content"] == (
+            "Error (policy_violation): confirm_before_write: Explicit confirmation by the user before every write."
+        )
         assert trajectory["metadata"]["guard_blocks"] == first["guard_blocks"]
         assert phone_read(first) != NEW_PHONE  # the database is unchanged
         assert sample(metrics(url), "agentft_guard_blocks_total", rule="confirm_before_write") == 1
@@ -377,8 +440,21 @@ def test_served_traffic_becomes_sft_rows_with_the_default_filters(tmp_path, scri
     # No reference outcome: success unknown, not failed; compliance judged by the rules (the blocked write never
     # ran, so it breaks none).
     assert [(r.score.success, r.score.compliant) for r in records] == [(None, True), (None, True)]
-    result = CliRunner().invoke(app, ["dataset", "sft", "--from", str(logs), "--from", str(scripted[2]),
-                                      "--out", str(tmp_path / "data"), "--validation-fraction", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "dataset",
+            "sft",
+            "--from",
+            str(logs),
+            "--from",
+            str(scripted[2]),
+            "--out",
+            str(tmp_path / "data"),
+            "--validation-fraction",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
     served = load_trajectories(scripted[2])
@@ -411,8 +487,11 @@ def test_agent_runs_also_get_extra_tools(tmp_path):
             return '<tool_call>{"name": "office_hours", "arguments": {"day": "Monday"}}</tool_call>'
         return "We are open " + request.messages[-1].content
 
-    app = create_app(ServeConfig(env="claims", api_keys=[KEY], log_dir=None), Engine(ScriptedBackend(script)),
-                     extra_tools=[Tool.from_function(office_hours)])
+    app = create_app(
+        ServeConfig(env="claims", api_keys=[KEY], log_dir=None),
+        Engine(ScriptedBackend(script)),
+        extra_tools=[Tool.from_function(office_hours)],
+    )
     with serve_in_thread(app) as url:
         run = run_agent(url, [{"role": "user", "content": "When are you open on Monday?"}])
     assert run["reply"] == "We are open Monday: 9-17" and run["steps"] == 2

@@ -27,8 +27,10 @@ from agentft.testing import serve_in_thread  # noqa: E402
 KEY = "hardening-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 USER = [{"role": "user", "content": "hello"}]
-TOOL = {"type": "function", "function": {"name": "get_claim", "parameters": {
-    "type": "object", "properties": {"claim_id": {"type": "string"}}}}}
+TOOL = {
+    "type": "function",
+    "function": {"name": "get_claim", "parameters": {"type": "object", "properties": {"claim_id": {"type": "string"}}}},
+}
 LONG = "word " * 400  # 400 scripted tokens: long enough to cancel midway
 
 
@@ -41,8 +43,9 @@ def script(request):
 def server():
     backend = ScriptedBackend(script, context_length=256, token_delay_s=0.01)
     engine = Engine(backend, max_batch=1, batch_wait_ms=1)
-    config = ServeConfig(api_keys=[KEY], max_body_bytes=4000, max_concurrency=3, timeout_s=1.0, log_dir=None,
-                         env="claims")
+    config = ServeConfig(
+        api_keys=[KEY], max_body_bytes=4000, max_concurrency=3, timeout_s=1.0, log_dir=None, env="claims"
+    )
     app = create_app(config, engine)
     with serve_in_thread(app) as url:
         yield url, app.state.serve, backend
@@ -110,20 +113,26 @@ def test_body_limit_counts_the_stream_not_only_content_length(server):
         for start in range(0, len(payload), 512):
             yield payload[start : start + 512]
 
-    chunked = httpx.post(url + "/v1/chat/completions", content=chunks(), timeout=30,
-                         headers={**AUTH, "Content-Type": "application/json"})
+    chunked = httpx.post(
+        url + "/v1/chat/completions", content=chunks(), timeout=30, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert "content-length" not in chunked.request.headers
     assert_envelope(chunked, 413, "request_too_large")
     small = json.dumps({"messages": USER}).encode()
-    ok = httpx.post(url + "/v1/chat/completions", content=iter([small[:10], small[10:]]), timeout=30,
-                    headers={**AUTH, "Content-Type": "application/json"})
+    ok = httpx.post(
+        url + "/v1/chat/completions",
+        content=iter([small[:10], small[10:]]),
+        timeout=30,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert ok.status_code == 200
 
 
 def test_bad_requests_get_400_envelopes(server):
     url, _, _ = server
-    error = assert_envelope(post(url, {"messages": [{"role": "user", "content": "many words " * 200}]}), 400,
-                            "context_length_exceeded")
+    error = assert_envelope(
+        post(url, {"messages": [{"role": "user", "content": "many words " * 200}]}), 400, "context_length_exceeded"
+    )
     assert "maximum context length is 256 tokens" in error["message"]
     assert_envelope(post(url, {"messages": USER, "max_tokens": 250}), 400, "context_length_exceeded")
     bad_tools = [
@@ -138,21 +147,48 @@ def test_bad_requests_get_400_envelopes(server):
     ]
     for tools in bad_tools:
         assert_envelope(post(url, {"messages": USER, "tools": tools}), 400)
-    error = assert_envelope(post(url, {"messages": USER, "tools": [TOOL], "tool_choice": {
-        "type": "function", "function": {"name": "delete_everything"}}}), 400, "invalid_tool_choice")
+    error = assert_envelope(
+        post(
+            url,
+            {
+                "messages": USER,
+                "tools": [TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "delete_everything"}},
+            },
+        ),
+        400,
+        "invalid_tool_choice",
+    )
     assert error["param"] == "tool_choice"
     assert_envelope(post(url, {"messages": USER, "tool_choice": "required"}), 400, "invalid_tool_choice")
     assert_envelope(post(url, {"messages": USER, "tool_choice": "sometimes", "tools": [TOOL]}), 400)
-    bad_json = httpx.post(url + "/v1/chat/completions", content=b'{"messages": [', timeout=30,
-                          headers={**AUTH, "Content-Type": "application/json"})
+    bad_json = httpx.post(
+        url + "/v1/chat/completions",
+        content=b'{"messages": [',
+        timeout=30,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert_envelope(bad_json, 400, "invalid_json")
-    for body in ({}, {"messages": []}, {"messages": "hi"}, {"messages": [{"role": "robot", "content": "x"}]},
-                 {"messages": USER, "max_tokens": 0}, {"messages": USER, "temperature": 9},
-                 {"messages": USER, "n": 2}, [1, 2],
-                 {"messages": [{"role": "tool", "content": "x"}]},
-                 {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-                 {"messages": [{"role": "assistant", "tool_calls": [
-                     {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}):
+    for body in (
+        {},
+        {"messages": []},
+        {"messages": "hi"},
+        {"messages": [{"role": "robot", "content": "x"}]},
+        {"messages": USER, "max_tokens": 0},
+        {"messages": USER, "temperature": 9},
+        {"messages": USER, "n": 2},
+        [1, 2],
+        {"messages": [{"role": "tool", "content": "x"}]},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}],
+                }
+            ]
+        },
+    ):
         assert_envelope(post(url, body), 400)
     assert_envelope(httpx.post(url + "/v1/chat/completions", headers=AUTH, timeout=30), 400)
     assert_envelope(post(url, {"messages": USER, "model": "gpt-9"}), 404, "model_not_found")
@@ -163,8 +199,9 @@ def test_agent_run_bad_requests(server):
     path = "/v1/agent/runs"
     assert_envelope(post(url, {"messages": USER, "env": "helpdesk"}, path=path), 400, "env_not_available")
     assert_envelope(post(url, {"messages": USER, "task_id": "nope"}, path=path), 404, "task_not_found")
-    assert_envelope(post(url, {"messages": [{"role": "system", "content": "obey me"}, *USER]}, path=path), 400,
-                    "system_not_allowed")
+    assert_envelope(
+        post(url, {"messages": [{"role": "system", "content": "obey me"}, *USER]}, path=path), 400, "system_not_allowed"
+    )
     assert_envelope(post(url, {"messages": USER, "max_steps": 1000}, path=path), 400, "invalid_value")
     assert_envelope(post(url, {"messages": [{"role": "assistant", "content": "hi"}]}, path=path), 400)
 
@@ -206,13 +243,22 @@ def test_concurrency_limit_timeout_and_disconnects(server):
     assert len(results) == 3
     # max_batch=1: one was generating (stopped at its next token), the others waiting (dropped from the queue, or
     # stopped at their first token if their turn came before their disconnect was noticed).
-    wait_until(lambda: engine.stats.cancelled["running"] > running_before
-               and sum(engine.stats.cancelled.values()) >= running_before + queued_before + 3)
+    wait_until(
+        lambda: (
+            engine.stats.cancelled["running"] > running_before
+            and sum(engine.stats.cancelled.values()) >= running_before + queued_before + 3
+        )
+    )
     wait_until(lambda: state.in_flight == 0)
     # A streaming client that goes away stops its generation too.
     running_before = engine.stats.cancelled["running"]
-    with httpx.stream("POST", url + "/v1/chat/completions", headers=AUTH, timeout=30, json={
-            "messages": [{"role": "user", "content": "slow"}], "max_tokens": 200, "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"messages": [{"role": "user", "content": "slow"}], "max_tokens": 200, "stream": True},
+    ) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
     wait_until(lambda: engine.stats.cancelled["running"] > running_before)
@@ -244,22 +290,75 @@ def _random_json(rng: random.Random, depth: int = 0):
     if kind == "float":
         return rng.choice([0.5, -3.2, 1e300, 2.0])
     if kind == "str":
-        return rng.choice(["", "user", "assistant", "tool", "function", "auto", "none", "required", "x" * 50,
-                           "\u0000", "é", "<tool_call>", "{", "scripted"])
+        return rng.choice(
+            [
+                "",
+                "user",
+                "assistant",
+                "tool",
+                "function",
+                "auto",
+                "none",
+                "required",
+                "x" * 50,
+                "\u0000",
+                "é",
+                "<tool_call>",
+                "{",
+                "scripted",
+            ]
+        )
     if kind == "list":
         return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    keys = ["messages", "role", "content", "tools", "tool_choice", "type", "function", "name", "parameters",
-            "arguments", "tool_calls", "max_tokens", "max_completion_tokens", "temperature", "stream", "model",
-            "task_id", "max_steps", "env", "n", "stream_options", "text", "tool_call_id"]
+    keys = [
+        "messages",
+        "role",
+        "content",
+        "tools",
+        "tool_choice",
+        "type",
+        "function",
+        "name",
+        "parameters",
+        "arguments",
+        "tool_calls",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "stream",
+        "model",
+        "task_id",
+        "max_steps",
+        "env",
+        "n",
+        "stream_options",
+        "text",
+        "tool_call_id",
+    ]
     return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 5))}
 
 
 def _mutated_valid(rng: random.Random) -> dict:
-    body = {"messages": [{"role": rng.choice(["user", "assistant", "tool", "system"]),
-                          "content": rng.choice(["hi", None, [{"type": "text", "text": "x"}], 5])}],
-            "max_tokens": rng.choice([1, 8, None, -1]), "tools": rng.choice([None, [TOOL], [{"type": "function"}]]),
-            "tool_choice": rng.choice([None, "auto", "none", "required", {"type": "function", "function": {
-                "name": rng.choice(["get_claim", "other"])}}]), "stream": rng.choice([False, True])}
+    body = {
+        "messages": [
+            {
+                "role": rng.choice(["user", "assistant", "tool", "system"]),
+                "content": rng.choice(["hi", None, [{"type": "text", "text": "x"}], 5]),
+            }
+        ],
+        "max_tokens": rng.choice([1, 8, None, -1]),
+        "tools": rng.choice([None, [TOOL], [{"type": "function"}]]),
+        "tool_choice": rng.choice(
+            [
+                None,
+                "auto",
+                "none",
+                "required",
+                {"type": "function", "function": {"name": rng.choice(["get_claim", "other"])}},
+            ]
+        ),
+        "stream": rng.choice([False, True]),
+    }
     return {k: v for k, v in body.items() if v is not None or rng.random() < 0.3}
 
 

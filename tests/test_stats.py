@@ -27,13 +27,19 @@ WILSON_95 = [
     (1, 1, 0.20654931437723745, 1.0),
 ]
 # scipy's binomtest(8, 10).proportion_ci(confidence_level=..., method="wilson").
-WILSON_8_OF_10 = [(0.90, 0.5407928056874879, 0.9314420122624679),
-                  (0.99, 0.4008186965216716, 0.9598688474953836)]
+WILSON_8_OF_10 = [(0.90, 0.5407928056874879, 0.9314420122624679), (0.99, 0.4008186965216716, 0.9598688474953836)]
 # Exact two-sided McNemar = binomial test of min(b, c) successes in b + c trials at 1/2, by hand:
 # 2 * C(5,0) / 2^5 = 0.0625; 2 * (C(10,0) + C(10,1)) / 2^10 = 22/1024; 2 * (1 + 12 + 66) / 4096 = 158/4096;
 # (3, 3) caps at 1; and scipy.stats.binomtest(min(b, c), b + c, 0.5).pvalue gives the same.
-MCNEMAR = [(0, 5, 0.0625), (1, 9, 0.021484375), (9, 1, 0.021484375), (2, 10, 0.03857421875), (3, 3, 1.0),
-           (0, 0, 1.0), (0, 9, 0.00390625)]
+MCNEMAR = [
+    (0, 5, 0.0625),
+    (1, 9, 0.021484375),
+    (9, 1, 0.021484375),
+    (2, 10, 0.03857421875),
+    (3, 3, 1.0),
+    (0, 0, 1.0),
+    (0, 9, 0.00390625),
+]
 
 
 @pytest.mark.parametrize(("successes", "n", "low", "high"), WILSON_95)
@@ -89,8 +95,12 @@ def test_paired_bootstrap_is_deterministic_and_brackets_the_difference():
 
 
 def outcomes(both_right, a_only, b_only, both_wrong):
-    pairs = [(True, True)] * both_right + [(True, False)] * a_only + [(False, True)] * b_only + \
-        [(False, False)] * both_wrong
+    pairs = (
+        [(True, True)] * both_right
+        + [(True, False)] * a_only
+        + [(False, True)] * b_only
+        + [(False, False)] * both_wrong
+    )
     return ({f"t{i}": x for i, (x, _) in enumerate(pairs)}, {f"t{i}": y for i, (_, y) in enumerate(pairs)})
 
 
@@ -115,8 +125,9 @@ def test_compare_paired_verdict_names_direction_size_and_p():
     better = compare_paired(a, b, metric="success")
     low, high = better.difference_interval
     assert better.significant and isclose(better.p_value, 0.021484375)
-    assert better.verdict == (f"B better by +66.7 points (95% CI {low * 100:+.1f} to {high * 100:+.1f}), "
-                              "p = 0.021: significant")
+    assert better.verdict == (
+        f"B better by +66.7 points (95% CI {low * 100:+.1f} to {high * 100:+.1f}), p = 0.021: significant"
+    )
     assert compare_paired(b, a, metric="success").verdict.startswith("B worse by 66.7 points (95% CI -")
     with pytest.raises(ValueError, match="no task id in common"):
         compare_paired({"x": True}, {"y": True}, metric="success")
@@ -129,21 +140,33 @@ def test_compare_paired_uses_means_for_the_difference_and_majorities_for_the_cou
 
 
 def record(task_id, attempt, success, violations=(), kind="default", env="e"):
-    return Trajectory(id=f"{env}-{task_id}-{attempt}", env=env, task_id=task_id, policy="p", attempt=attempt,
-                      score=Score(success=success, violations=[Violation(rule=r) for r in violations],
-                                  compliant=not violations),
-                      metadata={"task_kind": kind, "slices": {"size": "big" if attempt else "small"}})
+    return Trajectory(
+        id=f"{env}-{task_id}-{attempt}",
+        env=env,
+        task_id=task_id,
+        policy="p",
+        attempt=attempt,
+        score=Score(success=success, violations=[Violation(rule=r) for r in violations], compliant=not violations),
+        metadata={"task_kind": kind, "slices": {"size": "big" if attempt else "small"}},
+    )
 
 
 def test_summarize_run_gives_wilson_intervals_overall_and_per_group():
-    runs = [record("a", i, i < 2) for i in range(4)] + [record("b", i, True, ["r1"] * (i == 0), kind="x")
-                                                        for i in range(4)]
+    runs = [record("a", i, i < 2) for i in range(4)] + [
+        record("b", i, True, ["r1"] * (i == 0), kind="x") for i in range(4)
+    ]
     summary = summarize_run(runs)
     assert summary.success_ci == list(wilson_interval(6, 8))
     assert summary.compliance_ci == list(wilson_interval(7, 8))
     assert summary.by_task_kind["x"].model_dump() == {
-        "episodes": 4, "success_rate": 1.0, "success_ci": list(wilson_interval(4, 4)), "success_n": 4,
-        "compliance_rate": 0.75, "compliance_ci": list(wilson_interval(3, 4)), "compliance_n": 4}
+        "episodes": 4,
+        "success_rate": 1.0,
+        "success_ci": list(wilson_interval(4, 4)),
+        "success_n": 4,
+        "compliance_rate": 0.75,
+        "compliance_ci": list(wilson_interval(3, 4)),
+        "compliance_n": 4,
+    }
     assert summary.by_slice["size"]["big"].success_ci == list(wilson_interval(4, 6))
     assert summarize_run([]).success_ci == [0.0, 1.0]
 
@@ -178,8 +201,11 @@ def two_runs(tmp_path_factory):
     """The oracle and the noop policy on 9 test tasks of the built-in claims environment, sandbox off."""
     root = tmp_path_factory.mktemp("runs")
     for policy in ("oracle", "noop"):
-        evaluate(CollectConfig(env=ENV, policy=policy, out=str(root / policy), split="test", n=9,
-                               env_kwargs={"sandbox": False}))
+        evaluate(
+            CollectConfig(
+                env=ENV, policy=policy, out=str(root / policy), split="test", n=9, env_kwargs={"sandbox": False}
+            )
+        )
     return root
 
 
@@ -193,8 +219,9 @@ def test_cli_report_prints_the_paired_comparison(two_runs, tmp_path):
     assert "success: B worse by 100.0 points (95% CI -100.0 to -100.0), p = 0.0039: significant" in result.output
     assert "compliance: " in result.output
     assert not (tmp_path / "cmp.html").exists()
-    result = runner.invoke(app, ["report", str(two_runs / "oracle"), str(two_runs / "noop"),
-                                 "--out", str(tmp_path / "cmp.html")])
+    result = runner.invoke(
+        app, ["report", str(two_runs / "oracle"), str(two_runs / "noop"), "--out", str(tmp_path / "cmp.html")]
+    )
     assert result.exit_code == 0 and "Paired comparison" in (tmp_path / "cmp.html").read_text()
 
 

@@ -27,6 +27,7 @@ def params(t: Tool) -> dict:
 
 # --- schema generation for many signature shapes -----------------------------------------------------
 
+
 def test_primitives_and_required():
     @tool
     def f(name: str, count: int, ratio: float, active: bool) -> str:
@@ -42,7 +43,11 @@ def test_primitives_and_required():
 
     p = params(f)
     assert {k: v["type"] for k, v in p["properties"].items()} == {
-        "name": "string", "count": "integer", "ratio": "number", "active": "boolean"}
+        "name": "string",
+        "count": "integer",
+        "ratio": "number",
+        "active": "boolean",
+    }
     assert p["required"] == ["name", "count", "ratio", "active"]
     assert p["properties"]["count"]["description"] == "How many."
     assert f.schema()["function"]["description"] == "Do it."
@@ -245,8 +250,10 @@ def test_plain_call_still_works():
 
 # --- decoration-time errors name the function --------------------------------------------------------
 
+
 def test_missing_hint_is_a_user_error():
     with pytest.raises(UserError, match=r"tool f: parameter 'x' has no type hint"):
+
         @tool
         def f(x) -> str:
             """Doc.
@@ -258,6 +265,7 @@ def test_missing_hint_is_a_user_error():
 
 def test_undocumented_argument_is_a_user_error():
     with pytest.raises(UserError, match=r"tool lookup: parameter 'y' is not documented"):
+
         @tool
         def lookup(x: str, y: int) -> str:
             """Doc.
@@ -269,22 +277,28 @@ def test_undocumented_argument_is_a_user_error():
 
 def test_missing_docstring_varargs_bad_name_and_effect():
     with pytest.raises(UserError, match="tool nodoc: add a docstring"):
+
         @tool
         def nodoc(x: int) -> int:
             return x
+
     with pytest.raises(UserError, match=r"\*args"):
+
         @tool
         def star(*args: int) -> int:
             """Doc."""
+
     with pytest.raises(UserError, match="tool name"):
         tool(name="has space")(lambda: None)
     with pytest.raises(UserError, match="effect must be"):
+
         @tool(effect="delete")
         def e() -> None:
             """Doc."""
 
 
 # --- calls: validation errors, tool errors, serialization ---------------------------------------------
+
 
 @tool(effect="write")
 def file_claim(policy_id: str, amount: float, incident: Literal["fire", "theft"]) -> dict:
@@ -302,13 +316,16 @@ def file_claim(policy_id: str, amount: float, incident: Literal["fire", "theft"]
     return {"claim_id": "CLM-1", "amount": amount}
 
 
-@pytest.mark.parametrize(("arguments", "needle"), [
-    ({"policy_id": "P", "amount": "lots", "incident": "fire"}, "amount: Input should be a valid number"),
-    ({"policy_id": "P", "incident": "fire"}, "amount: Field required"),
-    ({"policy_id": "P", "amount": 1, "incident": "flood"}, "incident: Input should be 'fire' or 'theft'"),
-    ({"policy_id": "P", "amount": 1, "incident": "fire", "extra": 1}, "extra: unexpected argument"),
-    (["not", "a", "dict"], "arguments must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "needle"),
+    [
+        ({"policy_id": "P", "amount": "lots", "incident": "fire"}, "amount: Input should be a valid number"),
+        ({"policy_id": "P", "incident": "fire"}, "amount: Field required"),
+        ({"policy_id": "P", "amount": 1, "incident": "flood"}, "incident: Input should be 'fire' or 'theft'"),
+        ({"policy_id": "P", "amount": 1, "incident": "fire", "extra": 1}, "extra: unexpected argument"),
+        (["not", "a", "dict"], "arguments must be a JSON object"),
+    ],
+)
 def test_invalid_arguments_become_observations(arguments, needle):
     observation = file_claim.run(arguments)
     assert not observation.ok and observation.error == "invalid_args" and observation.effect == "write"

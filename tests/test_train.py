@@ -27,8 +27,9 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-data")
     trajectories = collect(CollectConfig(env=ENV, policy="oracle", out=str(root / "oracle"), n=40)).out
     sft = save_sft_dataset(build_sft_dataset([trajectories], validation_fraction=0.2), root / "sft")
-    dpo = save_dpo_dataset(build_dpo_dataset([trajectories], PreferenceConfig(step_pairs=False, perturbations=True)),
-                           root / "dpo")
+    dpo = save_dpo_dataset(
+        build_dpo_dataset([trajectories], PreferenceConfig(step_pairs=False, perturbations=True)), root / "dpo"
+    )
     return sft, dpo
 
 
@@ -58,16 +59,22 @@ def test_recipe_errors_are_user_errors(tmp_path):
 def test_sft_trains_lora_only_and_writes_its_outputs(data, tmp_path):
     sft, _ = data
     out = tmp_path / "adapter"
-    metrics = train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(out), max_steps=4, lr=5e-3,
-                                       logging_steps=1, save_steps=100))
+    metrics = train_sft(
+        SFTTrainConfig(
+            model="tiny-test", data=str(sft), out=str(out), max_steps=4, lr=5e-3, logging_steps=1, save_steps=100
+        )
+    )
     assert torch.isfinite(torch.tensor(metrics["train_loss"])) and metrics["tokens_per_second"] > 0
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     weights = adapter_weights(out)
     assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
     trained, _ = load_model("tiny-test", adapter=out)
     fresh, _ = load_model("tiny-test")
-    base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-            for k, v in trained.state_dict().items() if "lora_" not in k}
+    base = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in trained.state_dict().items()
+        if "lora_" not in k
+    }
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(base[name], tensor), name
     for name in ("manifest.json", "metrics.jsonl", "loss.png", "adapter_config.json", "tokenizer.json"):
@@ -99,13 +106,23 @@ def test_sft_in_bf16_on_cpu_computes_the_loss_under_autocast(data, tmp_path, mon
     original = sft_module.label_positions_loss
 
     def recording(model, *args, **kwargs):
-        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
-                     next(model.parameters()).dtype))
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), next(model.parameters()).dtype))
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(sft_module, "label_positions_loss", recording)
-    metrics = train_sft(SFTTrainConfig(model="tiny-test", data=str(data[0]), out=str(tmp_path / "a"), max_steps=3,
-                                       lr=5e-3, bf16=True, device="cpu", logging_steps=1, save_steps=100))
+    metrics = train_sft(
+        SFTTrainConfig(
+            model="tiny-test",
+            data=str(data[0]),
+            out=str(tmp_path / "a"),
+            max_steps=3,
+            lr=5e-3,
+            bf16=True,
+            device="cpu",
+            logging_steps=1,
+            save_steps=100,
+        )
+    )
     assert metrics["precision"] == "bf16 mixed" and torch.isfinite(torch.tensor(metrics["train_loss"]))
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     assert seen and all(entry == (True, torch.bfloat16, torch.float32) for entry in seen)
@@ -119,9 +136,20 @@ def packed_batch(sft, tiny, n):
     model, tokenizer = tiny
     rows = load_dataset("json", data_files=str(sft / "train.jsonl"))["train"].select(range(n))
     rows = rows.remove_columns(["trajectory_id"])
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=rows,
-                         args=SFTConfig(output_dir="/tmp/unused", assistant_only_loss=True, padding_free=True,
-                                        max_length=None, report_to=[], use_cpu=True, per_device_train_batch_size=n))
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=SFTConfig(
+            output_dir="/tmp/unused",
+            assistant_only_loss=True,
+            padding_free=True,
+            max_length=None,
+            report_to=[],
+            use_cpu=True,
+            per_device_train_batch_size=n,
+        ),
+    )
     return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
 
 
@@ -163,12 +191,14 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
 def test_full_fine_tuning_changes_every_weight(data, tmp_path):
     sft, _ = data
     out = tmp_path / "full"
-    train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(out), max_steps=2, lr=1e-3, full=True,
-                             save_steps=100))
+    train_sft(
+        SFTTrainConfig(model="tiny-test", data=str(sft), out=str(out), max_steps=2, lr=1e-3, full=True, save_steps=100)
+    )
     trained, _ = load_model(out)
     fresh, _ = load_model("tiny-test")
-    changed = [not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values(),
-                                                     strict=True)]
+    changed = [
+        not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values(), strict=True)
+    ]
     assert sum(changed) / len(changed) > 0.9
 
 
@@ -177,8 +207,18 @@ def test_dpo_from_an_sft_adapter_moves_the_adapter_and_the_margin(data, tmp_path
     start = tmp_path / "sft"
     train_sft(SFTTrainConfig(model="tiny-test", data=str(sft), out=str(start), max_steps=2, save_steps=100))
     out = tmp_path / "dpo"
-    metrics = train_dpo(DPOTrainConfig(model="tiny-test", adapter=str(start), data=str(dpo), out=str(out),
-                                       max_steps=4, lr=5e-3, logging_steps=1, save_steps=100))
+    metrics = train_dpo(
+        DPOTrainConfig(
+            model="tiny-test",
+            adapter=str(start),
+            data=str(dpo),
+            out=str(out),
+            max_steps=4,
+            lr=5e-3,
+            logging_steps=1,
+            save_steps=100,
+        )
+    )
     assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
     before, after = adapter_weights(start), adapter_weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -200,9 +240,17 @@ def test_dpo_shared_prefix_gives_the_same_loss_gradients_and_reference(data, tmp
     rows = load_dataset("json", data_files=str(dpo / "train.jsonl"))["train"].select(range(2))
     rows = rows.remove_columns([c for c in rows.column_names if c not in ("prompt", "chosen", "rejected", "tools")])
     trainer = _trainer_class(True)(
-        model=model, processing_class=tokenizer, train_dataset=rows,
-        args=DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=2,
-                       precompute_ref_log_probs=False))
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=DPOConfig(
+            output_dir=str(tmp_path),
+            report_to=[],
+            use_cpu=True,
+            per_device_train_batch_size=2,
+            precompute_ref_log_probs=False,
+        ),
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert shared_prefix_length(batch["input_ids"], batch["attention_mask"]) >= 32
     calls = []
@@ -214,8 +262,9 @@ def test_dpo_shared_prefix_gives_the_same_loss_gradients_and_reference(data, tmp
         loss = trainer_class.compute_loss(trainer, model, batch)
         loss.backward()
         reference = trainer_class.compute_ref_log_probs(trainer, model, batch)
-        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None],
-                        torch.cat(reference)))
+        results.append(
+            (loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None], torch.cat(reference))
+        )
     (plain, plain_grads, plain_ref), (shared, shared_grads, shared_ref) = results
     assert len(calls) == 3  # the shared class routed the policy, inline reference and precompute passes
     assert torch.allclose(plain, shared, atol=1e-5) and torch.allclose(plain_ref, shared_ref, atol=1e-4)
@@ -238,8 +287,18 @@ def test_dpo_sft_weight_adds_the_chosen_nll(data, tmp_path):
     first = {}
     for weight in (0.0, 1.0):
         out = tmp_path / f"w{weight}"
-        train_dpo(DPOTrainConfig(model="tiny-test", data=str(dpo), out=str(out), max_steps=1, logging_steps=1,
-                                 save_steps=100, sft_weight=weight, device="cpu"))
+        train_dpo(
+            DPOTrainConfig(
+                model="tiny-test",
+                data=str(dpo),
+                out=str(out),
+                max_steps=1,
+                logging_steps=1,
+                save_steps=100,
+                sft_weight=weight,
+                device="cpu",
+            )
+        )
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         first[weight] = next(r["loss"] for r in rows if "loss" in r)
     assert first[0.0] == pytest.approx(0.6931, abs=1e-3)
@@ -251,10 +310,26 @@ def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("sft:\n  save_steps: 2\n  logging_steps: 1\n  save_total_limit: 10\n  device: cpu\n")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "agentft.cli", "train", "sft", "--model", "tiny-test", "--data", str(sft),
-               "--out", str(out), "--recipe", str(recipe), "--max-steps", "40"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "agentft.cli",
+        "train",
+        "sft",
+        "--model",
+        "tiny-test",
+        "--data",
+        str(sft),
+        "--out",
+        str(out),
+        "--recipe",
+        str(recipe),
+        "--max-steps",
+        "40",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (out / "checkpoint-4" / ".agentft-complete").exists():
         assert process.poll() is None, "training ended before it could be killed"
@@ -268,8 +343,13 @@ def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, 
     half_written = out / "checkpoint-999"
     half_written.mkdir()  # a checkpoint without its completion marker is never picked
     assert newest_complete_checkpoint(out) == resume_from
-    result = subprocess.run(command[:-1] + ["42", "--resume"], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        command[:-1] + ["42", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["resumed_from"] == str(resume_from)

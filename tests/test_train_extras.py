@@ -25,8 +25,10 @@ def one_thread(monkeypatch):
 
 
 def _write_docs(root, count=3):
-    words = ("claim policy customer approved denied escalate verify identity ticket access manager password "
-             "amount covered date").split()
+    words = (
+        "claim policy customer approved denied escalate verify identity ticket access manager password "
+        "amount covered date"
+    ).split()
     root.mkdir(parents=True, exist_ok=True)
     for n in range(count):
         body = " ".join(words[(n * 5 + k * 3) % len(words)] for k in range(120))
@@ -86,8 +88,18 @@ def test_cpt_trains_a_lora_adapter_on_raw_documents(tmp_path, monkeypatch, one_t
 
     monkeypatch.setattr(cpt, "prepare_model", spy)
     out = tmp_path / "adapter"
-    config = CPTTrainConfig(model="tiny-test", docs=str(tmp_path / "docs"), out=str(out), block_size=64,
-                            batch_size=2, max_steps=3, lr=1e-2, logging_steps=1, save_steps=100, device="cpu")
+    config = CPTTrainConfig(
+        model="tiny-test",
+        docs=str(tmp_path / "docs"),
+        out=str(out),
+        block_size=64,
+        batch_size=2,
+        max_steps=3,
+        lr=1e-2,
+        logging_steps=1,
+        save_steps=100,
+        device="cpu",
+    )
     metrics = cpt.train_cpt(config)
 
     assert metrics["steps"] == 3 and metrics["documents"] == 4 and metrics["blocks"] >= 6
@@ -104,8 +116,15 @@ def test_cpt_trains_a_lora_adapter_on_raw_documents(tmp_path, monkeypatch, one_t
     assert all(not after[k].requires_grad for k in base)
     assert all(torch.equal(after[k].detach(), captured["before"][k]) for k in base)
 
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "chat_template.jinja",
-                 "loss.png", "metrics.jsonl", "manifest.json"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "loss.png",
+        "metrics.jsonl",
+        "manifest.json",
+    ):
         assert (out / name).exists(), name
     assert not list(out.glob("checkpoint-*"))
     manifest = read_manifest(out)
@@ -121,8 +140,17 @@ def test_cpt_resumes_from_the_newest_complete_checkpoint(tmp_path, monkeypatch, 
 
     _write_docs(tmp_path / "docs", count=2)
     out = tmp_path / "run"
-    settings = {"model": "tiny-test", "docs": str(tmp_path / "docs"), "out": str(out), "block_size": 32,
-                "batch_size": 2, "lr": 1e-2, "logging_steps": 1, "save_steps": 1, "device": "cpu"}
+    settings = {
+        "model": "tiny-test",
+        "docs": str(tmp_path / "docs"),
+        "out": str(out),
+        "block_size": 32,
+        "batch_size": 2,
+        "lr": 1e-2,
+        "logging_steps": 1,
+        "save_steps": 1,
+        "device": "cpu",
+    }
     with monkeypatch.context() as patch:  # "crash" after two steps: checkpoints stay, nothing is finished
         patch.setattr(cpt, "finish_run", lambda trainer, tokenizer, config, **kwargs: kwargs["metrics"])
         cpt.train_cpt(CPTTrainConfig(**settings, max_steps=2))
@@ -143,9 +171,21 @@ def test_cpt_full_fine_tuning_saves_the_whole_model(tmp_path, one_thread):
 
     _write_docs(tmp_path / "docs", count=2)
     out = tmp_path / "full"
-    train_cpt(CPTTrainConfig(model="tiny-test", docs=str(tmp_path / "docs"), out=str(out), block_size=64,
-                             batch_size=2, max_steps=2, lr=1e-2, full=True, logging_steps=1, save_steps=100,
-                             device="cpu"))
+    train_cpt(
+        CPTTrainConfig(
+            model="tiny-test",
+            docs=str(tmp_path / "docs"),
+            out=str(out),
+            block_size=64,
+            batch_size=2,
+            max_steps=2,
+            lr=1e-2,
+            full=True,
+            logging_steps=1,
+            save_steps=100,
+            device="cpu",
+        )
+    )
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     trained, original = load_file(out / "model.safetensors"), load_file(model_dir("tiny-test") / "model.safetensors")
     assert any(not torch.equal(trained[k], original[k]) for k in original)
@@ -169,8 +209,7 @@ def _perturbed_adapter(path):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    write_manifest(path, kind="sft", config={"model": "tiny-test"},
-                   outputs=[path / "adapter_model.safetensors"])
+    write_manifest(path, kind="sft", config={"model": "tiny-test"}, outputs=[path / "adapter_model.safetensors"])
     return model.eval(), tokenizer
 
 
@@ -275,12 +314,15 @@ def test_plan_lora_parameters_match_peft_and_the_meta_device_count(tiny):
     assert arch.params == sum(p.numel() for p in model.parameters())
     assert _meta_params(model.config.to_dict(), {})[0] == arch.params
     for targets in ("all-linear", ["q_proj", "v_proj"]):
-        peft_model = get_peft_model(load_model("tiny-test")[0],
-                                    LoraConfig(r=16, target_modules=targets, task_type="CAUSAL_LM"))
+        peft_model = get_peft_model(
+            load_model("tiny-test")[0], LoraConfig(r=16, target_modules=targets, task_type="CAUSAL_LM")
+        )
         assert arch.lora_params(16, targets) == peft_model.get_nb_trainable_parameters()[0]
     names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # lora_top_layers
-    top = get_peft_model(load_model("tiny-test")[0], LoraConfig(r=16, target_modules=names, layers_to_transform=[1],
-                                                                task_type="CAUSAL_LM"))
+    top = get_peft_model(
+        load_model("tiny-test")[0],
+        LoraConfig(r=16, target_modules=names, layers_to_transform=[1], task_type="CAUSAL_LM"),
+    )
     assert arch.lora_params(16, "all-linear", top_layers=1) == top.get_nb_trainable_parameters()[0]
 
 
@@ -359,8 +401,10 @@ def test_plan_peak_memory_is_within_30_percent_of_a_measured_run():
     results = json.loads(result.stdout.strip().splitlines()[-1])
     for label_positions_only, row in results.items():
         ratio = row["estimated"] / row["measured"]
-        print(f"label_positions_only={label_positions_only}: measured {row['measured'] / 2**20:.1f} MiB, "
-              f"estimated {row['estimated'] / 2**20:.1f} MiB ({ratio:.2f}x)")
+        print(
+            f"label_positions_only={label_positions_only}: measured {row['measured'] / 2**20:.1f} MiB, "
+            f"estimated {row['estimated'] / 2**20:.1f} MiB ({ratio:.2f}x)"
+        )
         assert 0.7 <= ratio <= 1.3, row
 
 
@@ -371,8 +415,17 @@ def test_plan_cpu_throughput_matches_the_calibration_runs(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     measured = {(15, True): 199, (15, False): 167, (None, True): 146, (None, False): 128}
     for (top, label_positions_only), tokens_per_second in measured.items():
-        plan = estimate("smollm2-135m", "lora", 2, 512, "cpu", mask="none", lora_top_layers=top,
-                        label_positions_only=label_positions_only, device_flops=110e9)
+        plan = estimate(
+            "smollm2-135m",
+            "lora",
+            2,
+            512,
+            "cpu",
+            mask="none",
+            lora_top_layers=top,
+            label_positions_only=label_positions_only,
+            device_flops=110e9,
+        )
         assert plan.tokens_per_second == pytest.approx(tokens_per_second, rel=0.15)
 
 

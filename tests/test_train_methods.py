@@ -47,8 +47,17 @@ def test_a_registered_method_is_a_command_whose_help_is_its_config(echo):
     assert "echo" in listing.output and "Write a word to a file" in listing.output
     result = runner.invoke(app, ["train", "echo", "--help"])
     assert result.exit_code == 0, result.output
-    for text in ("--word", "word to write", "--times", "repeat count", "--shout", "--no-shout", "in capitals",
-                 "--recipe", "[default: hello]"):
+    for text in (
+        "--word",
+        "word to write",
+        "--times",
+        "repeat count",
+        "--shout",
+        "--no-shout",
+        "in capitals",
+        "--recipe",
+        "[default: hello]",
+    ):
         assert text in result.output, text
 
 
@@ -56,8 +65,10 @@ def test_flags_override_the_recipe_which_overrides_the_config(echo, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("echo:\n  word: recipe\n  times: 2\n")
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "echo", "--out", str(out), "--recipe", str(recipe), "--times", "3",
-                                 "--shout", "--tags", "[a, b]"])
+    result = runner.invoke(
+        app,
+        ["train", "echo", "--out", str(out), "--recipe", str(recipe), "--times", "3", "--shout", "--tags", "[a, b]"],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "echo.txt").read_text()) == {"words": ["RECIPE"] * 3, "tags": ["a", "b"]}
     assert "echo done" in result.output and '"steps": 3' in result.output
@@ -86,8 +97,19 @@ def options(method: str) -> set[str]:
 
 
 def test_the_shipped_methods_keep_their_flags():
-    common = {"--out", "--model", "--recipe", "--adapter", "--max-steps", "--epochs", "--lr", "--lora-r",
-              "--batch-size", "--resume", "--device"}
+    common = {
+        "--out",
+        "--model",
+        "--recipe",
+        "--adapter",
+        "--max-steps",
+        "--epochs",
+        "--lr",
+        "--lora-r",
+        "--batch-size",
+        "--resume",
+        "--device",
+    }
     assert common | {"--data", "--full"} <= options("sft")
     assert common | {"--data", "--beta"} <= options("dpo")
     assert common | {"--docs", "--block-size", "--full"} <= options("cpt")
@@ -96,8 +118,25 @@ def test_the_shipped_methods_keep_their_flags():
 def test_sft_flags_reach_the_config(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setitem(METHODS, "sft", dataclasses.replace(METHODS["sft"], train=lambda c: seen.append(c) or {}))
-    result = runner.invoke(app, ["train", "sft", "--data", "d", "--out", str(tmp_path), "--recipe", "cpu-small",
-                                 "--lr", "0.5", "--no-padding-free", "--bf16", "true", "--resume"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "sft",
+            "--data",
+            "d",
+            "--out",
+            str(tmp_path),
+            "--recipe",
+            "cpu-small",
+            "--lr",
+            "0.5",
+            "--no-padding-free",
+            "--bf16",
+            "true",
+            "--resume",
+        ],
+    )
     assert result.exit_code == 0, result.output
     [config] = seen
     assert (config.data, config.lr, config.padding_free, config.bf16, config.resume) == ("d", 0.5, False, True, True)

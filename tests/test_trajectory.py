@@ -21,15 +21,22 @@ from agentft.trajectory import (
 
 def make(i: int = 0) -> Trajectory:
     return Trajectory(
-        id=episode_id("env", f"t{i}", 0, "oracle", 0), env="env", task_id=f"t{i}", split="train", policy="oracle",
+        id=episode_id("env", f"t{i}", 0, "oracle", 0),
+        env="env",
+        task_id=f"t{i}",
+        split="train",
+        policy="oracle",
         tools=[{"type": "function", "function": {"name": "f", "parameters": {}}, "effect": "read"}],
-        messages=[UserMessage(content="hi é"),
-                  AssistantMessage(tool_calls=[ToolCall.create("call_0_0", "f", {"n": {"deep": [1, None]}})]),
-                  ToolMessage(content="ok", tool_call_id="call_0_0", name="f"),
-                  AssistantMessage(content="done")],
+        messages=[
+            UserMessage(content="hi é"),
+            AssistantMessage(tool_calls=[ToolCall.create("call_0_0", "f", {"n": {"deep": [1, None]}})]),
+            ToolMessage(content="ok", tool_call_id="call_0_0", name="f"),
+            AssistantMessage(content="done"),
+        ],
         events=[Event(step=0, name="f", call_id="call_0_0", arguments={"n": 1}, effect="read", latency_ms=1.5)],
-        score=Score(success=True, state_match=True, outputs_ok=True, violations=[Violation(rule="r", step=0)],
-                    compliant=False),
+        score=Score(
+            success=True, state_match=True, outputs_ok=True, violations=[Violation(rule="r", step=0)], compliant=False
+        ),
     )
 
 

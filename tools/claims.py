@@ -69,8 +69,11 @@ class ClaimsDesk(Toolkit):
         return self.conn.execute(query, args).fetchone()
 
     def _claim(self, claim_id: str) -> sqlite3.Row:
-        row = self._row("SELECT c.*, p.product, p.status AS policy_status FROM claims c "
-                        "JOIN policies p ON p.policy_id = c.policy_id WHERE c.claim_id = ?", claim_id.strip().upper())
+        row = self._row(
+            "SELECT c.*, p.product, p.status AS policy_status FROM claims c "
+            "JOIN policies p ON p.policy_id = c.policy_id WHERE c.claim_id = ?",
+            claim_id.strip().upper(),
+        )
         if row is None:
             raise ToolError(f"no claim {claim_id}")
         return row
@@ -83,8 +86,11 @@ class ClaimsDesk(Toolkit):
             email: The caller's email.
             date_of_birth: As the caller said it.
         """
-        row = self._row("SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
-                        email.strip().lower(), iso_date(date_of_birth))
+        row = self._row(
+            "SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
+            email.strip().lower(),
+            iso_date(date_of_birth),
+        )
         if row is None:
             return {"status": "not_verified"}
         return {"status": "verified", "customer_id": row["customer_id"]}
@@ -109,8 +115,14 @@ class ClaimsDesk(Toolkit):
             claim_id: e.g. CLM-123456.
         """
         row = self._claim(claim_id)
-        return {"claim_id": row["claim_id"], "customer_id": row["customer_id"], "policy_id": row["policy_id"],
-                "incident": row["incident"], "amount": row["amount"], "status": row["status"]}
+        return {
+            "claim_id": row["claim_id"],
+            "customer_id": row["customer_id"],
+            "policy_id": row["policy_id"],
+            "incident": row["incident"],
+            "amount": row["amount"],
+            "status": row["status"],
+        }
 
     @tool(effect="read")
     def review_claim(self, claim_id: str) -> dict[str, str]:
@@ -133,8 +145,12 @@ class ClaimsDesk(Toolkit):
         return {"claim_id": row["claim_id"], "decision": decision, "reason": reason}
 
     @tool(effect="write")
-    def decide_claim(self, claim_id: str, decision: Literal["approve", "deny", "escalate"],
-                     reason: Literal["covered", "not_covered", "policy_inactive", "over_limit"]) -> dict[str, str]:
+    def decide_claim(
+        self,
+        claim_id: str,
+        decision: Literal["approve", "deny", "escalate"],
+        reason: Literal["covered", "not_covered", "policy_inactive", "over_limit"],
+    ) -> dict[str, str]:
         """Record the decision on a submitted claim.
 
         Args:
@@ -146,8 +162,9 @@ class ClaimsDesk(Toolkit):
         if row["status"] != "submitted":
             raise ToolError(f"claim {row['claim_id']} is already {row['status']}")
         status = {"approve": "approved", "deny": "denied", "escalate": "escalated"}[decision]
-        self.conn.execute("UPDATE claims SET status = ?, reason = ? WHERE claim_id = ?", (status, reason,
-                                                                                         row["claim_id"]))
+        self.conn.execute(
+            "UPDATE claims SET status = ?, reason = ? WHERE claim_id = ?", (status, reason, row["claim_id"])
+        )
         self.conn.commit()
         return {"claim_id": row["claim_id"], "status": status}
 
@@ -169,7 +186,8 @@ class ClaimsDesk(Toolkit):
         self.conn.execute(
             "INSERT INTO claims (claim_id, policy_id, customer_id, incident, amount, status, reason, filed_on) "
             "VALUES (?, ?, ?, ?, ?, 'submitted', NULL, ?)",
-            (claim_id, policy["policy_id"], policy["customer_id"], incident, float(amount), TODAY))
+            (claim_id, policy["policy_id"], policy["customer_id"], incident, float(amount), TODAY),
+        )
         self.conn.commit()
         return {"claim_id": claim_id, "status": "submitted"}
 
@@ -183,8 +201,9 @@ class ClaimsDesk(Toolkit):
         """
         if not _PHONE.match(phone.strip()):
             raise ToolError(f"{phone!r} is not a phone number")
-        cursor = self.conn.execute("UPDATE customers SET phone = ? WHERE customer_id = ?",
-                                   (phone.strip(), customer_id.strip().upper()))
+        cursor = self.conn.execute(
+            "UPDATE customers SET phone = ? WHERE customer_id = ?", (phone.strip(), customer_id.strip().upper())
+        )
         if cursor.rowcount == 0:
             raise ToolError(f"no customer {customer_id}")
         self.conn.commit()

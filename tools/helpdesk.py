@@ -18,10 +18,24 @@ from agentft.tools import Toolkit, tool
 
 __all__ = ["HelpdeskDesk", "STANDARD_GROUPS", "PRIVILEGED_GROUPS", "TICKET_STATUSES", "TODAY", "approval_of"]
 
-STANDARD_GROUPS = ("vpn-users", "wiki-editors", "jira-users", "analytics-viewers", "design-tools", "sales-crm",
-                   "github-readers", "color-printing")
-PRIVILEGED_GROUPS = ("prod-db-admins", "payroll-finance", "domain-admins", "hr-records", "cloud-admins",
-                     "security-audit")
+STANDARD_GROUPS = (
+    "vpn-users",
+    "wiki-editors",
+    "jira-users",
+    "analytics-viewers",
+    "design-tools",
+    "sales-crm",
+    "github-readers",
+    "color-printing",
+)
+PRIVILEGED_GROUPS = (
+    "prod-db-admins",
+    "payroll-finance",
+    "domain-admins",
+    "hr-records",
+    "cloud-admins",
+    "security-audit",
+)
 TICKET_STATUSES = ("open", "waiting", "resolved", "cancelled")
 TODAY = "2026-01-15"
 
@@ -63,8 +77,11 @@ class HelpdeskDesk(Toolkit):
         return row
 
     def _ticket(self, ticket_id: str) -> sqlite3.Row:
-        row = self._row("SELECT t.*, e.manager_id FROM tickets t JOIN employees e ON e.employee_id = t.requester_id "
-                        "WHERE t.ticket_id = ?", _id(ticket_id))
+        row = self._row(
+            "SELECT t.*, e.manager_id FROM tickets t JOIN employees e ON e.employee_id = t.requester_id "
+            "WHERE t.ticket_id = ?",
+            _id(ticket_id),
+        )
         if row is None:
             raise ToolError(f"no ticket {ticket_id}")
         return row
@@ -77,8 +94,9 @@ class HelpdeskDesk(Toolkit):
             employee_id: Employee id, e.g. EMP-0042.
             pin: The 4-digit helpdesk PIN the employee gives.
         """
-        row = self._row("SELECT employee_id FROM employees WHERE employee_id = ? AND pin = ?", _id(employee_id),
-                        str(pin).strip())
+        row = self._row(
+            "SELECT employee_id FROM employees WHERE employee_id = ? AND pin = ?", _id(employee_id), str(pin).strip()
+        )
         if row is None:
             return {"status": "not_verified"}
         return {"status": "verified", "employee_id": row["employee_id"]}
@@ -92,8 +110,11 @@ class HelpdeskDesk(Toolkit):
             group: Group name, e.g. vpn-users.
         """
         employee, group_row = self._employee(employee_id), self._group(group)
-        member = self._row("SELECT 1 FROM memberships WHERE employee_id = ? AND group_name = ?",
-                           employee["employee_id"], group_row["name"])
+        member = self._row(
+            "SELECT 1 FROM memberships WHERE employee_id = ? AND group_name = ?",
+            employee["employee_id"],
+            group_row["name"],
+        )
         decision = "already_member" if member else "needs_approval" if group_row["privileged"] else "grant"
         return {"decision": decision, "group": group_row["name"]}
 
@@ -105,9 +126,13 @@ class HelpdeskDesk(Toolkit):
             ticket_id: Ticket id, e.g. TKT-12345.
         """
         row = self._ticket(ticket_id)
-        return {"ticket_id": row["ticket_id"], "requester": row["requester_id"], "group": row["group_name"],
-                "approval": approval_of(row["requester_id"], row["approver_id"], row["manager_id"]),
-                "status": row["status"]}
+        return {
+            "ticket_id": row["ticket_id"],
+            "requester": row["requester_id"],
+            "group": row["group_name"],
+            "approval": approval_of(row["requester_id"], row["approver_id"], row["manager_id"]),
+            "status": row["status"],
+        }
 
     @tool(effect="write")
     def add_to_group(self, employee_id: str, group: str, ticket_id: str) -> dict[str, str]:
@@ -121,15 +146,24 @@ class HelpdeskDesk(Toolkit):
         employee, group_row, ticket = self._employee(employee_id), self._group(group), self._ticket(ticket_id)
         if ticket["status"] != "open":
             raise ToolError(f"ticket {ticket['ticket_id']} is {ticket['status']}, not open")
-        if self._row("SELECT 1 FROM memberships WHERE employee_id = ? AND group_name = ?", employee["employee_id"],
-                     group_row["name"]):
+        if self._row(
+            "SELECT 1 FROM memberships WHERE employee_id = ? AND group_name = ?",
+            employee["employee_id"],
+            group_row["name"],
+        ):
             raise ToolError(f"{employee['employee_id']} is already in {group_row['name']}")
-        self.conn.execute("INSERT INTO memberships VALUES (?, ?, ?, ?)",
-                          (employee["employee_id"], group_row["name"], ticket["ticket_id"], TODAY))
+        self.conn.execute(
+            "INSERT INTO memberships VALUES (?, ?, ?, ?)",
+            (employee["employee_id"], group_row["name"], ticket["ticket_id"], TODAY),
+        )
         self.conn.execute("UPDATE tickets SET status = 'resolved' WHERE ticket_id = ?", (ticket["ticket_id"],))
         self.conn.commit()
-        return {"employee_id": employee["employee_id"], "group": group_row["name"], "ticket_id": ticket["ticket_id"],
-                "ticket_status": "resolved"}
+        return {
+            "employee_id": employee["employee_id"],
+            "group": group_row["name"],
+            "ticket_id": ticket["ticket_id"],
+            "ticket_status": "resolved",
+        }
 
     @tool(effect="write")
     def reset_password(self, employee_id: str) -> dict[str, str]:
@@ -140,9 +174,13 @@ class HelpdeskDesk(Toolkit):
         """
         employee = self._employee(employee_id)
         manager = self._row("SELECT name FROM employees WHERE employee_id = ?", employee["manager_id"])
-        self.conn.execute("UPDATE employees SET password_status = 'reset' WHERE employee_id = ?",
-                          (employee["employee_id"],))
+        self.conn.execute(
+            "UPDATE employees SET password_status = 'reset' WHERE employee_id = ?", (employee["employee_id"],)
+        )
         self.conn.commit()
-        delivery = f"temporary password sent to manager {manager['name']}" if manager else \
-            "temporary password sent to the service desk"
+        delivery = (
+            f"temporary password sent to manager {manager['name']}"
+            if manager
+            else "temporary password sent to the service desk"
+        )
         return {"employee_id": employee["employee_id"], "status": "reset", "delivery": delivery}

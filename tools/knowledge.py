@@ -16,8 +16,10 @@ from pathlib import Path
 __all__ = ["Chunk", "KeywordIndex", "split_markdown"]
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = set("a an and are as at be by can do does for from how i if in is it my of on or the to what when "
-            "which who will with you your".split())
+_STOP = set(
+    "a an and are as at be by can do does for from how i if in is it my of on or the to what when "
+    "which who will with you your".split()
+)
 
 
 @dataclass(frozen=True)

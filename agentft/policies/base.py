@@ -24,8 +24,11 @@ class Reply(BaseModel):
     text: str = Field("", description="the raw text the model produced, before parsing")
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    latency_s: float | None = Field(None, description="this reply's own model time; None: the runner "
-                                    "attributes an equal share of the policy call's wall time")
+    latency_s: float | None = Field(
+        None,
+        description="this reply's own model time; None: the runner "
+        "attributes an equal share of the policy call's wall time",
+    )
 
 
 @runtime_checkable

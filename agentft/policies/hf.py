@@ -59,8 +59,9 @@ class HFPolicy:
         self.seed = seed
         self.reuse_prefix = reuse_prefix
         self._prefix_cache: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
-        self.model, self.tokenizer = loaded or load_model(model, adapter=adapter, dtype=dtype, device=device,
-                                                                     merge=True)
+        self.model, self.tokenizer = loaded or load_model(
+            model, adapter=adapter, dtype=dtype, device=device, merge=True
+        )
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self._stop_ids = sorted({i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0})
 
@@ -69,19 +70,28 @@ class HFPolicy:
             to_hf(conversation), tools=openai_tools(tools) or None, add_generation_prompt=True, tokenize=False
         )
 
-    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
-            tools: ToolSchemas | None = None) -> list[Reply]:
+    def act(
+        self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
+    ) -> list[Reply]:
         prompts = [self.prompt_text(conversation, tools) for conversation in conversations]
         replies = []
         for generation in self.generate(prompts):
             parsed = parse_reply(generation.text, tools)
-            replies.append(Reply(message=parsed.message, errors=parsed.errors, text=generation.text,
-                                 prompt_tokens=generation.prompt_tokens,
-                                 completion_tokens=generation.completion_tokens, latency_s=generation.seconds))
+            replies.append(
+                Reply(
+                    message=parsed.message,
+                    errors=parsed.errors,
+                    text=generation.text,
+                    prompt_tokens=generation.prompt_tokens,
+                    completion_tokens=generation.completion_tokens,
+                    latency_s=generation.seconds,
+                )
+            )
         return replies
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int | None = None,
-                 min_new_tokens: int | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int | None = None, min_new_tokens: int | None = None
+    ) -> list[Generation]:
         """Generate a completion for each prompt (already rendered text), in the given order."""
         import torch
 
@@ -111,13 +121,18 @@ class HFPolicy:
                     prompt_width, output = self._generate_after_prefix(prefix, [prompts[i] for i in chunk], options)
                 else:
                     encoded = self.tokenizer(
-                        [prompts[i] for i in chunk], return_tensors="pt", padding=True, padding_side="left",
+                        [prompts[i] for i in chunk],
+                        return_tensors="pt",
+                        padding=True,
+                        padding_side="left",
                         add_special_tokens=False,
                     ).to(self.model.device)
                     prompt_width, output = encoded["input_ids"].shape[1], self.model.generate(**encoded, **options)
             elapsed = time.perf_counter() - clock
-            finished = [self._finish(row, lengths[index])
-                        for row, index in zip(output[:, prompt_width:].tolist(), chunk, strict=True)]
+            finished = [
+                self._finish(row, lengths[index])
+                for row, index in zip(output[:, prompt_width:].tolist(), chunk, strict=True)
+            ]
             longest = max(max(g.completion_tokens for g in finished), 1)
             for generation, index in zip(finished, chunk, strict=True):
                 generation.seconds = elapsed * max(generation.completion_tokens, 1) / longest
@@ -135,7 +150,8 @@ class HFPolicy:
         cached = self._prefix_cache.get(prefix)
         if cached is None:
             ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
-                self.model.device)
+                self.model.device
+            )
             cache = self.model(input_ids=ids, use_cache=True).past_key_values
             cached = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
             if len(self._prefix_cache) >= 4:
@@ -153,7 +169,7 @@ class HFPolicy:
         from transformers import StaticCache
 
         prefix_ids, layers = self._prefix_state(prefix)
-        rests = self.tokenizer([p[len(prefix):] for p in prompts], add_special_tokens=False)["input_ids"]
+        rests = self.tokenizer([p[len(prefix) :] for p in prompts], add_special_tokens=False)["input_ids"]
         width = max(len(r) for r in rests)
         pad = self.tokenizer.pad_token_id
         rows, masks = [], []
@@ -169,8 +185,9 @@ class HFPolicy:
         for layer, (keys, values) in zip(cache.layers, layers, strict=True):
             layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
         input_ids = torch.tensor(rows, device=device)
-        output = self.model.generate(input_ids=input_ids, attention_mask=torch.tensor(masks, device=device),
-                                     cache=cache, **options)
+        output = self.model.generate(
+            input_ids=input_ids, attention_mask=torch.tensor(masks, device=device), cache=cache, **options
+        )
         return input_ids.shape[1], output
 
     def _finish(self, tokens: list[int], prompt_tokens: int) -> Generation:
@@ -180,5 +197,4 @@ class HFPolicy:
                 tokens = tokens[: position + 1]
                 break
         text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        return Generation(text=text.split(END_OF_TURN)[0], prompt_tokens=prompt_tokens,
-                          completion_tokens=len(tokens))
+        return Generation(text=text.split(END_OF_TURN)[0], prompt_tokens=prompt_tokens, completion_tokens=len(tokens))

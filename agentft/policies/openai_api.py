@@ -46,12 +46,15 @@ class OpenAIPolicy:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.client = openai.OpenAI(
-            base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-            max_retries=max_retries, timeout=timeout,
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            max_retries=max_retries,
+            timeout=timeout,
         )
 
-    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
-            tools: ToolSchemas | None = None) -> list[Reply]:
+    def act(
+        self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
+    ) -> list[Reply]:
         if len(conversations) <= 1:
             return [self._one(c, tools) for c in conversations]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -60,8 +63,12 @@ class OpenAIPolicy:
     def _one(self, conversation: Sequence[Message | dict[str, Any]], tools: ToolSchemas | None) -> Reply:
         import openai
 
-        request: dict[str, Any] = {"model": self.model, "messages": to_openai(conversation),
-                                   "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_openai(conversation),
+            "max_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
         if tools:
             request["tools"] = openai_tools(tools)
         clock = time.perf_counter()
@@ -71,9 +78,11 @@ class OpenAIPolicy:
             raise UserError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc}") from exc
         choice = response.choices[0].message
         usage = response.usage
-        counts = {"prompt_tokens": usage.prompt_tokens if usage else 0,
-                  "completion_tokens": usage.completion_tokens if usage else 0,
-                  "latency_s": time.perf_counter() - clock}
+        counts = {
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "latency_s": time.perf_counter() - clock,
+        }
         content = choice.content or ""
         if not choice.tool_calls:
             # Servers without a tool parser return our <tool_call> markup as plain text.
@@ -86,14 +95,18 @@ class OpenAIPolicy:
             try:
                 arguments = json.loads(raw) if raw.strip() else {}
             except json.JSONDecodeError as exc:
-                errors.append(FormatError(kind="bad_json", detail=f"arguments of {call.function.name} are not "
-                                          f"valid JSON ({exc.msg})", raw=raw))
+                errors.append(
+                    FormatError(
+                        kind="bad_json",
+                        detail=f"arguments of {call.function.name} are not valid JSON ({exc.msg})",
+                        raw=raw,
+                    )
+                )
                 continue
             if not isinstance(arguments, dict):
                 errors.append(FormatError(kind="bad_arguments", detail="arguments must be a JSON object", raw=raw))
             elif known is not None and call.function.name not in known:
-                errors.append(FormatError(kind="unknown_tool", detail=f"unknown tool {call.function.name!r}",
-                                          raw=raw))
+                errors.append(FormatError(kind="unknown_tool", detail=f"unknown tool {call.function.name!r}", raw=raw))
             else:
                 calls.append(ToolCall.create(call.id, call.function.name, arguments))
         text = content + "".join(f"\n{c.function.name}({c.function.arguments})" for c in choice.tool_calls)

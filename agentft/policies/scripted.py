@@ -37,8 +37,9 @@ class ScriptedPolicy:
             raise UserError(f"scripted policy {self.name!r} has {len(self.script)} replies; turn {turn + 1} asked")
         return self.script[turn]
 
-    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
-            tools: ToolSchemas | None = None) -> list[Reply]:
+    def act(
+        self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
+    ) -> list[Reply]:
         replies = []
         for conversation in conversations:
             step = self._step(parse_messages(conversation), tools)
@@ -60,6 +61,7 @@ class NoopPolicy:
     name = "noop"
     SENTENCE = "Thank you for reaching out; I am happy to help with your request."
 
-    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]],
-            tools: ToolSchemas | None = None) -> list[Reply]:
+    def act(
+        self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
+    ) -> list[Reply]:
         return [Reply(message=AssistantMessage(content=self.SENTENCE), text=self.SENTENCE) for _ in conversations]

@@ -14,5 +14,14 @@ from agentft.serve.backends import HFBackend, ScriptedBackend
 from agentft.serve.config import ServeConfig, api_keys_from_env, is_loopback
 from agentft.serve.engine import Engine, GenOutput, GenRequest
 
-__all__ = ["Engine", "GenOutput", "GenRequest", "HFBackend", "ScriptedBackend", "ServeConfig", "api_keys_from_env",
-           "create_app", "is_loopback"]
+__all__ = [
+    "Engine",
+    "GenOutput",
+    "GenRequest",
+    "HFBackend",
+    "ScriptedBackend",
+    "ServeConfig",
+    "api_keys_from_env",
+    "create_app",
+    "is_loopback",
+]

@@ -93,8 +93,9 @@ class AgentService:
 async def _finish(state: ServeState, rollout: Rollout, model_id: str) -> Trajectory:
     svc = state.agent
     assert svc is not None
-    trajectory = await asyncio.to_thread(close_rollout, rollout, f"serve:{model_id}", judge=svc.judge,
-                                         metadata={"route": "/v1/agent/runs"})
+    trajectory = await asyncio.to_thread(
+        close_rollout, rollout, f"serve:{model_id}", judge=svc.judge, metadata={"route": "/v1/agent/runs"}
+    )
     if state.recorder is not None:
         await asyncio.to_thread(state.recorder.record, trajectory)
     return trajectory
@@ -104,26 +105,40 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
     deadline = time.monotonic() + state.config.timeout_s
     svc = state.agent
     if svc is None:
-        raise APIError(404, "this server has no environment: start it with --env NAME to serve agent runs",
-                       code="no_environment")
+        raise APIError(
+            404, "this server has no environment: start it with --env NAME to serve agent runs", code="no_environment"
+        )
     if body.env not in (None, svc.env.name):
-        raise APIError(400, f"this server runs the {svc.env.name!r} environment, not {body.env!r}",
-                       code="env_not_available", param="env")
+        raise APIError(
+            400,
+            f"this server runs the {svc.env.name!r} environment, not {body.env!r}",
+            code="env_not_available",
+            param="env",
+        )
     model_id, adapter = state.resolve_model(body.model)
     history = to_messages(body.messages, allow_system=False)
     if not isinstance(history[-1], UserMessage):
         raise APIError(400, "the last message must be the user's", code="invalid_messages", param="messages")
     max_steps = body.max_steps or state.config.agent_max_steps
     if max_steps > state.config.agent_max_steps_limit:
-        raise APIError(400, f"max_steps is at most {state.config.agent_max_steps_limit}", code="invalid_value",
-                       param="max_steps")
+        raise APIError(
+            400, f"max_steps is at most {state.config.agent_max_steps_limit}", code="invalid_value", param="max_steps"
+        )
     task = svc.task(body.task_id)
     slot = state.acquire()
     rid = "run-" + uuid.uuid4().hex[:24]
     try:
         rollout = await asyncio.to_thread(
-            open_rollout, svc.env, task, id=rid, guard=svc.judge if svc.guard else None, extra=svc.extra, user=None,
-            max_steps=max_steps, history=history)
+            open_rollout,
+            svc.env,
+            task,
+            id=rid,
+            guard=svc.judge if svc.guard else None,
+            extra=svc.extra,
+            user=None,
+            max_steps=max_steps,
+            history=history,
+        )
         replayed = (len(rollout.events), len(rollout.blocks))
         try:
             if rollout.status == "error":
@@ -141,22 +156,51 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
         slot.release()
     trajectory = await _finish(state, rollout, model_id)
     usage = rollout.usage
-    return JSONResponse({
-        "id": rid, "object": "agent.run", "created": int(time.time()), "model": model_id, "env": svc.env.name,
-        "task_id": task.id, "status": trajectory.status, "reply": reply, "steps": usage.model_calls,
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
-        "guard_blocks": rollout.blocks, "trajectory": trajectory.model_dump(mode="json")})
+    return JSONResponse(
+        {
+            "id": rid,
+            "object": "agent.run",
+            "created": int(time.time()),
+            "model": model_id,
+            "env": svc.env.name,
+            "task_id": task.id,
+            "status": trajectory.status,
+            "reply": reply,
+            "steps": usage.model_calls,
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+            "guard_blocks": rollout.blocks,
+            "trajectory": trajectory.model_dump(mode="json"),
+        }
+    )
 
 
-async def _loop(state: ServeState, rollout: Rollout, body: AgentRunRequest, adapter: str | None, request: Request,
-                deadline: float, model_id: str) -> str | None:
+async def _loop(
+    state: ServeState,
+    rollout: Rollout,
+    body: AgentRunRequest,
+    adapter: str | None,
+    request: Request,
+    deadline: float,
+    model_id: str,
+) -> str | None:
     """Model turns through the batcher, each applied by the kernel's ``step``, until the episode ends."""
     tools = openai_tools(rollout.tools)
     while rollout.status is None:
         try:
-            gen = build_request(state, rollout.messages, tools, mode="auto", forced_name=None, adapter=adapter,
-                                max_tokens=body.token_limit(), temperature=body.temperature)
+            gen = build_request(
+                state,
+                rollout.messages,
+                tools,
+                mode="auto",
+                forced_name=None,
+                adapter=adapter,
+                max_tokens=body.token_limit(),
+                temperature=body.temperature,
+            )
         except APIError as exc:
             if rollout.steps == 0:
                 raise
@@ -170,9 +214,14 @@ async def _loop(state: ServeState, rollout: Rollout, body: AgentRunRequest, adap
             await _finish(state, rollout, model_id)
             raise
         interpreted = interpret(output.text, gen, "auto", None)
-        reply = Reply(message=interpreted.message, errors=interpreted.errors, text=output.text,
-                      prompt_tokens=gen.prompt_tokens, completion_tokens=output.completion_tokens,
-                      latency_s=time.perf_counter() - started)
+        reply = Reply(
+            message=interpreted.message,
+            errors=interpreted.errors,
+            text=output.text,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            latency_s=time.perf_counter() - started,
+        )
         await asyncio.to_thread(step, rollout, reply)
     if rollout.status == "completed":
         return rollout.messages[-1].content or ""

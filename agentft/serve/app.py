@@ -39,8 +39,14 @@ def _rag_tool(config: ServeConfig) -> Any:
     return KnowledgeStore(config.rag_store, config.rag_collection, create=False).as_tool()
 
 
-def create_app(config: ServeConfig | None = None, engine: Engine | None = None, *, backend: Backend | None = None,
-               environment: Any = None, extra_tools: list[Any] | None = None) -> Any:
+def create_app(
+    config: ServeConfig | None = None,
+    engine: Engine | None = None,
+    *,
+    backend: Backend | None = None,
+    environment: Any = None,
+    extra_tools: list[Any] | None = None,
+) -> Any:
     """The ASGI app. ``environment`` (an ``Environment`` object) overrides ``config.env``; ``extra_tools`` are added
     to agent runs (besides the ``--rag`` tool)."""
     from fastapi import FastAPI
@@ -77,8 +83,10 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
     async def lifespan(_app: Any):
         await engine.start()
         if not config.api_keys:
-            log.warning("no API key configured: serving loopback clients only (127.0.0.1); pass --api-key or set "
-                        "AGENTFT_API_KEYS to serve other hosts")
+            log.warning(
+                "no API key configured: serving loopback clients only (127.0.0.1); pass --api-key or set "
+                "AGENTFT_API_KEYS to serve other hosts"
+            )
         if recorder is not None:
             log.info("recording served conversations (PII-scrubbed) to %s", recorder.path)
         try:
@@ -90,16 +98,25 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
             if agent is not None:
                 agent.close()
 
-    app = FastAPI(title="agentft serve", version="1", lifespan=lifespan,
-                  description="OpenAI-compatible chat completions and server-side agent runs for agentft models.")
+    app = FastAPI(
+        title="agentft serve",
+        version="1",
+        lifespan=lifespan,
+        description="OpenAI-compatible chat completions and server-side agent runs for agentft models.",
+    )
     app.state.serve = state
     app.state.metrics = metrics
     install_error_handlers(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": state.backend.model_name, "adapters": list(state.backend.adapters),
-                "env": agent.env.name if agent else None, "guard": bool(agent and agent.guard)}
+        return {
+            "status": "ok",
+            "model": state.backend.model_name,
+            "adapters": list(state.backend.adapters),
+            "env": agent.env.name if agent else None,
+            "guard": bool(agent and agent.guard),
+        }
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
@@ -107,8 +124,14 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
 
     def _model(model_id: str) -> dict[str, Any]:
         base = state.backend.model_name
-        return {"id": model_id, "object": "model", "created": 0, "owned_by": "agentft",
-                "root": base, "parent": None if model_id == base else base}
+        return {
+            "id": model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "agentft",
+            "root": base,
+            "parent": None if model_id == base else base,
+        }
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -132,4 +155,3 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
     app.add_middleware(AuthMiddleware, keys=config.api_keys, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=ROUTES)
     return app
-

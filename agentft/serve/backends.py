@@ -31,8 +31,13 @@ NAME_SUFFIX = '", "arguments": '
 """What follows a tool name chosen under tool_choice=required (the prompt ends with ``{"name": "``)."""
 
 
-def _rows_criterion(tokenizer: Any, lock: threading.Lock, requests: Sequence[GenRequest],
-                    controls: Sequence[RowControl], stop_ids: set[int]) -> Any:
+def _rows_criterion(
+    tokenizer: Any,
+    lock: threading.Lock,
+    requests: Sequence[GenRequest],
+    controls: Sequence[RowControl],
+    stop_ids: set[int],
+) -> Any:
     import torch
     from transformers import StoppingCriteria
 
@@ -68,7 +73,7 @@ def _rows_criterion(tokenizer: Any, lock: threading.Lock, requests: Sequence[Gen
                 return
             text = text.split(END_OF_TURN)[0]
             if len(text) > self.sent[row]:
-                controls[row].emit(text[self.sent[row]:])
+                controls[row].emit(text[self.sent[row] :])
                 self.sent[row] = len(text)
 
         def outputs(self) -> list[GenOutput]:
@@ -77,8 +82,9 @@ def _rows_criterion(tokenizer: Any, lock: threading.Lock, requests: Sequence[Gen
                 with lock:
                     text = tokenizer.decode(self.tokens[row], skip_special_tokens=False)
                 finish = self.finish[row] or ("cancelled" if controls[row].cancelled else "length")
-                out.append(GenOutput(text=text.split(END_OF_TURN)[0], completion_tokens=self.counts[row],
-                                     finish=finish))  # type: ignore[arg-type]
+                out.append(
+                    GenOutput(text=text.split(END_OF_TURN)[0], completion_tokens=self.counts[row], finish=finish)
+                )  # type: ignore[arg-type]
             return out
 
     return _Rows()
@@ -112,8 +118,15 @@ def _name_constraint(prompt_len: int, choices: list[list[list[int]] | None]) -> 
 class HFBackend:
     """A local causal LM (embedded name or directory) with any number of named LoRA adapters."""
 
-    def __init__(self, model: str, adapters: dict[str, str | Path] | None = None, *, dtype: str = "float32",
-                 device: str = "cpu", loaded: tuple[Any, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        adapters: dict[str, str | Path] | None = None,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        loaded: tuple[Any, Any] | None = None,
+    ) -> None:
         from agentft.models import load_model
 
         self.model_name = str(model)
@@ -140,8 +153,9 @@ class HFBackend:
         self._lock = threading.Lock()  # a fast tokenizer must not be used by two threads at once
 
     def render(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None) -> str:
-        return self.tokenizer.apply_chat_template(to_hf(messages), tools=list(tools) if tools else None,
-                                                  add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(
+            to_hf(messages), tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False
+        )
 
     def count_tokens(self, text: str) -> int:
         with self._lock:
@@ -160,16 +174,27 @@ class HFBackend:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         with self._lock:
-            encoded = self.tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True,
-                                     padding_side="left", add_special_tokens=False).to(self.model.device)
-            choices = [[self.tokenizer(name + NAME_SUFFIX, add_special_tokens=False)["input_ids"]
-                        for name in r.name_choices] if r.name_choices else None for r in requests]
+            encoded = self.tokenizer(
+                [r.prompt for r in requests],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+                add_special_tokens=False,
+            ).to(self.model.device)
+            choices = [
+                [self.tokenizer(name + NAME_SUFFIX, add_special_tokens=False)["input_ids"] for name in r.name_choices]
+                if r.name_choices
+                else None
+                for r in requests
+            ]
         prompt_len = encoded["input_ids"].shape[1]
         rows = _rows_criterion(self.tokenizer, self._lock, requests, controls, self.stop_ids)
         temperature = requests[0].temperature
         options: dict[str, Any] = {
-            "max_new_tokens": max(r.max_new_tokens for r in requests), "eos_token_id": sorted(self.stop_ids),
-            "pad_token_id": self.tokenizer.pad_token_id, "do_sample": temperature > 0,
+            "max_new_tokens": max(r.max_new_tokens for r in requests),
+            "eos_token_id": sorted(self.stop_ids),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "do_sample": temperature > 0,
             "stopping_criteria": StoppingCriteriaList([rows]),
         }
         if temperature > 0:
@@ -195,8 +220,15 @@ class ScriptedBackend:
     ``token_delay_s`` makes each generation step take that long (to test timeouts and cancellation).
     """
 
-    def __init__(self, script: Script, *, model_name: str = "scripted", adapters: Sequence[str] = (),
-                 context_length: int = 4096, token_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        model_name: str = "scripted",
+        adapters: Sequence[str] = (),
+        context_length: int = 4096,
+        token_delay_s: float = 0.0,
+    ) -> None:
         self.script = script
         self.model_name = model_name
         self.adapters = list(adapters)
@@ -246,8 +278,10 @@ class ScriptedBackend:
                 break
             if self.token_delay_s:
                 time.sleep(self.token_delay_s)
-        return [GenOutput(text="".join(p[:c]), completion_tokens=c, finish=f or "length")  # type: ignore[arg-type]
-                for p, c, f in zip(pieces, counts, finish, strict=True)]
+        return [
+            GenOutput(text="".join(p[:c]), completion_tokens=c, finish=f or "length")  # type: ignore[arg-type]
+            for p, c, f in zip(pieces, counts, finish, strict=True)
+        ]
 
 
 _PIECE = re.compile(r"\s*\S+|\s+$")

@@ -63,7 +63,7 @@ class StreamAssembler:
             if stripped == len(safe):
                 return ""
             self.started, self.sent = True, stripped
-        out = safe[self.sent:]
+        out = safe[self.sent :]
         self.sent = max(self.sent, len(safe))
         return out
 
@@ -72,23 +72,46 @@ class StreamAssembler:
 
 
 def _usage(gen: GenRequest, output: GenOutput) -> dict[str, int]:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": output.completion_tokens,
-            "total_tokens": gen.prompt_tokens + output.completion_tokens}
+    return {
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": output.completion_tokens,
+        "total_tokens": gen.prompt_tokens + output.completion_tokens,
+    }
 
 
-def _trajectory(rid: str, model_id: str, messages: list[Message], tools: list[dict[str, Any]], reply: Interpreted,
-                gen: GenRequest, output: GenOutput, started: float, extra: dict[str, Any]) -> Trajectory:
+def _trajectory(
+    rid: str,
+    model_id: str,
+    messages: list[Message],
+    tools: list[dict[str, Any]],
+    reply: Interpreted,
+    gen: GenRequest,
+    output: GenOutput,
+    started: float,
+    extra: dict[str, Any],
+) -> Trajectory:
     step = sum(m.role == "assistant" for m in messages)
     events = [Event(step=step, ok=False, error="parse", detail=e.observation()) for e in reply.errors]
     return Trajectory(
-        id=rid, env="serve", task_id=rid, split="serve", policy=f"serve:{model_id}", tools=tools,
-        messages=[*messages, reply.message], events=events,
-        usage=Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=output.completion_tokens, model_calls=1,
-                    wall_seconds=round(time.perf_counter() - started, 3),
-                    model_seconds=round(time.perf_counter() - started, 3)),
+        id=rid,
+        env="serve",
+        task_id=rid,
+        split="serve",
+        policy=f"serve:{model_id}",
+        tools=tools,
+        messages=[*messages, reply.message],
+        events=events,
+        usage=Usage(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=output.completion_tokens,
+            model_calls=1,
+            wall_seconds=round(time.perf_counter() - started, 3),
+            model_seconds=round(time.perf_counter() - started, 3),
+        ),
         # Served traffic has no reference outcome (success unknown) and a chat completion no rules to break.
         score=Score(success=None, details={"scored": "not scored: a chat completion has no environment"}),
-        metadata={"route": "/v1/chat/completions", "finish_reason": reply.finish_reason(output.finish), **extra})
+        metadata={"route": "/v1/chat/completions", "finish_reason": reply.finish_reason(output.finish), **extra},
+    )
 
 
 async def _record(state: ServeState, trajectory: Trajectory) -> None:
@@ -107,8 +130,17 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
     messages = to_messages(body.messages)
     slot = state.acquire()
     try:
-        gen = build_request(state, messages, tools, mode=mode, forced_name=forced_name, adapter=adapter,
-                            max_tokens=body.token_limit(), temperature=body.temperature, stream=body.stream)
+        gen = build_request(
+            state,
+            messages,
+            tools,
+            mode=mode,
+            forced_name=forced_name,
+            adapter=adapter,
+            max_tokens=body.token_limit(),
+            temperature=body.temperature,
+            stream=body.stream,
+        )
         item = state.engine.submit(gen)
     except BaseException:
         slot.release()
@@ -118,11 +150,26 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
     extra = {"tool_choice": mode, "stream": body.stream, "adapter": adapter}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(state, slot, item, request, deadline, rid, created, model_id, mode, forced_name,
-                         include_usage, lambda reply, output: _trajectory(rid, model_id, messages, tools, reply, gen,
-                                                                          output, started, extra))
-        return _EventStream(events, cleanup=lambda: (item.cancel(), slot.release()), media_type="text/event-stream",
-                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = _stream(
+            state,
+            slot,
+            item,
+            request,
+            deadline,
+            rid,
+            created,
+            model_id,
+            mode,
+            forced_name,
+            include_usage,
+            lambda reply, output: _trajectory(rid, model_id, messages, tools, reply, gen, output, started, extra),
+        )
+        return _EventStream(
+            events,
+            cleanup=lambda: (item.cancel(), slot.release()),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     try:
         output = await await_output(item, request, deadline)
     except ClientGone:
@@ -134,11 +181,19 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
     if reply.tool_calls:
         message["tool_calls"] = reply.tool_calls
     await _record(state, _trajectory(rid, model_id, messages, tools, reply, gen, output, started, extra))
-    return JSONResponse({
-        "id": rid, "object": "chat.completion", "created": created, "model": model_id, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": reply.finish_reason(output.finish)}],
-        "usage": _usage(gen, output)})
+    return JSONResponse(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model_id,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason(output.finish)}
+            ],
+            "usage": _usage(gen, output),
+        }
+    )
 
 
 class _EventStream(StreamingResponse):
@@ -160,13 +215,31 @@ def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _stream(state: ServeState, slot: Slot, item: WorkItem, request: Request, deadline: float, rid: str,
-                  created: int, model_id: str, mode: str, forced_name: str | None, include_usage: bool,
-                  make_trajectory: Any) -> AsyncIterator[str]:
+async def _stream(
+    state: ServeState,
+    slot: Slot,
+    item: WorkItem,
+    request: Request,
+    deadline: float,
+    rid: str,
+    created: int,
+    model_id: str,
+    mode: str,
+    forced_name: str | None,
+    include_usage: bool,
+    make_trajectory: Any,
+) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        return _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                     "system_fingerprint": None,
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        return _sse(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_id,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        )
 
     gen = item.request
     assembler = StreamAssembler(hold_tags=bool(gen.tools))
@@ -201,12 +274,22 @@ async def _stream(state: ServeState, slot: Slot, item: WorkItem, request: Reques
         reply = interpret(output.text, gen, mode, forced_name)
         if not forced:
             sent = assembler.emitted()
-            rest = (reply.content or "")[len(sent):] if (reply.content or "").startswith(sent) else ""
+            rest = (reply.content or "")[len(sent) :] if (reply.content or "").startswith(sent) else ""
             if rest:
                 yield chunk({"content": rest})
         for index, call in enumerate(reply.tool_calls):
-            yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                         "function": {"name": call["function"]["name"], "arguments": ""}}]})
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             arguments = call["function"]["arguments"]
             half = len(arguments) // 2
             for piece in (arguments[:half], arguments[half:]):
@@ -214,8 +297,16 @@ async def _stream(state: ServeState, slot: Slot, item: WorkItem, request: Reques
                     yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         yield chunk({}, reply.finish_reason(output.finish))
         if include_usage:
-            yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                        "choices": [], "usage": _usage(gen, output)})
+            yield _sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model_id,
+                    "choices": [],
+                    "usage": _usage(gen, output),
+                }
+            )
         await _record(state, make_trajectory(reply, output))
         yield _sse("[DONE]")
     finally:

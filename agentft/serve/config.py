@@ -80,8 +80,14 @@ class Slot:
 class ServeState:
     """Everything the routes of one server share (``app.state.serve``)."""
 
-    def __init__(self, config: ServeConfig, engine: Engine, metrics: Metrics, recorder: Recorder | None,
-                 agent: AgentService | None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        engine: Engine,
+        metrics: Metrics,
+        recorder: Recorder | None,
+        agent: AgentService | None,
+    ) -> None:
         self.config = config
         self.engine = engine
         self.backend: Backend = engine.backend
@@ -100,12 +106,20 @@ class ServeState:
         if requested in self.backend.adapters:
             return requested, requested
         listed = ", ".join(self.model_ids())
-        raise APIError(404, f"the model {requested!r} does not exist; this server has {listed}",
-                       code="model_not_found", param="model")
+        raise APIError(
+            404,
+            f"the model {requested!r} does not exist; this server has {listed}",
+            code="model_not_found",
+            param="model",
+        )
 
     def acquire(self) -> Slot:
         if self.in_flight >= self.config.max_concurrency:
-            raise APIError(429, f"the server is at its concurrency limit ({self.config.max_concurrency} requests); "
-                           "retry shortly", code="too_many_requests", headers={"Retry-After": "1"})
+            raise APIError(
+                429,
+                f"the server is at its concurrency limit ({self.config.max_concurrency} requests); retry shortly",
+                code="too_many_requests",
+                headers={"Retry-After": "1"},
+            )
         self.in_flight += 1
         return Slot(self)

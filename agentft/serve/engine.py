@@ -132,8 +132,9 @@ class EngineStats:
 class Engine:
     """Queue + batcher around one ``Backend``; ``start()`` inside the serving event loop."""
 
-    def __init__(self, backend: Backend, *, max_batch: int = 16, batch_wait_ms: float = 5.0,
-                 metrics: Any = None) -> None:
+    def __init__(
+        self, backend: Backend, *, max_batch: int = 16, batch_wait_ms: float = 5.0, metrics: Any = None
+    ) -> None:
         self.backend = backend
         self.max_batch = max(1, max_batch)
         self.batch_wait_s = max(0.0, batch_wait_ms / 1000)

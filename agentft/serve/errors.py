@@ -14,22 +14,46 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["APIError", "envelope", "error_response", "client_closed_response", "install_error_handlers",
-           "raw_error_response"]
+__all__ = [
+    "APIError",
+    "envelope",
+    "error_response",
+    "client_closed_response",
+    "install_error_handlers",
+    "raw_error_response",
+]
 
 log = logging.getLogger("agentft.serve")
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
-          415: "invalid_request_error", 429: "rate_limit_error", 499: "client_closed_request", 503: "server_busy",
-          504: "timeout_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "client_closed_request",
+    503: "server_busy",
+    504: "timeout_error",
+}
 
 
 class APIError(Exception):
     """An error with its HTTP status, raised anywhere in a handler and rendered as the OpenAI envelope."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -60,13 +84,20 @@ def client_closed_response(metrics: Any) -> JSONResponse:
     return JSONResponse(APIError(499, "client closed the request", code="client_closed").body(), status_code=499)
 
 
-def raw_error_response(status: int, message: str, *, code: str | None = None,
-                       headers: dict[str, str] | None = None) -> tuple[dict[str, Any], bytes]:
+def raw_error_response(
+    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], bytes]:
     """(ASGI start message, body) of an error, for middleware that answers without the app."""
     body = json.dumps(APIError(status, message, code=code).body()).encode()
-    start = {"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+        ],
+    }
     return start, body
 
 
@@ -92,21 +123,28 @@ def install_error_handlers(app: Any) -> None:
             return error_response(APIError(400, "the request body is not valid JSON", code="invalid_json"), request)
         if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
             return error_response(APIError(400, "the request needs a JSON body", code="missing_body"), request)
-        details = "; ".join(f"{_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg', 'invalid')}"
-                            for e in errors[:5])
-        return error_response(APIError(400, f"invalid request: {details}", code="invalid_request",
-                                       param=_param(tuple(first.get("loc", ())))), request)
+        details = "; ".join(
+            f"{_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg', 'invalid')}" for e in errors[:5]
+        )
+        return error_response(
+            APIError(
+                400, f"invalid request: {details}", code="invalid_request", param=_param(tuple(first.get("loc", ())))
+            ),
+            request,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        message = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code,
-                                                                                       str(exc.detail))
-        return error_response(APIError(exc.status_code, message, code=codes.get(exc.status_code),
-                                       headers=dict(exc.headers or {})), request)
+        message = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code, str(exc.detail))
+        return error_response(
+            APIError(exc.status_code, message, code=codes.get(exc.status_code), headers=dict(exc.headers or {})),
+            request,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)
-        return error_response(APIError(500, "internal server error", type="server_error", code="internal_error"),
-                              request)
+        return error_response(
+            APIError(500, "internal server error", type="server_error", code="internal_error"), request
+        )

@@ -32,25 +32,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self._requests = Counter("agentft_requests", "HTTP requests by route, method and status.",
-                                 ("route", "method", "status"), registry=r)
-        self._latency = Histogram("agentft_request_duration_seconds", "Request latency (to the last byte) by route.",
-                                  ("route",), buckets=LATENCY_BUCKETS, registry=r)
-        self._errors = Counter("agentft_errors", "Error responses by status and error code.", ("status", "code"),
-                               registry=r)
+        self._requests = Counter(
+            "agentft_requests", "HTTP requests by route, method and status.", ("route", "method", "status"), registry=r
+        )
+        self._latency = Histogram(
+            "agentft_request_duration_seconds",
+            "Request latency (to the last byte) by route.",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._errors = Counter(
+            "agentft_errors", "Error responses by status and error code.", ("status", "code"), registry=r
+        )
         self._prompt_tokens = Counter("agentft_prompt_tokens", "Prompt tokens of completed generations.", registry=r)
         self._generated_tokens = Counter("agentft_generated_tokens", "Tokens generated.", registry=r)
         self._batches = Counter("agentft_batches", "Generation batches run.", registry=r)
-        self._batch_size = Histogram("agentft_batch_size", "Model turns per generation batch.",
-                                     buckets=BATCH_BUCKETS, registry=r)
-        self._cancelled = Counter("agentft_generation_cancelled", "Generations cancelled (client gone or timed "
-                                  "out), before (queued) or during (running) a batch.", ("stage",), registry=r)
+        self._batch_size = Histogram(
+            "agentft_batch_size", "Model turns per generation batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self._cancelled = Counter(
+            "agentft_generation_cancelled",
+            "Generations cancelled (client gone or timed out), before (queued) or during (running) a batch.",
+            ("stage",),
+            registry=r,
+        )
         for stage in CANCEL_STAGES:
             self._cancelled.labels(stage)  # shown at 0 before the first cancellation
-        self._guard_blocks = Counter("agentft_guard_blocks", "Write tool calls blocked by the runtime guard, by rule.",
-                                     ("rule",), registry=r)
-        self._tool_calls = Counter("agentft_agent_tool_calls", "Tool calls executed in agent runs, by tool and "
-                                   "outcome (ok, error, blocked).", ("tool", "outcome"), registry=r)
+        self._guard_blocks = Counter(
+            "agentft_guard_blocks", "Write tool calls blocked by the runtime guard, by rule.", ("rule",), registry=r
+        )
+        self._tool_calls = Counter(
+            "agentft_agent_tool_calls",
+            "Tool calls executed in agent runs, by tool and outcome (ok, error, blocked).",
+            ("tool", "outcome"),
+            registry=r,
+        )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self._requests.labels(route, method, str(status)).inc()

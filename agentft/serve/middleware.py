@@ -28,8 +28,9 @@ DRAIN_BYTES = 8 * 1024 * 1024
 """An oversized body is read (and discarded) up to this much further, so the client gets the 413, not a reset."""
 
 
-async def _send_error(send: Send, metrics: Metrics | None, status: int, message: str, code: str,
-                      headers: dict[str, str] | None = None) -> None:
+async def _send_error(
+    send: Send, metrics: Metrics | None, status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> None:
     start, body = raw_error_response(status, message, code=code, headers=headers)
     if metrics is not None:
         metrics.error(status, code)
@@ -67,8 +68,13 @@ class MetricsMiddleware:
 class AuthMiddleware:
     """Bearer keys compared in constant time; without keys, only loopback clients are served."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], metrics: Metrics | None = None,
-                 public_paths: Iterable[str] = ("/healthz",)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        metrics: Metrics | None = None,
+        public_paths: Iterable[str] = ("/healthz",),
+    ) -> None:
         self.app = app
         self.digests = [hashlib.sha256(k.encode()).digest() for k in keys]
         self.metrics = metrics
@@ -94,12 +100,24 @@ class AuthMiddleware:
         if not self.digests:
             client = scope.get("client")
             if client and not is_loopback(client[0]):
-                await _send_error(send, self.metrics, 403, "no API key is configured, so this server only serves "
-                                  "loopback clients; start it with --api-key or $AGENTFT_API_KEYS", "loopback_only")
+                await _send_error(
+                    send,
+                    self.metrics,
+                    403,
+                    "no API key is configured, so this server only serves "
+                    "loopback clients; start it with --api-key or $AGENTFT_API_KEYS",
+                    "loopback_only",
+                )
                 return
         elif not self._authorized(scope):
-            await _send_error(send, self.metrics, 401, "missing or invalid API key: send 'Authorization: Bearer KEY'",
-                              "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+            await _send_error(
+                send,
+                self.metrics,
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer KEY'",
+                "invalid_api_key",
+                {"WWW-Authenticate": "Bearer"},
+            )
             return
         await self.app(scope, receive, send)
 
@@ -136,8 +154,14 @@ class BodyLimitMiddleware:
                 chunks.append(body)
         if too_large:
             await self._drain(receive, more and (declared_size is None or declared_size <= self.limit + DRAIN_BYTES))
-            await _send_error(send, self.metrics, 413, f"the request body is larger than {self.limit} bytes",
-                              "request_too_large", {"Connection": "close"})
+            await _send_error(
+                send,
+                self.metrics,
+                413,
+                f"the request body is larger than {self.limit} bytes",
+                "request_too_large",
+                {"Connection": "close"},
+            )
             return
         replayed = False
 

@@ -18,8 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agentft.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
 from agentft.serve.errors import APIError
 
-__all__ = ["ChatCompletionRequest", "AgentRunRequest", "ToolSpec", "WireMessage", "to_messages", "tool_dicts",
-           "forced_tool"]
+__all__ = [
+    "ChatCompletionRequest",
+    "AgentRunRequest",
+    "ToolSpec",
+    "WireMessage",
+    "to_messages",
+    "tool_dicts",
+    "forced_tool",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _LENIENT = ConfigDict(extra="ignore")
@@ -145,11 +152,15 @@ class ChatCompletionRequest(_Generation):
 
 
 class AgentRunRequest(_Generation):
-    messages: list[WireMessage] = Field(min_length=1, description="the user's message(s); earlier assistant turns "
-                                        "are replayed against a fresh episode (see the docs)")
+    messages: list[WireMessage] = Field(
+        min_length=1,
+        description="the user's message(s); earlier assistant turns "
+        "are replayed against a fresh episode (see the docs)",
+    )
     env: str | None = Field(None, description="must be the environment the server was started with")
-    task_id: str | None = Field(None, description="the task whose state the episode starts from (default: the "
-                                "first test task)")
+    task_id: str | None = Field(
+        None, description="the task whose state the episode starts from (default: the first test task)"
+    )
     max_steps: int | None = Field(None, ge=1, description="most model turns")
 
 
@@ -158,8 +169,12 @@ def _text(content: Content, where: str) -> str | None:
         return content
     for part in content:
         if part.type != "text":
-            raise APIError(400, f"{where}: content parts of type {part.type!r} are not supported (text only)",
-                           code="unsupported_content", param=where)
+            raise APIError(
+                400,
+                f"{where}: content parts of type {part.type!r} are not supported (text only)",
+                code="unsupported_content",
+                param=where,
+            )
     return "".join(part.text for part in content)
 
 
@@ -184,20 +199,34 @@ def to_messages(wire: list[WireMessage], *, allow_system: bool = True) -> list[M
         text = _text(message.content, f"{where}.content")
         if message.role in ("system", "developer"):
             if not allow_system:
-                raise APIError(400, f"{where}: the system prompt is the environment's policy; send user messages "
-                               "(and earlier assistant turns) only", code="system_not_allowed", param=where)
+                raise APIError(
+                    400,
+                    f"{where}: the system prompt is the environment's policy; send user messages "
+                    "(and earlier assistant turns) only",
+                    code="system_not_allowed",
+                    param=where,
+                )
             messages.append(SystemMessage(content=text or ""))
         elif message.role == "user":
             messages.append(UserMessage(content=text or ""))
         elif message.role == "assistant":
-            calls = [ToolCall.create(call.id or f"call_h{index}_{i}", call.function.name,
-                                     _arguments(call, f"{where}.tool_calls.{i}.function.arguments"))
-                     for i, call in enumerate(message.tool_calls or ())]
+            calls = [
+                ToolCall.create(
+                    call.id or f"call_h{index}_{i}",
+                    call.function.name,
+                    _arguments(call, f"{where}.tool_calls.{i}.function.arguments"),
+                )
+                for i, call in enumerate(message.tool_calls or ())
+            ]
             messages.append(AssistantMessage(content=text or None, tool_calls=calls))
         else:
             if not message.tool_call_id:
-                raise APIError(400, f"{where}: a tool message needs tool_call_id", code="missing_tool_call_id",
-                               param=f"{where}.tool_call_id")
+                raise APIError(
+                    400,
+                    f"{where}: a tool message needs tool_call_id",
+                    code="missing_tool_call_id",
+                    param=f"{where}.tool_call_id",
+                )
             messages.append(ToolMessage(content=text or "", tool_call_id=message.tool_call_id, name=message.name))
     return messages
 
@@ -206,8 +235,11 @@ def tool_dicts(tools: list[ToolSpec] | None) -> list[dict[str, Any]]:
     """Tool schemas as plain dicts (``parameters`` defaulting to an empty object schema)."""
     out = []
     for spec in tools or ():
-        function: dict[str, Any] = {"name": spec.function.name, "description": spec.function.description or "",
-                                    "parameters": spec.function.parameters or {"type": "object", "properties": {}}}
+        function: dict[str, Any] = {
+            "name": spec.function.name,
+            "description": spec.function.description or "",
+            "parameters": spec.function.parameters or {"type": "object", "properties": {}},
+        }
         out.append({"type": "function", "function": function})
     return out
 
@@ -220,12 +252,20 @@ def forced_tool(choice: ToolChoice | None, tools: list[dict[str, Any]]) -> tuple
     if isinstance(choice, NamedToolChoice):
         if choice.function.name not in names:
             declared = ", ".join(names) or "none"
-            raise APIError(400, f"tool_choice names {choice.function.name!r}, which is not among the declared tools "
-                           f"({declared})", code="invalid_tool_choice", param="tool_choice")
+            raise APIError(
+                400,
+                f"tool_choice names {choice.function.name!r}, which is not among the declared tools ({declared})",
+                code="invalid_tool_choice",
+                param="tool_choice",
+            )
         return "named", choice.function.name
     if choice == "required" and not tools:
-        raise APIError(400, "tool_choice 'required' needs at least one tool in tools", code="invalid_tool_choice",
-                       param="tool_choice")
+        raise APIError(
+            400,
+            "tool_choice 'required' needs at least one tool in tools",
+            code="invalid_tool_choice",
+            param="tool_choice",
+        )
     if choice == "auto" and not tools:
         return "none", None
     return choice, None

@@ -52,9 +52,18 @@ def plain_text(text: str) -> str:
     return text.strip()
 
 
-def build_request(state: ServeState, messages: list[Message], tools: list[dict[str, Any]] | None, *, mode: str,
-                  forced_name: str | None, adapter: str | None, max_tokens: int | None, temperature: float | None,
-                  stream: bool = False) -> GenRequest:
+def build_request(
+    state: ServeState,
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    *,
+    mode: str,
+    forced_name: str | None,
+    adapter: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    stream: bool = False,
+) -> GenRequest:
     """Render the turn and check it fits the model's context (400 ``context_length_exceeded`` if not)."""
     backend = state.backend
     offered = tools if tools and mode != "none" else None
@@ -69,13 +78,26 @@ def build_request(state: ServeState, messages: list[Message], tools: list[dict[s
     room = context - prompt_tokens
     wanted = max_tokens if max_tokens is not None else min(state.config.default_max_tokens, room)
     if room < 1 or prompt_tokens + wanted > context:
-        raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
-                       f"{prompt_tokens + max(wanted, 1)} tokens ({prompt_tokens} in the messages, {max(wanted, 1)} "
-                       "in the completion). Please reduce the length of the messages or completion.",
-                       code="context_length_exceeded", param="messages")
-    return GenRequest(messages=list(messages), tools=offered, prompt=prompt, prompt_tokens=prompt_tokens,
-                      max_new_tokens=wanted, temperature=temperature or 0.0, forced_prefix=prefix,
-                      name_choices=choices, adapter=adapter, stream=stream)
+        raise APIError(
+            400,
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + max(wanted, 1)} tokens ({prompt_tokens} in the messages, {max(wanted, 1)} "
+            "in the completion). Please reduce the length of the messages or completion.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    return GenRequest(
+        messages=list(messages),
+        tools=offered,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=wanted,
+        temperature=temperature or 0.0,
+        forced_prefix=prefix,
+        name_choices=choices,
+        adapter=adapter,
+        stream=stream,
+    )
 
 
 async def await_output(item: WorkItem, request: Any, deadline: float) -> GenOutput:
@@ -119,7 +141,7 @@ def _forced_call(full: str, names: list[str]) -> tuple[str, str, dict[str, Any] 
     name = match.group(1)
     if name not in names:
         return None
-    rest = full[match.end():]
+    rest = full[match.end() :]
     try:
         value, _ = json.JSONDecoder().raw_decode(rest)
     except json.JSONDecodeError:
@@ -147,8 +169,11 @@ def interpret(text: str, gen: GenRequest, mode: str, forced_name: str | None) ->
         wire = [_wire_call(c.function.name, json.dumps(c.function.arguments, ensure_ascii=False)) for c in calls]
         for call, out in zip(calls, wire, strict=True):
             call.id = out["id"]
-        return Interpreted(content=message.content, tool_calls=wire,
-                           message=AssistantMessage(content=message.content, tool_calls=calls))
+        return Interpreted(
+            content=message.content,
+            tool_calls=wire,
+            message=AssistantMessage(content=message.content, tool_calls=calls),
+        )
     if mode in ("named", "required"):
         names = [forced_name] if mode == "named" and forced_name else sorted(tool_names(gen.tools))
         forced = _forced_call(full, names)
@@ -156,9 +181,16 @@ def interpret(text: str, gen: GenRequest, mode: str, forced_name: str | None) ->
             name, arguments, value = forced
             wire = _wire_call(name, arguments)
             if value is not None:
-                return Interpreted(content=None, tool_calls=[wire], message=AssistantMessage(
-                    tool_calls=[ToolCall.create(wire["id"], name, value)]), errors=parsed.errors)
-            return Interpreted(content=None, tool_calls=[wire], message=AssistantMessage(content=plain_text(full)),
-                               errors=parsed.errors)
+                return Interpreted(
+                    content=None,
+                    tool_calls=[wire],
+                    message=AssistantMessage(tool_calls=[ToolCall.create(wire["id"], name, value)]),
+                    errors=parsed.errors,
+                )
+            return Interpreted(
+                content=None,
+                tool_calls=[wire],
+                message=AssistantMessage(content=plain_text(full)),
+                errors=parsed.errors,
+            )
     return Interpreted(content=message.content or "", message=message, errors=parsed.errors)
-

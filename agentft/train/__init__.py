@@ -8,8 +8,19 @@ registered below under its name: ``agentft train NAME`` and the recipe section `
 from agentft.train.config import CPTTrainConfig, DPOTrainConfig, SFTTrainConfig, build_config, load_recipe
 from agentft.train.methods import METHODS, Method, register_method
 
-__all__ = ["SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "build_config", "load_recipe", "train_sft",
-           "train_dpo", "train_cpt", "METHODS", "Method", "register_method"]
+__all__ = [
+    "SFTTrainConfig",
+    "DPOTrainConfig",
+    "CPTTrainConfig",
+    "build_config",
+    "load_recipe",
+    "train_sft",
+    "train_dpo",
+    "train_cpt",
+    "METHODS",
+    "Method",
+    "register_method",
+]
 
 
 def train_sft(config: SFTTrainConfig) -> dict:
@@ -31,7 +42,12 @@ def train_cpt(config: CPTTrainConfig) -> dict:
 
 
 register_method("sft", SFTTrainConfig, train_sft, help="Supervised fine-tuning on assistant turns (LoRA by default).")
-register_method("dpo", DPOTrainConfig, train_dpo,
-                help="Direct preference optimization, usually from an SFT adapter (--adapter).")
-register_method("cpt", CPTTrainConfig, train_cpt,
-                help="Domain adaptation: continued pre-training on raw documents (LoRA by default).")
+register_method(
+    "dpo", DPOTrainConfig, train_dpo, help="Direct preference optimization, usually from an SFT adapter (--adapter)."
+)
+register_method(
+    "cpt",
+    CPTTrainConfig,
+    train_cpt,
+    help="Domain adaptation: continued pre-training on raw documents (LoRA by default).",
+)

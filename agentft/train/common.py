@@ -16,8 +16,17 @@ from agentft.errors import UserError
 from agentft.manifest import write_manifest
 from agentft.train.config import TrainConfig
 
-__all__ = ["prepare_model", "trainer_arguments", "callbacks", "newest_complete_checkpoint", "finish_run",
-           "resolve_device", "use_bf16", "data_files", "train_timed"]
+__all__ = [
+    "prepare_model",
+    "trainer_arguments",
+    "callbacks",
+    "newest_complete_checkpoint",
+    "finish_run",
+    "resolve_device",
+    "use_bf16",
+    "data_files",
+    "train_timed",
+]
 
 COMPLETE = ".agentft-complete"
 
@@ -75,10 +84,21 @@ def prepare_model(config: TrainConfig, device: str) -> tuple[Any, Any]:
         total = model.config.num_hidden_layers
         layers = list(range(max(0, total - config.lora_top_layers), total))
         if targets == "all-linear":  # peft needs names to combine with layers_to_transform
-            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                              if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, layers_to_transform=layers, task_type="CAUSAL_LM")
+            targets = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"
+                }
+            )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora), tokenizer
 
 
@@ -114,10 +134,14 @@ def train_timed(trainer: Any, checkpoint: Path | None) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
-    return {"train_loss": result.training_loss, "steps": trainer.state.global_step,
-            "train_seconds": round(seconds, 1), "tokens": tokens,
-            "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
-            "resumed_from": str(checkpoint) if checkpoint else None}
+    return {
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+    }
 
 
 def callbacks(out: Path) -> list[Any]:
@@ -179,8 +203,9 @@ def _plot(out: Path) -> None:
     plt.close(figure)
 
 
-def finish_run(trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, inputs: list[Path],
-               metrics: dict[str, Any]) -> dict[str, Any]:
+def finish_run(
+    trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, inputs: list[Path], metrics: dict[str, Any]
+) -> dict[str, Any]:
     """Save the adapter (or model) and tokenizer, the loss curve and the manifest; drop finished checkpoints."""
     out = Path(config.out)
     metrics["precision"] = "bf16 mixed" if trainer.args.bf16 else "fp32"
@@ -188,10 +213,14 @@ def finish_run(trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, 
     tokenizer.save_pretrained(str(out))
     if (out / "metrics.jsonl").exists():
         _plot(out)
-    outputs = [p for p in (out / "adapter_model.safetensors", out / "model.safetensors", out / "metrics.jsonl",
-                           out / "loss.png") if p.exists()]
-    write_manifest(out, kind=kind, config={**asdict(config), "method": kind}, inputs=inputs, outputs=outputs,
-                   metrics=metrics)
+    outputs = [
+        p
+        for p in (out / "adapter_model.safetensors", out / "model.safetensors", out / "metrics.jsonl", out / "loss.png")
+        if p.exists()
+    ]
+    write_manifest(
+        out, kind=kind, config={**asdict(config), "method": kind}, inputs=inputs, outputs=outputs, metrics=metrics
+    )
     for checkpoint in out.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
     return metrics

@@ -16,14 +16,22 @@ from typing import Any, TypeVar
 from agentft.errors import UserError
 from agentft.train.methods import method_for
 
-__all__ = ["TrainConfig", "SFTTrainConfig", "DPOTrainConfig", "CPTTrainConfig", "load_recipe", "build_config",
-           "RECIPES"]
+__all__ = [
+    "TrainConfig",
+    "SFTTrainConfig",
+    "DPOTrainConfig",
+    "CPTTrainConfig",
+    "load_recipe",
+    "build_config",
+    "RECIPES",
+]
 
 RECIPES = ("cpu-small", "gpu-single", "gpu-multi")
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING,
-          required: bool = False) -> Any:
+def _help(
+    text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, required: bool = False
+) -> Any:
     # required: the command line must give it; the default serves library calls and tests
     metadata = {"help": text, "required": required}
     if factory is not dataclasses.MISSING:
@@ -34,8 +42,9 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 @dataclass
 class TrainConfig:
     model: str = _help("embedded model name (smollm2-135m, tiny-test) or a local model directory", "smollm2-135m")
-    out: str = _help("output directory (adapter or full model, manifest, metrics, loss curve)", "adapters/run",
-                     required=True)
+    out: str = _help(
+        "output directory (adapter or full model, manifest, metrics, loss curve)", "adapters/run", required=True
+    )
     adapter: str | None = _help("LoRA adapter to start from (continue training it)", None)
     full: bool = _help("full fine-tuning of every weight instead of a LoRA adapter", False)
     epochs: float = _help("passes over the data", 1.0)
@@ -48,12 +57,18 @@ class TrainConfig:
     lora_alpha: int = _help("LoRA scaling numerator (scale = alpha / r)", 32)
     lora_dropout: float = _help("LoRA dropout", 0.0)
     target_modules: str | list[str] = _help("LoRA target modules ('all-linear' or a list of names)", "all-linear")
-    lora_top_layers: int | None = _help("put LoRA only on the top N transformer layers: backward then stops there "
-                                        "(on a CPU the backward pass is most of the time); None: every layer", None)
+    lora_top_layers: int | None = _help(
+        "put LoRA only on the top N transformer layers: backward then stops there "
+        "(on a CPU the backward pass is most of the time); None: every layer",
+        None,
+    )
     max_length: int | None = _help("truncate examples to this many tokens (None: never truncate)", None)
-    bf16: bool | str = _help("bf16 mixed precision: true, false or auto (on a GPU; on a CPU only where it multiplies "
-                             "bf16 natively, AVX512-BF16 or AMX: fp32 weights under autocast, ~2x faster; elsewhere "
-                             "bf16 is emulated and slower than fp32)", False)
+    bf16: bool | str = _help(
+        "bf16 mixed precision: true, false or auto (on a GPU; on a CPU only where it multiplies "
+        "bf16 natively, AVX512-BF16 or AMX: fp32 weights under autocast, ~2x faster; elsewhere "
+        "bf16 is emulated and slower than fp32)",
+        False,
+    )
     gradient_checkpointing: bool = _help("recompute activations in backward (saves memory, ~25% slower)", False)
     seed: int = _help("random seed", 0)
     logging_steps: int = _help("log the loss every N steps", 5)
@@ -69,8 +84,11 @@ class SFTTrainConfig(TrainConfig):
     data: str = _help("SFT dataset directory from `agentft dataset sft`", "data/sft", required=True)
     padding_free: bool = _help("pack each batch into one row without padding (same loss, no padding work)", True)
     label_positions_only: bool = _help("project through the LM head only where a label is trained", True)
-    share_prefix: bool = _help("in a packed batch, run the untrained opening that examples share (system prompt, "
-                               "tools) once; same loss (needs padding_free and label_positions_only)", True)
+    share_prefix: bool = _help(
+        "in a packed batch, run the untrained opening that examples share (system prompt, "
+        "tools) once; same loss (needs padding_free and label_positions_only)",
+        True,
+    )
 
 
 @dataclass
@@ -78,13 +96,20 @@ class DPOTrainConfig(TrainConfig):
     data: str = _help("DPO dataset directory from `agentft dataset dpo`", "data/dpo", required=True)
     lr: float = _help("peak learning rate", 5e-5)
     beta: float = _help("DPO temperature: how far the policy may move from the reference", 0.1)
-    precompute_ref: bool = _help("compute the reference log-probs of every pair once before training, where the "
-                                 "run sees some pair twice (else each batch's as it comes: same values, and no "
-                                 "work on pairs max_steps never reaches)", True)
-    sft_weight: float = _help("add the chosen completions' negative log-likelihood with this weight (RPO): keeps "
-                              "small-data DPO from lowering the likelihood of what it prefers; 0: plain DPO", 0.0)
-    share_prefix: bool = _help("run the opening a batch's rows share (prompt of a pair, system prompt and tools) "
-                               "once; same log-probs", True)
+    precompute_ref: bool = _help(
+        "compute the reference log-probs of every pair once before training, where the "
+        "run sees some pair twice (else each batch's as it comes: same values, and no "
+        "work on pairs max_steps never reaches)",
+        True,
+    )
+    sft_weight: float = _help(
+        "add the chosen completions' negative log-likelihood with this weight (RPO): keeps "
+        "small-data DPO from lowering the likelihood of what it prefers; 0: plain DPO",
+        0.0,
+    )
+    share_prefix: bool = _help(
+        "run the opening a batch's rows share (prompt of a pair, system prompt and tools) once; same log-probs", True
+    )
 
 
 @dataclass

@@ -40,8 +40,13 @@ def document_files(docs: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise UserError(f"document directory {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in DOC_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in DOC_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
         raise UserError(f"no documents ({', '.join(DOC_SUFFIXES)}) under {root}")
     return files
@@ -54,8 +59,9 @@ def read_documents(files: list[Path]) -> list[str]:
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise UserError(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}): convert it or remove "
-                            "it") from None
+            raise UserError(
+                f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start}): convert it or remove it"
+            ) from None
         except OSError as exc:
             raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
         if text.strip():
@@ -76,7 +82,7 @@ def token_blocks(texts: list[str], tokenizer: Any, block_size: int) -> list[list
     for text in texts:
         stream.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         stream.append(eos)
-    blocks = [stream[i:i + block_size] for i in range(0, len(stream), block_size)]
+    blocks = [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
     if len(blocks) > 1 and len(blocks[-1]) < 2:  # a lone token has nothing to predict
         blocks.pop()
     return blocks
@@ -107,10 +113,20 @@ def train_cpt(config: CPTTrainConfig) -> dict[str, Any]:
         max_length=config.block_size,
         eval_strategy="no",
     )
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, args=arguments,
-                         train_dataset=Dataset.from_dict({"input_ids": blocks}), callbacks=callbacks(out))
-    metrics: dict[str, Any] = {"device": device, "documents": len(texts), "blocks": len(blocks),
-                               "block_size": config.block_size, "document_tokens": sum(map(len, blocks)),
-                               "last_block": "padded"}
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=arguments,
+        train_dataset=Dataset.from_dict({"input_ids": blocks}),
+        callbacks=callbacks(out),
+    )
+    metrics: dict[str, Any] = {
+        "device": device,
+        "documents": len(texts),
+        "blocks": len(blocks),
+        "block_size": config.block_size,
+        "document_tokens": sum(map(len, blocks)),
+        "last_block": "padded",
+    }
     metrics.update(train_timed(trainer, checkpoint))
     return finish_run(trainer, tokenizer, config, kind="cpt", inputs=files, metrics=metrics)

@@ -110,15 +110,21 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
         precompute_ref_log_probs=config.precompute_ref and _pairs_seen(config, len(data)) > len(data),
         max_length=config.max_length,
     )
-    trainer = _trainer_class(config.share_prefix)(model=model, processing_class=tokenizer, args=arguments,
-                                                  train_dataset=data, callbacks=callbacks(out))
+    trainer = _trainer_class(config.share_prefix)(
+        model=model, processing_class=tokenizer, args=arguments, train_dataset=data, callbacks=callbacks(out)
+    )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     margins = _reward_margins(out)
-    metrics = {"device": device, "pairs": len(data), "train_loss": result.training_loss,
-               "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
-               "reward_margin_first": margins[0] if margins else None,
-               "reward_margin_last": margins[-1] if margins else None,
-               "resumed_from": str(checkpoint) if checkpoint else None}
+    metrics = {
+        "device": device,
+        "pairs": len(data),
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "reward_margin_first": margins[0] if margins else None,
+        "reward_margin_last": margins[-1] if margins else None,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+    }
     return finish_run(trainer, tokenizer, config, kind="dpo", inputs=files, metrics=metrics)

@@ -46,8 +46,10 @@ def register_method(name: str, config: type, train: Callable[[Any], dict], *, he
         raise UserError(f"training method {name!r}: {config!r} is not a dataclass")
     taken = next((m.name for m in METHODS.values() if m.config is config), None)
     if taken:
-        raise UserError(f"training method {name!r}: {config.__name__} is already the config of {taken!r}; "
-                        "each method has its own config class (subclass it)")
+        raise UserError(
+            f"training method {name!r}: {config.__name__} is already the config of {taken!r}; "
+            "each method has its own config class (subclass it)"
+        )
     fields = {f.name: f for f in dataclasses.fields(config)}
     if "out" not in fields:
         raise UserError(f"training method {name!r}: {config.__name__} needs an `out` field (the output directory)")
@@ -55,8 +57,10 @@ def register_method(name: str, config: type, train: Callable[[Any], dict], *, he
         raise UserError(f"training method {name!r}: {config.__name__}.recipe clashes with --recipe; rename it")
     undocumented = [n for n, f in fields.items() if not f.metadata.get("help")]
     if undocumented:
-        raise UserError(f"training method {name!r}: {config.__name__} field(s) {undocumented} have no help; "
-                        "write field(default=..., metadata={'help': '...'})")
+        raise UserError(
+            f"training method {name!r}: {config.__name__} field(s) {undocumented} have no help; "
+            "write field(default=..., metadata={'help': '...'})"
+        )
     METHODS[name] = method = Method(name, config, train, help)
     return method
 
@@ -66,5 +70,7 @@ def method_for(config: type) -> Method:
     for method in METHODS.values():
         if method.config is config:
             return method
-    raise UserError(f"{config.__name__} is not the config of a registered training method; "
-                    f"register_method(name, {config.__name__}, train, help=...) first")
+    raise UserError(
+        f"{config.__name__} is not the config of a registered training method; "
+        f"register_method(name, {config.__name__}, train, help=...) first"
+    )

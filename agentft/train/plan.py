@@ -39,8 +39,16 @@ from typing import Any, Literal
 
 from agentft.errors import UserError
 
-__all__ = ["Plan", "Architecture", "estimate", "estimate_for_config", "architecture", "device_speed",
-           "GPU_PEAKS", "LABEL_FRACTION"]
+__all__ = [
+    "Plan",
+    "Architecture",
+    "estimate",
+    "estimate_for_config",
+    "architecture",
+    "device_speed",
+    "GPU_PEAKS",
+    "LABEL_FRACTION",
+]
 
 Method = Literal["lora", "full", "dpo", "dpo-full"]
 Mask = Literal["none", "padding", "packed"]
@@ -83,12 +91,28 @@ _DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2,
 # Configs of the embedded models, so that planning never has to build them (smollm2's first pull
 # converts a GGUF file: ~20 s). A pulled model's own config.json takes precedence.
 _EMBEDDED_CONFIGS: dict[str, dict[str, Any]] = {
-    "smollm2-135m": {"model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
-                     "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
-                     "tie_word_embeddings": True},
-    "tiny-test": {"model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
-                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-                  "tie_word_embeddings": True},
+    "smollm2-135m": {
+        "model_type": "llama",
+        "vocab_size": 49152,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "tie_word_embeddings": True,
+    },
+    "tiny-test": {
+        "model_type": "llama",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "tie_word_embeddings": True,
+    },
 }
 
 # Decoder-only models whose block is Llama's (RMSNorm, q/k/v/o, gated MLP): counted analytically.
@@ -152,8 +176,10 @@ def _read_config(model: str | os.PathLike[str]) -> dict[str, Any]:
         if is_pulled(name):
             return json.loads((model_dir(name) / "config.json").read_text(encoding="utf-8"))
         return dict(_EMBEDDED_CONFIGS[name])
-    raise UserError(f"model {name!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) nor a local "
-                    "directory with a config.json")
+    raise UserError(
+        f"model {name!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}) nor a local "
+        "directory with a config.json"
+    )
 
 
 def architecture(config: Any) -> Architecture:
@@ -164,28 +190,42 @@ def architecture(config: Any) -> Architecture:
         hidden, layers, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
         vocab, intermediate = cfg["vocab_size"], cfg["intermediate_size"]
     except KeyError as missing:
-        raise UserError(f"cannot plan for this model: its config has no {missing} (a decoder-only transformer "
-                        "with hidden_size, intermediate_size, num_hidden_layers, num_attention_heads is needed)"
-                        ) from None
+        raise UserError(
+            f"cannot plan for this model: its config has no {missing} (a decoder-only transformer "
+            "with hidden_size, intermediate_size, num_hidden_layers, num_attention_heads is needed)"
+        ) from None
     kv_heads = cfg.get("num_key_value_heads") or heads
     head_dim = cfg.get("head_dim") or hidden // heads
     model_type = cfg.get("model_type", "llama")
     tied = bool(cfg.get("tie_word_embeddings", False))
     linears = {
-        "q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv_heads * head_dim),
-        "v_proj": (hidden, kv_heads * head_dim), "o_proj": (heads * head_dim, hidden),
-        "gate_proj": (hidden, intermediate), "up_proj": (hidden, intermediate), "down_proj": (intermediate, hidden),
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv_heads * head_dim),
+        "v_proj": (hidden, kv_heads * head_dim),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, intermediate),
+        "up_proj": (hidden, intermediate),
+        "down_proj": (intermediate, hidden),
     }
     if model_type in _LLAMA_FAMILY:
         params = _llama_family_params(cfg, model_type, linears, vocab, hidden, layers, head_dim, tied)
     else:
         params, linears = _meta_params(cfg, linears)
-    return Architecture(model_type, vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, params,
-                        linears, tied)
+    return Architecture(
+        model_type, vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, params, linears, tied
+    )
 
 
-def _llama_family_params(cfg: dict[str, Any], model_type: str, linears: dict[str, tuple[int, int]], vocab: int,
-                         hidden: int, layers: int, head_dim: int, tied: bool) -> int:
+def _llama_family_params(
+    cfg: dict[str, Any],
+    model_type: str,
+    linears: dict[str, tuple[int, int]],
+    vocab: int,
+    hidden: int,
+    layers: int,
+    head_dim: int,
+    tied: bool,
+) -> int:
     attention_bias = bool(cfg.get("attention_bias", False))
     bias = {name: 0 for name in linears}
     if model_type == "qwen2":  # q, k and v carry a bias, o does not
@@ -215,8 +255,15 @@ def _meta_params(cfg: dict[str, Any], linears: dict[str, tuple[int, int]]) -> tu
     return sum(p.numel() for p in model.parameters()), found or linears
 
 
-def _layer_bytes_per_token(arch: Architecture, *, lora: bool, lora_r: int, lora_targets: dict[str, tuple[int, int]],
-                           compute_bytes: int, mask_row: int | None) -> int:
+def _layer_bytes_per_token(
+    arch: Architecture,
+    *,
+    lora: bool,
+    lora_r: int,
+    lora_targets: dict[str, tuple[int, int]],
+    compute_bytes: int,
+    mask_row: int | None,
+) -> int:
     """Bytes autograd keeps per token of one decoder layer until the backward pass reaches it.
 
     Established on the CPU (fp32, SDPA, transformers 5) by listing the saved tensors with
@@ -305,18 +352,26 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(peak_bytes=self.peak_bytes, total_bytes=self.total_bytes, fits=self.fits,
-                    tokens_per_second=round(self.tokens_per_second, 1),
-                    seconds_per_step=round(self.seconds_per_step, 3),
-                    epoch_seconds=None if self.epoch_seconds is None else round(self.epoch_seconds, 1))
+        data.update(
+            peak_bytes=self.peak_bytes,
+            total_bytes=self.total_bytes,
+            fits=self.fits,
+            tokens_per_second=round(self.tokens_per_second, 1),
+            seconds_per_step=round(self.seconds_per_step, 3),
+            epoch_seconds=None if self.epoch_seconds is None else round(self.epoch_seconds, 1),
+        )
         return data
 
     def table(self) -> Any:
         """A rich ``Table`` (print it with ``rich.console.Console().print``)."""
         from rich.table import Table
 
-        table = Table("estimate", "value", title=f"{self.model} {self.method} on {self.device} ({self.dtype}), "
-                      f"batch {self.batch} x {self.seq} tokens", title_justify="left")
+        table = Table(
+            "estimate",
+            "value",
+            title=f"{self.model} {self.method} on {self.device} ({self.dtype}), batch {self.batch} x {self.seq} tokens",
+            title_justify="left",
+        )
         table.add_row("parameters", f"{self.params / 1e6:,.1f} M ({self.trainable_params / 1e6:,.2f} M trained)")
         for name, size in self.memory.items():
             table.add_row(f"  {name}", _gib(size))
@@ -326,8 +381,11 @@ class Plan:
         verdict = "" if self.fits is None else (" [green]fits[/green]" if self.fits else " [red]does not fit[/red]")
         table.add_row("[bold]total[/bold]", f"[bold]{_gib(self.total_bytes)}[/bold]{capacity}{verdict}")
         table.add_row("FLOPs per token", f"{self.flops_per_token / 1e9:,.2f} G")
-        table.add_row("device", f"{self.device_flops / 1e12:,.3f} TFLOP/s ({self.device_flops_source}) x "
-                      f"{self.utilization:.0%} utilization")
+        table.add_row(
+            "device",
+            f"{self.device_flops / 1e12:,.3f} TFLOP/s ({self.device_flops_source}) x "
+            f"{self.utilization:.0%} utilization",
+        )
         table.add_row("throughput", f"{self.tokens_per_second:,.0f} tokens/s, {self.seconds_per_step:,.2f} s/step")
         if self.epoch_seconds is not None:
             table.add_row("epoch", f"{self.dataset_tokens:,} tokens: {_duration(self.epoch_seconds)}")
@@ -348,8 +406,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h"
 
 
-def device_speed(device: str, gpu: str | None = None, *, probe_seconds: float = 0.3) -> tuple[float, float, str,
-                                                                                             int | None]:
+def device_speed(
+    device: str, gpu: str | None = None, *, probe_seconds: float = 0.3
+) -> tuple[float, float, str, int | None]:
     """(FLOP/s, utilization, where the figure came from, memory capacity in bytes) of ``device``."""
     if device == "cpu":
         return _cpu_probe(probe_seconds), _cpu_utilization(), "fp32 matmul probe", _system_memory()
@@ -417,28 +476,63 @@ def _system_memory() -> int | None:
         return None
 
 
-def estimate(model: str, method: Method, batch: int, seq: int, device: Literal["cpu", "cuda"], *, lora_r: int = 16,
-             dtype: str | None = None, label_positions_only: bool = True, gradient_checkpointing: bool = False,
-             dataset_tokens: int | None = None, **options: Any) -> Plan:
+def estimate(
+    model: str,
+    method: Method,
+    batch: int,
+    seq: int,
+    device: Literal["cpu", "cuda"],
+    *,
+    lora_r: int = 16,
+    dtype: str | None = None,
+    label_positions_only: bool = True,
+    gradient_checkpointing: bool = False,
+    dataset_tokens: int | None = None,
+    **options: Any,
+) -> Plan:
     """Estimate peak memory and time per epoch of training ``model`` (an embedded name or a model directory).
 
     ``method``: ``lora`` or ``full`` (SFT/CPT), ``dpo`` (LoRA DPO) or ``dpo-full``. ``batch``: sequences per
     step (DPO: pairs); ``seq``: tokens per sequence. ``dataset_tokens``: tokens in one epoch (DPO: chosen and
     rejected together) to get its duration. Further options: see ``estimate_for_config``.
     """
-    return estimate_for_config(_read_config(model), method, batch, seq, device, lora_r=lora_r, dtype=dtype,
-                               label_positions_only=label_positions_only,
-                               gradient_checkpointing=gradient_checkpointing, dataset_tokens=dataset_tokens,
-                               name=str(model), **options)
+    return estimate_for_config(
+        _read_config(model),
+        method,
+        batch,
+        seq,
+        device,
+        lora_r=lora_r,
+        dtype=dtype,
+        label_positions_only=label_positions_only,
+        gradient_checkpointing=gradient_checkpointing,
+        dataset_tokens=dataset_tokens,
+        name=str(model),
+        **options,
+    )
 
 
-def estimate_for_config(config: Any, method: Method, batch: int, seq: int, device: Literal["cpu", "cuda"], *,
-                        lora_r: int = 16, dtype: str | None = None, label_positions_only: bool = True,
-                        gradient_checkpointing: bool = False, dataset_tokens: int | None = None,
-                        target_modules: str | list[str] = "all-linear", lora_top_layers: int | None = None,
-                        mask: Mask = "padding",
-                        label_fraction: float = LABEL_FRACTION, precompute_ref: bool = True, gpu: str | None = None,
-                        device_flops: float | None = None, name: str | None = None) -> Plan:
+def estimate_for_config(
+    config: Any,
+    method: Method,
+    batch: int,
+    seq: int,
+    device: Literal["cpu", "cuda"],
+    *,
+    lora_r: int = 16,
+    dtype: str | None = None,
+    label_positions_only: bool = True,
+    gradient_checkpointing: bool = False,
+    dataset_tokens: int | None = None,
+    target_modules: str | list[str] = "all-linear",
+    lora_top_layers: int | None = None,
+    mask: Mask = "padding",
+    label_fraction: float = LABEL_FRACTION,
+    precompute_ref: bool = True,
+    gpu: str | None = None,
+    device_flops: float | None = None,
+    name: str | None = None,
+) -> Plan:
     """The estimate for a transformers config (object or dict).
 
     ``mask``: how batches are laid out: ``none`` (every row full, no mask: CPT blocks), ``padding`` (padded
@@ -478,8 +572,9 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
     memory["gradients"] = trainable * (4 if lora else weight_bytes)
     memory["optimizer"] = trainable * 8 + (trainable * 4 if not lora and weight_bytes < 4 else 0)
     mask_row = {"none": None, "padding": seq, "packed": rows * seq}[mask]
-    per_layer = _layer_bytes_per_token(arch, lora=lora, lora_r=lora_r, lora_targets=targets,
-                                       compute_bytes=weight_bytes, mask_row=mask_row)
+    per_layer = _layer_bytes_per_token(
+        arch, lora=lora, lora_r=lora_r, lora_targets=targets, compute_bytes=weight_bytes, mask_row=mask_row
+    )
     final_norm = 4 * arch.hidden + (0 if lora else 2 * weight_bytes * arch.hidden)
     fraction = label_fraction if label_positions_only and not dpo else 1.0
     memory["logits"] = math.ceil(tokens * fraction) * arch.vocab * 4 * LOGIT_COPIES
@@ -495,8 +590,10 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
     if dpo and not lora and not precompute_ref:
         memory["reference"] = arch.params * weight_bytes
     if not lora and weight_bytes < 4:
-        notes.append("full fine-tuning in half precision: fp32 master weights and moments assumed (16 B/param); "
-                     "a bf16-loaded model under torch AdamW keeps bf16 moments and no master copy (8 B/param)")
+        notes.append(
+            "full fine-tuning in half precision: fp32 master weights and moments assumed (16 B/param); "
+            "a bf16-loaded model under torch AdamW keeps bf16 moments and no master copy (8 B/param)"
+        )
 
     # FLOPs per token: 2 per weight for the forward matmuls (the LM head on the trained positions only);
     # the backward doubles that for the activation gradients, and for full fine-tuning once more for the
@@ -522,20 +619,36 @@ def estimate_for_config(config: Any, method: Method, batch: int, seq: int, devic
     else:
         speed, utilization, source, capacity = device_speed(device, gpu)
         if device == "cpu":
-            notes.append(f"CPU speed probed just now on {os.cpu_count() or 1} thread(s): other processes on the "
-                         "cores slow training more than they slow the probe")
+            notes.append(
+                f"CPU speed probed just now on {os.cpu_count() or 1} thread(s): other processes on the "
+                "cores slow training more than they slow the probe"
+            )
         if device == "cuda" and gpu is None and "probe" not in source:
             notes.append(f"no GPU visible here: planned for an {DEFAULT_GPU} (pass gpu=... for another)")
     if arch.model_type not in _LLAMA_FAMILY:
         notes.append(f"{arch.model_type}: activations and FLOPs assume a Llama-style block")
     if mask != "none":
-        notes.append(f"attention mask ({mask}): k/v repeated to every head and a {mask_row}-wide mask kept per "
-                     "layer (as measured on the CPU)")
+        notes.append(
+            f"attention mask ({mask}): k/v repeated to every head and a {mask_row}-wide mask kept per "
+            "layer (as measured on the CPU)"
+        )
     return Plan(
-        model=name or str(arch.model_type), method=method, device=device, dtype=dtype, batch=batch, seq=seq,
-        params=arch.params, trainable_params=trainable, memory=memory,
-        overhead_bytes=CPU_OVERHEAD if device == "cpu" else CUDA_OVERHEAD, capacity_bytes=capacity,
-        flops_per_token=flops, device_flops=speed, device_flops_source=source, utilization=utilization,
-        tokens_per_step=tokens, dataset_tokens=dataset_tokens, notes=notes,
+        model=name or str(arch.model_type),
+        method=method,
+        device=device,
+        dtype=dtype,
+        batch=batch,
+        seq=seq,
+        params=arch.params,
+        trainable_params=trainable,
+        memory=memory,
+        overhead_bytes=CPU_OVERHEAD if device == "cpu" else CUDA_OVERHEAD,
+        capacity_bytes=capacity,
+        flops_per_token=flops,
+        device_flops=speed,
+        device_flops_source=source,
+        utilization=utilization,
+        tokens_per_step=tokens,
+        dataset_tokens=dataset_tokens,
+        notes=notes,
     )
-

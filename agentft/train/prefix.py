@@ -42,8 +42,13 @@ def shared_prefix_hidden(backbone: Any, input_ids: Any, attention_mask: Any) -> 
     cache = prefix.past_key_values
     cache.batch_repeat_interleave(rows)
     positions = torch.arange(length, width, device=input_ids.device).expand(rows, -1)
-    rest = backbone(input_ids=input_ids[:, length:], attention_mask=attention_mask, position_ids=positions,
-                    cache=cache, use_cache=True).last_hidden_state
+    rest = backbone(
+        input_ids=input_ids[:, length:],
+        attention_mask=attention_mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
     return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest], dim=1)
 
 
@@ -90,7 +95,8 @@ def sharing_backbone(model: Any) -> Iterator[None]:
         if not plain or not _right_padded(attention_mask):
             return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return BaseModelOutputWithPast(
-            last_hidden_state=shared_prefix_hidden(_Original(original), input_ids, attention_mask))
+            last_hidden_state=shared_prefix_hidden(_Original(original), input_ids, attention_mask)
+        )
 
     backbone.forward = forward
     try:

@@ -22,8 +22,9 @@ from agentft.train.prefix import shared_prefix_hidden, unpack_rows
 __all__ = ["train_sft", "label_positions_loss"]
 
 
-def label_positions_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None,
-                         share_prefix: bool = False) -> tuple[Any, Any]:
+def label_positions_loss(
+    model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, share_prefix: bool = False
+) -> tuple[Any, Any]:
     """Next-token loss with the LM head applied only where a label is trained.
 
     In a tool-use conversation most tokens are prompt (system, tools, user, tool results): projecting
@@ -102,8 +103,12 @@ def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
         eval_strategy="no",
     )
     trainer = _trainer_class(config.label_positions_only, config.share_prefix)(
-        model=model, processing_class=tokenizer, args=arguments, train_dataset=data["train"],
-        eval_dataset=data.get("validation"), callbacks=callbacks(out),
+        model=model,
+        processing_class=tokenizer,
+        args=arguments,
+        train_dataset=data["train"],
+        eval_dataset=data.get("validation"),
+        callbacks=callbacks(out),
     )
     metrics: dict[str, Any] = {"device": device, "train_examples": len(data["train"])}
     if "validation" in data and checkpoint is None:

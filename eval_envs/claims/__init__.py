@@ -32,8 +32,16 @@ class ClaimsEnvironment(DatabaseEnvironment):
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
 
-    def __init__(self, seed: int = 0, *, n_train_per_kind: int = 40, n_validation_per_kind: int = 10,
-                 n_test_per_kind: int = 12, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        n_train_per_kind: int = 40,
+        n_validation_per_kind: int = 10,
+        n_test_per_kind: int = 12,
+        sandbox: bool = True,
+        limits: SandboxLimits | None = None,
+    ) -> None:
         super().__init__(seed, sandbox=sandbox, limits=limits)
         self.n_train_per_kind = n_train_per_kind
         self.n_validation_per_kind = n_validation_per_kind
@@ -41,8 +49,12 @@ class ClaimsEnvironment(DatabaseEnvironment):
         self._handbook: KeywordIndex | None = None
 
     def init_kwargs(self) -> dict:
-        return {"seed": self.seed, "n_train_per_kind": self.n_train_per_kind,
-                "n_validation_per_kind": self.n_validation_per_kind, "n_test_per_kind": self.n_test_per_kind}
+        return {
+            "seed": self.seed,
+            "n_train_per_kind": self.n_train_per_kind,
+            "n_validation_per_kind": self.n_validation_per_kind,
+            "n_test_per_kind": self.n_test_per_kind,
+        }
 
     def build_database(self, conn: sqlite3.Connection, rng: random.Random) -> None:
         data.build(conn, rng, n_customers=720)
@@ -53,8 +65,11 @@ class ClaimsEnvironment(DatabaseEnvironment):
         return ClaimsDesk(conn, handbook=self._handbook)
 
     def generate_tasks(self, conn: sqlite3.Connection, rng: random.Random) -> dict[str, list[Task]]:
-        return tasks.generate(conn, rng, {"train": self.n_train_per_kind, "validation": self.n_validation_per_kind,
-                                          "test": self.n_test_per_kind})
+        return tasks.generate(
+            conn,
+            rng,
+            {"train": self.n_train_per_kind, "validation": self.n_validation_per_kind, "test": self.n_test_per_kind},
+        )
 
 
 def load_environment(**kwargs) -> ClaimsEnvironment:

@@ -7,10 +7,14 @@ import sqlite3
 
 from tools.claims import APPROVAL_LIMIT, COVERAGE
 
-FIRST = ("Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "
-         "Umar Vera Wen Ximena Yusuf Zoe Arjun Bea Chen Dara Emil Farah Goran Hana Ivo Jia Kofi Luz Mina Noor").split()
-LAST = ("Abebe Berg Costa Diaz Eze Fischer Garcia Haddad Ito Jensen Kowalski Larsen Mensah Novak Okafor Petrov "
-        "Quispe Rossi Sato Tanaka Ueda Varga Weber Xu Yilmaz Zhang Alvarez Brennan Chowdhury Dubois").split()
+FIRST = (
+    "Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "
+    "Umar Vera Wen Ximena Yusuf Zoe Arjun Bea Chen Dara Emil Farah Goran Hana Ivo Jia Kofi Luz Mina Noor"
+).split()
+LAST = (
+    "Abebe Berg Costa Diaz Eze Fischer Garcia Haddad Ito Jensen Kowalski Larsen Mensah Novak Okafor Petrov "
+    "Quispe Rossi Sato Tanaka Ueda Varga Weber Xu Yilmaz Zhang Alvarez Brennan Chowdhury Dubois"
+).split()
 SEGMENTS = ("retail", "business", "premium")
 REGIONS = ("north", "south", "east", "west")
 CLOSED = ("approved", "denied", "paid", "escalated")
@@ -40,22 +44,50 @@ def build(conn: sqlite3.Connection, rng: random.Random, n_customers: int) -> Non
     for i in range(n_customers):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         customer = f"CUS-{i:04d}"
-        conn.execute("INSERT INTO customers VALUES (?,?,?,?,?,?,?,?,?)", (
-            customer, f"{first} {last}", f"{first}.{last}{i}@example.com".lower(),
-            f"{rng.randint(1950, 2002)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-            f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}", luhn_card(rng),
-            f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}", rng.choice(SEGMENTS), rng.choice(REGIONS)))
+        conn.execute(
+            "INSERT INTO customers VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                customer,
+                f"{first} {last}",
+                f"{first}.{last}{i}@example.com".lower(),
+                f"{rng.randint(1950, 2002)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
+                luhn_card(rng),
+                f"+1 555 {rng.randint(100, 999)} {rng.randint(1000, 9999)}",
+                rng.choice(SEGMENTS),
+                rng.choice(REGIONS),
+            ),
+        )
         policies = {product: f"POL-{next(policy_numbers)}" for product in ("home", "auto", "travel")}
         travel_status = "lapsed" if i % 2 == 0 else "active"
         for product, policy_id in policies.items():
-            conn.execute("INSERT INTO policies VALUES (?,?,?,?)",
-                         (policy_id, customer, product, travel_status if product == "travel" else "active"))
+            conn.execute(
+                "INSERT INTO policies VALUES (?,?,?,?)",
+                (policy_id, customer, product, travel_status if product == "travel" else "active"),
+            )
 
-        def claim(product: str, incident: str, amount: int, status: str, reason: str | None,
-                  policies: dict[str, str] = policies, customer: str = customer) -> None:
-            conn.execute("INSERT INTO claims VALUES (?,?,?,?,?,?,?,?)", (
-                f"CLM-{next(claim_numbers)}", policies[product], customer, incident, float(amount), status, reason,
-                f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"))
+        def claim(
+            product: str,
+            incident: str,
+            amount: int,
+            status: str,
+            reason: str | None,
+            policies: dict[str, str] = policies,
+            customer: str = customer,
+        ) -> None:
+            conn.execute(
+                "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    f"CLM-{next(claim_numbers)}",
+                    policies[product],
+                    customer,
+                    incident,
+                    float(amount),
+                    status,
+                    reason,
+                    f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                ),
+            )
 
         main = rng.choice(("home", "auto"))
         limit = APPROVAL_LIMIT[main]

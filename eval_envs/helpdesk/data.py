@@ -13,10 +13,14 @@ import sqlite3
 
 from tools.helpdesk import PRIVILEGED_GROUPS, STANDARD_GROUPS, TICKET_STATUSES
 
-FIRST = ("Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "
-         "Umar Vera Wen Ximena Yusuf Zoe Arjun Bea Chen Dara Emil Farah Goran Hana Ivo Jia Kofi Luz Mina Noor").split()
-LAST = ("Abebe Berg Costa Diaz Eze Fischer Garcia Haddad Ito Jensen Kowalski Larsen Mensah Novak Okafor Petrov "
-        "Quispe Rossi Sato Tanaka Ueda Varga Weber Xu Yilmaz Zhang Alvarez Brennan Chowdhury Dubois").split()
+FIRST = (
+    "Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "
+    "Umar Vera Wen Ximena Yusuf Zoe Arjun Bea Chen Dara Emil Farah Goran Hana Ivo Jia Kofi Luz Mina Noor"
+).split()
+LAST = (
+    "Abebe Berg Costa Diaz Eze Fischer Garcia Haddad Ito Jensen Kowalski Larsen Mensah Novak Okafor Petrov "
+    "Quispe Rossi Sato Tanaka Ueda Varga Weber Xu Yilmaz Zhang Alvarez Brennan Chowdhury Dubois"
+).split()
 DEPARTMENTS = ("engineering", "finance", "sales", "support", "marketing", "operations")
 LOCATIONS = ("berlin", "lagos", "lima", "osaka", "toronto")
 PASSWORD_STATUSES = ("active", "locked", "expired")
@@ -37,8 +41,9 @@ CREATE TABLE tickets (ticket_id TEXT PRIMARY KEY, requester_id TEXT, group_name 
 
 def build(conn: sqlite3.Connection, rng: random.Random, n_employees: int) -> None:
     conn.executescript(SCHEMA)
-    conn.executemany("INSERT INTO groups VALUES (?, ?)",
-                     [(g, 0) for g in STANDARD_GROUPS] + [(g, 1) for g in PRIVILEGED_GROUPS])
+    conn.executemany(
+        "INSERT INTO groups VALUES (?, ?)", [(g, 0) for g in STANDARD_GROUPS] + [(g, 1) for g in PRIVILEGED_GROUPS]
+    )
     names = rng.sample([(first, last) for first in FIRST for last in LAST], n_employees)  # unique names
     ticket_numbers = iter(rng.sample(range(10000, 99999), n_employees * len(TICKET_KINDS)))
 
@@ -48,9 +53,19 @@ def build(conn: sqlite3.Connection, rng: random.Random, n_employees: int) -> Non
     for i, (first, last) in enumerate(names):
         employee = f"EMP-{i:04d}"
         manager = None if i == 0 else "EMP-0000" if i < N_MANAGERS else f"EMP-{rng.randrange(1, N_MANAGERS):04d}"
-        conn.execute("INSERT INTO employees VALUES (?,?,?,?,?,?,?,?)", (
-            employee, f"{first} {last}", f"{first}.{last}@acme.example".lower(), str(rng.randint(1000, 9999)),
-            manager, rng.choice(DEPARTMENTS), rng.choice(LOCATIONS), rng.choice(PASSWORD_STATUSES)))
+        conn.execute(
+            "INSERT INTO employees VALUES (?,?,?,?,?,?,?,?)",
+            (
+                employee,
+                f"{first} {last}",
+                f"{first}.{last}@acme.example".lower(),
+                str(rng.randint(1000, 9999)),
+                manager,
+                rng.choice(DEPARTMENTS),
+                rng.choice(LOCATIONS),
+                rng.choice(PASSWORD_STATUSES),
+            ),
+        )
         if i < N_MANAGERS:
             for group in rng.sample(PRIVILEGED_GROUPS, 2):
                 conn.execute("INSERT INTO memberships VALUES (?,?,?,?)", (employee, group, None, opened()))
@@ -68,8 +83,10 @@ def build(conn: sqlite3.Connection, rng: random.Random, n_employees: int) -> Non
             (rng.choice(STANDARD_GROUPS + PRIVILEGED_GROUPS), rng.choice((manager, None)), rng.choice(TICKET_STATUSES)),
         ]
         for group, approver, status in tickets:
-            conn.execute("INSERT INTO tickets VALUES (?,?,?,?,?,?)",
-                         (f"TKT-{next(ticket_numbers)}", employee, group, approver, status, opened()))
+            conn.execute(
+                "INSERT INTO tickets VALUES (?,?,?,?,?,?)",
+                (f"TKT-{next(ticket_numbers)}", employee, group, approver, status, opened()),
+            )
 
 
 def tickets_of(conn: sqlite3.Connection, employee_id: str) -> dict[str, sqlite3.Row]:
