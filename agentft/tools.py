@@ -107,11 +107,18 @@ def openai_tools(specs: Iterable[ToolSpec | Mapping[str, Any]] | None) -> list[d
 
 @runtime_checkable
 class Toolset(Protocol):
-    """Anything that offers tools to an episode: their specs, and a call that never raises."""
+    """Anything that offers tools to an episode: their specs, and a call that never raises (sync and async).
+
+    ``Toolkit`` is the implementation agentft ships; every tool source (``@tool`` functions, OpenAPI
+    operations, LangChain tools, the knowledge-store search tool) gives ``Tool`` objects that a ``Toolkit``
+    holds. Write your own class for a source whose tools are only known at run time.
+    """
 
     def specs(self) -> list[ToolSpec]: ...
 
     def call(self, name: str, arguments: Mapping[str, Any]) -> Observation: ...
+
+    async def acall(self, name: str, arguments: Mapping[str, Any]) -> Observation: ...
 
 
 def serialize_result(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
@@ -476,6 +483,12 @@ class Toolkit:
             available = ", ".join(sorted(self._tools))
             return Observation.failure("unknown_tool", f"unknown tool {name!r}; available: {available}")
         return found.run(arguments, instance=self if found.is_method else None)
+
+    async def acall(self, name: str, arguments: Mapping[str, Any]) -> Observation:
+        """``call`` in a worker thread, for async callers (tools are plain, possibly blocking functions)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.call, name, arguments)
 
     def to_langchain(self) -> list[Any]:
         return [t.to_langchain(self if t.is_method else None) for t in self._tools.values()]

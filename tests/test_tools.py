@@ -25,6 +25,17 @@ def params(t: Tool) -> dict:
     return t.schema()["function"]["parameters"]
 
 
+@tool
+def add_numbers(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: The first.
+        b: The second.
+    """
+    return a + b
+
+
 # --- schema generation for many signature shapes -----------------------------------------------------
 
 
@@ -383,3 +394,80 @@ def test_toolkit_methods_share_state_per_instance():
     assert unknown.error == "unknown_tool" and "available: add_note, file_claim, list_notes" in unknown.content
     with pytest.raises(UserError, match="two tools are named"):
         Toolkit(tools=[file_claim, file_claim])
+
+
+# ---- Toolset and ToolSpec: what travels inside the library --------------------------------------------------
+
+
+def test_tool_spec_reads_either_openai_shape_and_writes_the_record_shape():
+    from agentft.tools import ToolSpec, openai_tools
+
+    spec = add_numbers.spec()
+    record = spec.model_dump()
+    assert record["type"] == "function" and record["function"]["name"] == "add_numbers" and record["effect"] == "read"
+    assert ToolSpec.model_validate(record) == spec == ToolSpec.model_validate({**record["function"], "effect": "read"})
+    assert openai_tools([spec, record]) == [{"type": "function", "function": record["function"]}] * 2
+    assert "effect" not in json.dumps(openai_tools([spec]))  # agentft's metadata never reaches a model or an API
+
+
+def test_every_tool_source_is_a_toolset_with_sync_and_async_calls():
+    import asyncio
+
+    from agentft.tools import Toolset
+
+    pytest.importorskip("langchain_core")
+    from langchain_core.tools import tool as lc_tool
+
+    @lc_tool
+    def shout(text: str) -> str:
+        """Upper-case a text.
+
+        Args:
+            text: What to shout.
+        """
+        return text.upper()
+
+    for toolkit, name, arguments, expected in [
+        (Toolkit([add_numbers]), "add_numbers", {"a": 2, "b": 3}, "5"),
+        (Toolkit([Tool.from_langchain(shout)]), "shout", {"text": "hi"}, "HI"),
+    ]:
+        assert isinstance(toolkit, Toolset)
+        assert [s.name for s in toolkit.specs()] == [name]
+        assert toolkit.call(name, arguments).content == expected
+        assert asyncio.run(toolkit.acall(name, arguments)).content == expected
+        missing = asyncio.run(toolkit.acall("nope", {}))
+        assert not missing.ok and missing.error == "unknown_tool" and missing.content.startswith("Error (unknown_tool)")
+
+
+def test_a_custom_toolset_plugs_into_an_episode_beside_the_environment_tools():
+    from agentft.kernel import close_rollout, open_rollout, step
+    from agentft.messages import AssistantMessage, ToolCall
+    from agentft.policies.base import Reply
+    from agentft.tools import Observation, ToolSpec
+    from agentft.toy_env import OrdersEnvironment
+
+    class Clock:
+        """A toolset whose tools are known only at run time (as an MCP server's would be)."""
+
+        def __init__(self) -> None:
+            self.calls = []
+
+        def specs(self) -> list[ToolSpec]:
+            return [ToolSpec(name="now", description="The time.", effect="read")]
+
+        def call(self, name, arguments):
+            self.calls.append(name)
+            return Observation(content="12:00", effect="read")
+
+        async def acall(self, name, arguments):
+            return self.call(name, arguments)
+
+    env = OrdersEnvironment(n_train=1)
+    clock = Clock()
+    rollout = open_rollout(env, env.tasks("train")[0], extra=clock)
+    assert rollout.tools[-1].name == "now" and len(rollout.tools) > 1
+    step(rollout, Reply(message=AssistantMessage(tool_calls=[ToolCall.create("x", "now")])))
+    assert clock.calls == ["now"] and rollout.messages[-1].content == "12:00"
+    assert rollout.events[-1].name == "now" and rollout.events[-1].effect == "read"
+    trajectory = close_rollout(rollout, "test")
+    assert [t.name for t in trajectory.tools][-1] == "now"
