@@ -233,9 +233,9 @@ def _protected(task: Task) -> list[str]:
     """Lowercased strings whose words a typo must not touch: what the gold outcome is checked against."""
     found: list[str] = list(task.must_say)
     for turn in task.solution:
-        for call in turn.get("calls", []):
-            if call.get("match") != "name":  # arguments matched by name only (a free-text query) are no entity
-                found += _strings(call.get("arguments", {}))
+        for call in turn.calls:
+            if call.match != "name":  # arguments matched by name only (a free-text query) are no entity
+                found += _strings(call.arguments)
     for key, value in task.facts.items():
         if key not in REWRITTEN:
             found += _strings(value)
@@ -248,8 +248,8 @@ def _numbers(task: Task) -> set[int]:
     """Integers the solution passes as numeric arguments (an amount): the ones worth writing in words."""
     found: set[int] = set()
     for turn in task.solution:
-        for call in turn.get("calls", []):
-            for value in call.get("arguments", {}).values():
+        for call in turn.calls:
+            for value in call.arguments.values():
                 if isinstance(value, float) and value.is_integer():
                     value = int(value)
                 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 999_999_999:

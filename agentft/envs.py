@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -21,7 +21,26 @@ from agentft.policies.scripted import NoopPolicy
 from agentft.tools import Observation, ToolSpec
 from agentft.trajectory import Score, Trajectory
 
-__all__ = ["Task", "Episode", "Environment", "load_environment", "resolve_policy"]
+__all__ = ["Task", "SolutionTurn", "SolutionCall", "Episode", "Environment", "load_environment", "resolve_policy"]
+
+
+class SolutionCall(BaseModel):
+    """One tool call of the expert's solution."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    match: Literal["exact", "name", "result"] = Field(
+        "exact",
+        description="how scoring counts the agent's read as done: the same arguments, the same tool (a free-text "
+        "query), or a call with the same result (a date of birth in other words)",
+    )
+
+
+class SolutionTurn(BaseModel):
+    """One assistant turn of the expert's solution: what it says, the calls it makes, or both."""
+
+    say: str | None = None
+    calls: list[SolutionCall] = Field(default_factory=list)
 
 
 class Task(BaseModel):
@@ -33,10 +52,10 @@ class Task(BaseModel):
     instruction: str = Field("", description="the user's goal in words (for people and model-backed users)")
     facts: dict[str, Any] = Field(default_factory=dict, description="what the simulated user knows")
     slices: dict[str, str] = Field(default_factory=dict, description="attributes to break results down by")
-    solution: list[dict[str, Any]] = Field(
+    solution: list[SolutionTurn] = Field(
         default_factory=list,
-        description="the expert's assistant turns in order: {'say': text} or {'calls': "
-        "[{'name': ..., 'arguments': {...}}]}; the oracle replays them and scoring replays their writes",
+        description="the expert's assistant turns in order (dicts {'say': text} or {'calls': [{'name': ..., "
+        "'arguments': {...}}]} are read as such); the oracle replays them and scoring replays their writes",
     )
     must_say: list[str] = Field(default_factory=list, description="facts the final reply must contain")
 

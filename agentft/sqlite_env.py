@@ -256,17 +256,16 @@ class DatabaseEpisode:
             replay = self.env.make_toolkit(expected)
             reads: list[tuple[str, str, str]] = []  # (tool, match mode, what must match)
             for turn in self.task.solution:
-                for call in turn.get("calls", []):
-                    observation = replay.call(call["name"], call["arguments"])
-                    if replay.tools[call["name"]].effect == "write":
+                for call in turn.calls:
+                    observation = replay.call(call.name, call.arguments)
+                    if replay.tools[call.name].effect == "write":
                         if not observation.ok:
                             raise RuntimeError(f"task {self.task.id}: solution write failed: {observation.content}")
                         continue
-                    match = call.get("match", "exact")
                     key = {"name": "", "result": observation.content}.get(
-                        match, json.dumps(_normalize(call["arguments"]), sort_keys=True)
+                        call.match, json.dumps(_normalize(call.arguments), sort_keys=True)
                     )
-                    reads.append((call["name"], match, key))
+                    reads.append((call.name, call.match, key))
             state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
         results = {m.tool_call_id: m.content for m in trajectory.messages if isinstance(m, ToolMessage)}
         done = {
@@ -408,9 +407,7 @@ class DatabaseEnvironment(abc.ABC):
             task = by_opening[opening]
             turn = sum(isinstance(m, AssistantMessage) for m in conversation)
             planned = task.solution[min(turn, len(task.solution) - 1)]
-            calls = [
-                ToolCall.create(f"call_{i}", c["name"], c["arguments"]) for i, c in enumerate(planned.get("calls", []))
-            ]
-            return AssistantMessage(content=planned.get("say"), tool_calls=calls)
+            calls = [ToolCall.create(f"call_{i}", c.name, c.arguments) for i, c in enumerate(planned.calls)]
+            return AssistantMessage(content=planned.say, tool_calls=calls)
 
         return ScriptedPolicy(step, name="oracle")

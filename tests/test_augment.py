@@ -151,9 +151,9 @@ def test_variants_keep_the_task_and_its_entities(env):
             entities = list(original.must_say) + [
                 value
                 for turn in original.solution
-                for call in turn.get("calls", [])
-                if call.get("match") != "name"
-                for value in call["arguments"].values()
+                for call in turn.calls
+                if call.match != "name"
+                for value in call.arguments.values()
                 if isinstance(value, str | int)
             ]
             for key in ("opening", "identity_reply"):

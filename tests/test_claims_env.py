@@ -77,16 +77,12 @@ def call(name, **arguments):
 
 
 def task_of(env, kind, identity_in_opening=True):
-    return next(
-        t
-        for t in env.tasks("train")
-        if t.kind == kind and (t.solution[0].get("calls") is not None) == identity_in_opening
-    )
+    return next(t for t in env.tasks("train") if t.kind == kind and bool(t.solution[0].calls) == identity_in_opening)
 
 
 def verify_call(task):
-    planned = task.solution[0]["calls"][0]
-    return AssistantMessage(tool_calls=[ToolCall.create("c", planned["name"], planned["arguments"])])
+    planned = task.solution[0].calls[0]
+    return AssistantMessage(tool_calls=[ToolCall.create("c", planned.name, planned.arguments)])
 
 
 def run_script(env, task, turns):

@@ -26,7 +26,7 @@ def test_splits_are_large_balanced_and_disjoint(env):
         assert set(counts) == set(KINDS) and max(counts.values()) - min(counts.values()) <= 1
         approvals = Counter(t.facts["approval"] for t in tasks if t.kind == "refuse_privileged")
         assert set(approvals) == {"missing", "self_approved"}
-        in_opening = Counter(t.solution[0].get("calls") is not None for t in tasks)
+        in_opening = Counter(bool(t.solution[0].calls) for t in tasks)
         assert min(in_opening.values()) >= len(tasks) // 3
     employees = lambda tasks: {t.facts["employee_id"] for t in tasks}  # noqa: E731
     blocks = [employees(tasks) for tasks in (train, validation, test)]
@@ -99,14 +99,14 @@ def task_of(env, kind, identity_in_opening=True, **facts):
         t
         for t in env.tasks("train")
         if t.kind == kind
-        and (t.solution[0].get("calls") is not None) == identity_in_opening
+        and bool(t.solution[0].calls) == identity_in_opening
         and all(t.facts.get(k) == v for k, v in facts.items())
     )
 
 
 def verify_call(task):
-    planned = task.solution[0]["calls"][0]
-    return AssistantMessage(tool_calls=[ToolCall.create("c", planned["name"], planned["arguments"])])
+    planned = task.solution[0].calls[0]
+    return AssistantMessage(tool_calls=[ToolCall.create("c", planned.name, planned.arguments)])
 
 
 def run_script(env, task, turns):

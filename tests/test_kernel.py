@@ -41,14 +41,14 @@ def solution_texts(task) -> list[str]:
     """The task's solution as the text a model would write, one string per assistant turn."""
     texts = []
     for turn in task.solution:
-        calls = [call(c["name"], **c["arguments"]) for c in turn.get("calls", [])]
-        texts.append("\n".join([turn["say"], *calls] if "say" in turn else calls))
+        calls = [call(c.name, **c.arguments) for c in turn.calls]
+        texts.append("\n".join([turn.say, *calls] if turn.say is not None else calls))
     return texts
 
 
 def verify_text(task) -> str:
-    verify = next(c for turn in task.solution for c in turn.get("calls", []) if c["name"] == "verify_identity")
-    return call("verify_identity", **verify["arguments"])
+    verify = next(c for turn in task.solution for c in turn.calls if c.name == "verify_identity")
+    return call("verify_identity", **verify.arguments)
 
 
 def another_customers_claim(customer_id: str) -> str:

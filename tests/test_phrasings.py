@@ -169,8 +169,8 @@ def test_the_user_answers_a_clarifying_question_when_it_knows_the_fact():
 
 def test_a_date_of_birth_in_words_verifies_and_counts_as_the_same_read():
     env = load_environment("claims", sandbox=False)
-    task = next(t for t in env.tasks("test") if t.kind == "claim_status" and t.solution[0].get("calls"))
-    verify = task.solution[0]["calls"][0]["arguments"]
+    task = next(t for t in env.tasks("test") if t.kind == "claim_status" and t.solution[0].calls)
+    verify = task.solution[0].calls[0].arguments
     year, month, day = verify["date_of_birth"].split("-")
     months = [
         "January",

@@ -349,8 +349,8 @@ def phone_task():
     from agentft.envs import load_environment
 
     task = next(t for t in load_environment("claims", sandbox=False).tasks("test") if t.id == "claims-test-0005")
-    verify = next(c for turn in task.solution for c in turn.get("calls", []) if c["name"] == "verify_identity")
-    return task.facts["customer_id"], verify["arguments"]["email"], verify["arguments"]["date_of_birth"]
+    verify = next(c for turn in task.solution for c in turn.calls if c.name == "verify_identity")
+    return task.facts["customer_id"], verify.arguments["email"], verify.arguments["date_of_birth"]
 
 
 CUSTOMER, EMAIL, BIRTH = phone_task()
