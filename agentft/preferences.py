@@ -21,7 +21,9 @@ Also, on request:
 - **whole-episode** pairs (``prompt`` = system + opening, ``chosen``/``rejected`` = everything after) as a
   fallback where step-level pairs are too few.
 
-Rows: ``{"prompt": [...], "chosen": [...], "rejected": [...], "tools": "<json>", "source": {...}}``.
+Each pair is a typed ``PreferencePair`` (messages, tool specs, and where it came from); at the dataset
+boundary it becomes a TRL row: ``{"prompt": [...], "chosen": [...], "rejected": [...], "tools": "<json>",
+"source": {...}}``.
 """
 
 from __future__ import annotations
@@ -32,16 +34,62 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from agentft.errors import UserError
 from agentft.jsonl import write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
-from agentft.tools import openai_tools
+from agentft.tools import ToolSpec, openai_tools
 from agentft.trajectory import Trajectory
 
-__all__ = ["PreferenceConfig", "PreferenceDataset", "mine_pairs", "build_dpo_dataset", "save_dpo_dataset"]
+__all__ = [
+    "PreferenceConfig",
+    "PreferenceDataset",
+    "PreferencePair",
+    "PairSource",
+    "mine_pairs",
+    "build_dpo_dataset",
+    "save_dpo_dataset",
+]
+
+PairKind = Literal[
+    "step", "step_mirror", "skip_confirmation", "ask_again", "skip_verification", "verify_again", "episode"
+]
+
+
+class PairSource(BaseModel):
+    """Where a pair came from: its kind, its task, and the trajectories and turn it was cut from."""
+
+    kind: PairKind
+    env: str
+    task_id: str
+    chosen_trajectory: str
+    rejected_trajectory: str | None = None
+    message_index: int | None = None
+    mirrors_task: str | None = None
+
+
+class PreferencePair(BaseModel):
+    """One DPO pair: the shared conversation, the better continuation and the worse one."""
+
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    tools: list[ToolSpec]
+    source: PairSource
+
+    def row(self) -> dict[str, Any]:
+        """The TRL conversational row (OpenAI-shaped messages; tools as a JSON string, as Arrow needs)."""
+        return {
+            "prompt": to_openai(self.prompt),
+            "chosen": to_openai(self.chosen),
+            "rejected": to_openai(self.rejected),
+            "tools": json.dumps(openai_tools(self.tools)),
+            "source": self.source.model_dump(exclude_none=True),
+        }
 
 
 @dataclass
@@ -78,29 +126,29 @@ def _shared_prefix(a: Sequence[tuple[Any, ...]], b: Sequence[tuple[Any, ...]]) -
     return n
 
 
-def _tools(t: Trajectory) -> str:
-    return json.dumps(openai_tools(t.tools))
+def _tools(t: Trajectory) -> list[ToolSpec]:
+    return list(t.tools)
 
 
 def _row(
     prompt: Sequence[Message],
     chosen: Sequence[Message],
     rejected: Sequence[Message],
-    tools: str,
+    tools: list[ToolSpec],
     source: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "prompt": to_openai(prompt),
-        "chosen": to_openai(chosen),
-        "rejected": to_openai(rejected),
-        "tools": tools,
-        "source": source,
-    }
+) -> PreferencePair:
+    return PreferencePair(
+        prompt=list(prompt),
+        chosen=list(chosen),
+        rejected=list(rejected),
+        tools=tools,
+        source=PairSource.model_validate(source),
+    )
 
 
 def _step_pair(
     bad: Trajectory, goods: Sequence[Trajectory], keys: dict[str, list[tuple[Any, ...]]]
-) -> dict[str, Any] | None:
+) -> PreferencePair | None:
     best, best_len = None, -1
     for good in goods:
         n = _shared_prefix(keys[bad.id], keys[good.id])
@@ -136,17 +184,19 @@ def _calls(message: AssistantMessage) -> list[str]:
 
 
 def _step_mirror(
-    pair: dict[str, Any], episodes: dict[str, Trajectory], goods: dict[tuple[str, str], list[Trajectory]]
-) -> dict[str, Any] | None:
+    pair: PreferencePair, episodes: dict[str, Trajectory], goods: dict[tuple[str, str], list[Trajectory]]
+) -> PreferencePair | None:
     """The pair's chosen words as the rejected turn of the next task (in sorted order) whose good episode makes
     the same tool calls at the same turn but says something else; None when the pair differs in its calls."""
-    source, n = pair["source"], pair["source"]["message_index"]
-    chosen = episodes[source["chosen_trajectory"]].messages[n]
-    rejected = episodes[source["rejected_trajectory"]].messages[n]
+    source = pair.source
+    n = source.message_index
+    assert n is not None and source.rejected_trajectory is not None  # a step pair
+    chosen = episodes[source.chosen_trajectory].messages[n]
+    rejected = episodes[source.rejected_trajectory].messages[n]
     if not chosen.content or _calls(chosen) != _calls(rejected):
         return None
     tasks = sorted(task for task, found in goods.items() if found)
-    here = tasks.index((source["env"], source["task_id"])) if (source["env"], source["task_id"]) in tasks else -1
+    here = tasks.index((source.env, source.task_id)) if (source.env, source.task_id) in tasks else -1
     for task in tasks[here + 1 :] + tasks[: max(here, 0)]:
         good = goods[task][0]
         right = good.messages[n] if n < len(good.messages) else None
@@ -171,7 +221,7 @@ def _step_mirror(
                     "message_index": n,
                     "task_id": good.task_id,
                     "env": good.env,
-                    "mirrors_task": source["task_id"],
+                    "mirrors_task": source.task_id,
                 },
             )
     return None
@@ -186,7 +236,7 @@ def _asks_to_confirm(message: Message) -> bool:
     )
 
 
-def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str, Any]]:
+def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[PreferencePair]:
     rows = []
     effects = {spec.name: spec.effect for spec in good.tools}
     messages = good.messages
@@ -279,13 +329,13 @@ def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[dict[str,
     return rows
 
 
-def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | None = None) -> list[dict[str, Any]]:
-    """All preference rows the config asks for, in a stable order."""
+def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | None = None) -> list[PreferencePair]:
+    """All preference pairs the config asks for, in a stable order, without duplicates."""
     config = config or PreferenceConfig()
     by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
     for t in trajectories:
         by_task[(t.env, t.task_id)].append(t)
-    rows: list[dict[str, Any]] = []
+    rows: list[PreferencePair] = []
     seen: set[str] = set()
     episodes = {t.id: t for t in trajectories}
     good_by_task = {task: [t for t in group if _good(t)] for task, group in by_task.items()}
@@ -320,7 +370,7 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
                 rows.extend(_perturbations(good, config))
     unique = []
     for row in rows:
-        key = json.dumps([row["prompt"], row["chosen"], row["rejected"]], sort_keys=True)
+        key = json.dumps([to_openai(row.prompt), to_openai(row.chosen), to_openai(row.rejected)], sort_keys=True)
         if key not in seen:
             seen.add(key)
             unique.append(row)
@@ -329,10 +379,15 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
 
 @dataclass
 class PreferenceDataset:
-    rows: list[dict[str, Any]]
+    pairs: list[PreferencePair]
     sources: list[Path]
     config: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The pairs as TRL rows (what ``train.jsonl`` holds)."""
+        return [pair.row() for pair in self.pairs]
 
 
 def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | None = None) -> PreferenceDataset:
@@ -342,38 +397,39 @@ def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | 
 
     config = config or PreferenceConfig()
     trajectories, files = load_sources(sources)
-    rows = mine_pairs(trajectories, config)
+    pairs = mine_pairs(trajectories, config)
     kinds: dict[str, int] = defaultdict(int)
-    for row in rows:
-        kinds[row["source"]["kind"]] += 1
+    for pair in pairs:
+        kinds[pair.source.kind] += 1
     stats = {
-        "pairs": len(rows),
+        "pairs": len(pairs),
         "by_kind": dict(kinds),
         "trajectories": len(trajectories),
         "failing": sum(not _good(t) for t in trajectories),
     }
-    return PreferenceDataset(rows, files, asdict(config), stats)
+    return PreferenceDataset(pairs, files, asdict(config), stats)
 
 
 def save_dpo_dataset(dataset: PreferenceDataset, out: str | Path) -> Path:
     """``train.jsonl``, the HF dataset under ``hf/``, and the manifest."""
     out = Path(out)
-    if not dataset.rows:
+    if not dataset.pairs:
         raise UserError(
             "no preference pairs: the sources need failing episodes and successful ones of the same "
             "tasks (or enable perturbations)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "train.jsonl", dataset.rows)
+    rows = dataset.rows
+    write_jsonl_atomic(out / "train.jsonl", rows)
     from datasets import Dataset
 
     Dataset.from_list(
-        [{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in dataset.rows]
+        [{k: (json.dumps(v) if k == "source" else v) for k, v in row.items()} for row in rows]
     ).save_to_disk(str(out / "hf"))
     write_manifest(
         out,
         kind="dataset",
-        config={**dataset.config, "kind": "dpo", "pairs": [r["source"] for r in dataset.rows]},
+        config={**dataset.config, "kind": "dpo", "pairs": [r["source"] for r in rows]},
         inputs=dataset.sources,
         outputs=[out / "train.jsonl"],
         metrics=dataset.stats,

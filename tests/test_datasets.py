@@ -178,7 +178,7 @@ def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(
     bad = refusal.model_copy(deep=True)
     bad.id, bad.messages[n].content = "bad", "I will look up that claim for you."
     bad.score = bad.score.model_copy(update={"success": False})
-    rows = mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))
+    rows = [pair.row() for pair in mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))]
     assert [r["source"]["kind"] for r in rows] == ["step", "step_mirror"]
     step, mirror = rows
     assert step["chosen"][0]["content"] == words and mirror["rejected"][0]["content"] == words
@@ -189,9 +189,9 @@ def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(
         for turn in (mirror["chosen"], mirror["rejected"])
     ]
     assert names[0] == names[1]  # the same calls: only the words differ
-    assert [r["source"]["kind"] for r in mine_pairs([*goods, bad])] == ["step"]  # off by default
+    assert [r.source.kind for r in mine_pairs([*goods, bad])] == ["step"]  # off by default
     bad.messages[n].tool_calls = []  # a pair that differs in its calls has no mirror
-    assert [r["source"]["kind"] for r in mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))] == ["step"]
+    assert [r.source.kind for r in mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))] == ["step"]
 
 
 def test_openai_export_and_lineage(runs, tmp_path):
