@@ -29,10 +29,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from agentft.errors import UserError, error_text
 from agentft.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
+from agentft.tools import ToolErrorKind
 from agentft.trajectory import Event, Trajectory, Usage, episode_id
 
 try:
@@ -44,7 +45,9 @@ __all__ = ["TrajectoryRecorder", "EFFECT_METADATA_KEY"]
 
 logger = logging.getLogger(__name__)
 EFFECT_METADATA_KEY = "agentft_effect"  # a LangChain tool's ``metadata[...]`` naming its effect: "read" | "write"
-_AGENTFT_ERROR = re.compile(r"^Error \((unknown_tool|invalid_args|tool_error|timeout|sandbox_error)\): ")
+# LangChain carries a tool's failure to callbacks only as text: read agentft's own error kind back from it here,
+# at that boundary (agentft's tools build the text with ``agentft.errors.error_text``).
+_AGENTFT_ERROR = re.compile(rf"^Error \(({'|'.join(get_args(ToolErrorKind))})\): ")
 _INVALID_ARGS = {"ValidationError", "ToolInvocationError", "ValidationErrorV1"}
 _CONTROL_FLOW = {"GraphBubbleUp", "GraphInterrupt", "ParentCommand"}  # LangGraph signals, not failures
 _F = TypeVar("_F", bound=Callable[..., None])
