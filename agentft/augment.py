@@ -31,7 +31,7 @@ from typing import Any
 from agentft.envs import Environment, Episode, Task
 from agentft.errors import UserError
 from agentft.messages import Message, UserMessage, parse_messages
-from agentft.policies.base import Policy, Reply, ToolSchemas
+from agentft.policies.base import Policy, Reply, TaskAwarePolicy, ToolSchemas
 from agentft.runner import RunConfig, plan_episodes, run_episodes
 
 __all__ = [
@@ -417,8 +417,26 @@ class _MappedOracle:
     def act(
         self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
     ) -> list[Reply]:
+        return self._respond(conversations, tools, None)
+
+    def act_on_tasks(
+        self, conversations: Sequence[Sequence[Message]], tools: ToolSchemas | None, tasks: Sequence[Any]
+    ) -> list[Reply]:
+        return self._respond(conversations, tools, tasks)
+
+    def _respond(
+        self,
+        conversations: Sequence[Sequence[Message | dict[str, Any]]],
+        tools: ToolSchemas | None,
+        tasks: Sequence[Any] | None,
+    ) -> list[Reply]:
+        """The inner oracle's replies (told the tasks when it can be: a variant keeps its original's solution)."""
         conversations = [parse_messages(c) for c in conversations]
-        replies = self.inner.act([self._original(c) for c in conversations], tools)
+        originals = [self._original(c) for c in conversations]
+        if tasks is not None and isinstance(self.inner, TaskAwarePolicy):
+            replies = self.inner.act_on_tasks(originals, tools, tasks)
+        else:
+            replies = self.inner.act(originals, tools)
         for conversation, reply in zip(conversations, replies, strict=True):
             opening = next((m.content for m in conversation if isinstance(m, UserMessage)), "")
             dates = self.spoken.get(opening or "")

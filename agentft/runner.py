@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from agentft.envs import Environment, Task
 from agentft.guard import Guard
 from agentft.kernel import Rollout, close_rollout, open_rollout, step, tools_key
-from agentft.policies.base import Policy
+from agentft.policies.base import Policy, TaskAwarePolicy
 from agentft.trajectory import Trajectory, episode_id
 
 __all__ = ["EpisodeSpec", "RunConfig", "run_episodes", "plan_episodes"]
@@ -93,7 +93,11 @@ def run_episodes(
                     groups.setdefault(tools_key(rollout.tools), []).append(rollout)
             for group in groups.values():
                 clock = time.perf_counter()
-                replies = policy.act([rollout.messages for rollout in group], group[0].tools)
+                conversations = [rollout.messages for rollout in group]
+                if isinstance(policy, TaskAwarePolicy):  # an oracle: told each episode's own task
+                    replies = policy.act_on_tasks(conversations, group[0].tools, [rollout.task for rollout in group])
+                else:
+                    replies = policy.act(conversations, group[0].tools)
                 share = (time.perf_counter() - clock) / len(group)
                 for rollout, reply in zip(group, replies, strict=True):
                     if reply.latency_s is None:

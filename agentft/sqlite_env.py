@@ -36,14 +36,15 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentft.envs import Task
-from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
-from agentft.policies.scripted import ScriptedPolicy
+from agentft.errors import UserError
+from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage, parse_messages
+from agentft.policies.base import Reply
 from agentft.sandbox import SandboxedEpisode, SandboxLimits, preload
 from agentft.tools import Observation, Toolkit
 from agentft.trajectory import Event, Score, Trajectory, Violation
@@ -187,8 +188,6 @@ def load_phrasings(path: str | os.PathLike[str]) -> dict[str, dict[str, list[str
     Each group (a request kind, identity replies, consent replies) has a ``train``, ``validation`` and
     ``test`` pool; a template in two pools would let a model pass a held-out split by memory.
     """
-    from agentft.errors import UserError
-
     try:
         pools = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -227,6 +226,52 @@ def confirm_before_write(audit: Audit) -> list[Violation]:
 CONFIRM_BEFORE_WRITE = Rule(
     "confirm_before_write", "Explicit confirmation by the user before every write.", confirm_before_write
 )
+
+
+class SolutionOracle:
+    """The expert of any environment whose tasks carry a ``solution``: replays the task's turns in order.
+
+    Run by agentft's runner it is told each conversation's task (``act_on_tasks``, a privileged channel a model
+    never has), so it replays the episode's own solution whatever the opening says. Called as a plain policy
+    (``act``) it finds the task by the opening message and refuses an opening that two tasks share.
+    """
+
+    name = "oracle"
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self.by_opening: dict[str, list[Task]] = {}
+        for task in tasks:
+            self.by_opening.setdefault(str(task.facts.get("opening", "")), []).append(task)
+
+    def act_on_tasks(
+        self, conversations: Sequence[Sequence[Message]], tools: Any, tasks: Sequence[Task]
+    ) -> list[Reply]:
+        return [self._reply(conversation, task) for conversation, task in zip(conversations, tasks, strict=True)]
+
+    def act(self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: Any = None) -> list[Reply]:
+        replies = []
+        for conversation in map(parse_messages, conversations):
+            opening = next((m.content for m in conversation if isinstance(m, UserMessage)), "")
+            found = self.by_opening.get(opening, [])
+            if len({json.dumps(t.model_dump()["solution"], sort_keys=True) for t in found}) > 1:
+                raise UserError(
+                    f"tasks {', '.join(t.id for t in found)} open with the same words ({opening!r}): the oracle "
+                    "cannot tell them apart from the conversation; run it through agentft's runner, which tells it "
+                    "the task"
+                )
+            if not found:
+                raise UserError(f"no task opens with {opening!r}: this oracle only knows its environment's tasks")
+            replies.append(self._reply(conversation, found[0]))
+        return replies
+
+    @staticmethod
+    def _reply(conversation: Sequence[Message], task: Task) -> Reply:
+        if not task.solution:
+            raise UserError(f"task {task.id} has no solution for the oracle to replay")
+        turn = sum(isinstance(m, AssistantMessage) for m in conversation)
+        planned = task.solution[min(turn, len(task.solution) - 1)]
+        calls = [ToolCall.create(f"call_{i}", c.name, c.arguments) for i, c in enumerate(planned.calls)]
+        return Reply(message=AssistantMessage(content=planned.say, tool_calls=calls), text=planned.say or "")
 
 
 class DatabaseEpisode:
@@ -397,17 +442,7 @@ class DatabaseEnvironment(abc.ABC):
                     return reply
         return None
 
-    def oracle(self) -> ScriptedPolicy:
+    def oracle(self) -> SolutionOracle:
         self.tasks(SPLITS[0])
         assert self._tasks is not None
-        by_opening = {t.facts["opening"]: t for tasks in self._tasks.values() for t in tasks}
-
-        def step(conversation: list[Message], _tools: Any) -> AssistantMessage:
-            opening = next(m.content for m in conversation if isinstance(m, UserMessage))
-            task = by_opening[opening]
-            turn = sum(isinstance(m, AssistantMessage) for m in conversation)
-            planned = task.solution[min(turn, len(task.solution) - 1)]
-            calls = [ToolCall.create(f"call_{i}", c.name, c.arguments) for i, c in enumerate(planned.calls)]
-            return AssistantMessage(content=planned.say, tool_calls=calls)
-
-        return ScriptedPolicy(step, name="oracle")
+        return SolutionOracle(task for tasks in self._tasks.values() for task in tasks)

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from agentft.envs import load_environment, resolve_policy
+from agentft.errors import UserError
 from agentft.messages import AssistantMessage, ToolCall
 from agentft.policies import ScriptedPolicy
 from agentft.runner import RunConfig, plan_episodes, run_episodes
@@ -179,3 +180,23 @@ def test_reading_out_an_ssn_is_no_sensitive_data(env):
     card = run_script(env, task, [verify_call(task), "Your card 4111 1111 1111 1111 is on file."])
     assert rules_hit(card) == ["no_sensitive_data"]
     assert rules_hit(run_script(env, task, [verify_call(task), "Only the last four digits: 1111."])) == []
+
+
+def test_two_tasks_with_the_same_opening_each_get_their_own_solution():
+    """The oracle is told each episode's task by the runner; it never replays another task's solution."""
+    from agentft.sqlite_env import SolutionOracle
+
+    env = load_environment("claims", sandbox=False)
+    tasks = env.tasks("test")
+    status = next(t for t in tasks if t.kind == "claim_status")
+    other = next(t for t in tasks if t.kind == "update_contact")
+    twin = other.model_copy(update={"facts": {**other.facts, "opening": status.facts["opening"]}}, deep=True)
+    oracle = SolutionOracle([status, twin])
+    records = run_episodes(env, oracle, plan_episodes([status, twin]))
+    assert {r.task_id: (r.score.success, r.score.compliant) for r in records} == {
+        status.id: (True, True),
+        twin.id: (True, True),
+    }
+    # Asked as a plain policy, it cannot tell the two apart from the words, and says so instead of guessing.
+    with pytest.raises(UserError, match="open with the same words"):
+        oracle.act([[{"role": "system", "content": "x"}, {"role": "user", "content": status.facts["opening"]}]])

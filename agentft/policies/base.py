@@ -11,7 +11,7 @@ from agentft.errors import FormatError, UserError
 from agentft.messages import AssistantMessage, Message
 from agentft.tools import ToolSpec
 
-__all__ = ["Policy", "Reply", "load_policy"]
+__all__ = ["Policy", "Reply", "TaskAwarePolicy", "load_policy"]
 
 ToolSchemas = Sequence[ToolSpec]
 
@@ -39,6 +39,19 @@ class Policy(Protocol):
 
     def act(self, conversations: Sequence[Sequence[Message]], tools: ToolSchemas | None = None) -> list[Reply]:
         """One reply per conversation, in order. ``tools`` are offered to every conversation of the batch."""
+        ...
+
+
+@runtime_checkable
+class TaskAwarePolicy(Policy, Protocol):
+    """A policy with privileged knowledge of each conversation's task: an environment's oracle, which replays
+    the task's own solution. The runner hands it the tasks (a model never gets them), so two tasks that open
+    with the same words can never be mixed up."""
+
+    def act_on_tasks(
+        self, conversations: Sequence[Sequence[Message]], tools: ToolSchemas | None, tasks: Sequence[Any]
+    ) -> list[Reply]:
+        """One reply per conversation, each knowing its ``Task``."""
         ...
 
 
