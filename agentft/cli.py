@@ -115,6 +115,14 @@ Dtype = Annotated[
     str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU with native bf16)")
 ]
 EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
+AllowUnscored = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unscored",
+        help="exit 0 even when some episodes ended in an infrastructure error and could not be scored "
+        "(by default that is exit status 1)",
+    ),
+]
 GuardOption = Annotated[
     bool,
     typer.Option(
@@ -205,6 +213,7 @@ def collect(
     ] = 0,
     augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
     guard: GuardOption = False,
+    allow_unscored: AllowUnscored = False,
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
     from agentft.collect import collect as run_collect
@@ -243,18 +252,23 @@ def collect(
         highlight=False,
         soft_wrap=True,
     )
-    _warn_infra(summary)
+    _warn_infra(summary, allow_unscored)
 
 
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.1%}"
 
 
-def _warn_infra(summary: Any) -> None:
-    """Say it loudly when episodes failed for reasons outside the model: they are not in the rates."""
+def _warn_infra(summary: Any, allow_unscored: bool) -> None:
+    """Say it loudly when episodes failed for reasons outside the model (they are not in the rates) and exit 1,
+    unless ``--allow-unscored``: a run whose episodes could not be scored is not a result."""
     warning = summary.infra_warning()
     if warning:
-        console.print(f"[yellow]warning: {warning}[/yellow]")
+        err_console.print(
+            f"[bold red]error: {warning}[/bold red]" if not allow_unscored else f"[yellow]warning: {warning}[/yellow]"
+        )
+        if not allow_unscored:
+            raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -281,6 +295,7 @@ def eval_command(
     env_arg: EnvArgs = None,
     dtype: Dtype = "float32",
     guard: GuardOption = False,
+    allow_unscored: AllowUnscored = False,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
     from agentft.evaluate import REPORT, SUMMARY, evaluate
@@ -327,9 +342,9 @@ def eval_command(
         "own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / {summary.mean_turn_latency_s:.2f} s"
     )
     console.print(table)
-    _warn_infra(summary)
     for name in ("trajectories.jsonl", SUMMARY, REPORT):
         console.print(f"{out / name}", markup=False, highlight=False, soft_wrap=True)
+    _warn_infra(summary, allow_unscored)
 
 
 def _print_comparisons(runs: list[RunData]) -> None:

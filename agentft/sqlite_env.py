@@ -52,6 +52,9 @@ from agentft.trajectory import Event, Score, Trajectory, Violation
 __all__ = [
     "DatabaseEnvironment",
     "DatabaseEpisode",
+    "SolutionOracle",
+    "state_diff",
+    "code_fingerprint",
     "Rule",
     "Audit",
     "Call",
@@ -94,6 +97,23 @@ def state_hash(conn: sqlite3.Connection, tables: Sequence[str]) -> str:
         cursor.row_factory = None
         digest.update(repr((table, cursor.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())).encode())
     return digest.hexdigest()
+
+
+def state_diff(
+    actual: sqlite3.Connection, expected: sqlite3.Connection, tables: Sequence[str], limit: int = 5
+) -> dict[str, dict[str, list[list[Any]]]]:
+    """Per scored table, the rows only the episode has (``unexpected``) and only the gold replay has
+    (``missing``), at most ``limit`` of each: what made ``state_match`` false."""
+    found: dict[str, dict[str, list[list[Any]]]] = {}
+    for table in tables:
+        rows = [set(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall())) for conn in (actual, expected)]
+        unexpected, missing = sorted(rows[0] - rows[1], key=repr), sorted(rows[1] - rows[0], key=repr)
+        if unexpected or missing:
+            found[table] = {
+                "unexpected": [list(r) for r in unexpected[:limit]],
+                "missing": [list(r) for r in missing[:limit]],
+            }
+    return found
 
 
 @dataclass
@@ -223,6 +243,14 @@ def confirm_before_write(audit: Audit) -> list[Violation]:
     return violations
 
 
+def _checked(rule: Rule, audit: Audit) -> list[Violation]:
+    """The rule's violations; a rule that raises is named in the error (it is the environment's bug)."""
+    try:
+        return list(rule.check(audit))
+    except Exception as exc:
+        raise RuntimeError(f"rule {rule.name!r} raised {type(exc).__name__}: {exc}") from exc
+
+
 CONFIRM_BEFORE_WRITE = Rule(
     "confirm_before_write", "Explicit confirmation by the user before every write.", confirm_before_write
 )
@@ -300,6 +328,7 @@ class DatabaseEpisode:
         with sqlite3.connect(expected_path) as expected:
             replay = self.env.make_toolkit(expected)
             reads: list[tuple[str, str, str]] = []  # (tool, match mode, what must match)
+            wanted: list[dict[str, Any]] = []  # the same reads, as a person reads them
             for turn in self.task.solution:
                 for call in turn.calls:
                     observation = replay.call(call.name, call.arguments)
@@ -311,14 +340,17 @@ class DatabaseEpisode:
                         call.match, json.dumps(_normalize(call.arguments), sort_keys=True)
                     )
                     reads.append((call.name, call.match, key))
+                    wanted.append({"tool": call.name, "arguments": call.arguments, "match": call.match})
             state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
+            differences = {} if state_match else state_diff(self.conn, expected, self.env.tables)
         results = {m.tool_call_id: m.content for m in trajectory.messages if isinstance(m, ToolMessage)}
         done = {
             (e.name, "exact", json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events if e.ok
         }
         done |= {(e.name, "name", "") for e in trajectory.events if e.ok}
         done |= {(e.name, "result", results.get(e.call_id)) for e in trajectory.events if e.ok}
-        reads_done = all(read in done for read in reads)
+        missing_reads = [read for key, read in zip(reads, wanted, strict=True) if key not in done]
+        reads_done = not missing_reads
         final = next(
             (
                 m.content or ""
@@ -327,12 +359,13 @@ class DatabaseEpisode:
             ),
             "",
         )
-        said = all(fact.lower() in final.lower() for fact in self.task.must_say)
+        missing_facts = [fact for fact in self.task.must_say if fact.lower() not in final.lower()]
+        said = not missing_facts
         initial_path = self.workdir / "initial.sqlite"
         shutil.copyfile(self.env.seed_path(), initial_path)
         with sqlite3.connect(initial_path) as initial:
             audit = Audit(trajectory, self.task, initial)
-            violations = [v for rule in self.env.rules for v in rule.check(audit)]
+            violations = [v for rule in self.env.rules for v in _checked(rule, audit)]
         outputs_ok = reads_done and said
         return Score(
             success=state_match and outputs_ok,
@@ -340,7 +373,13 @@ class DatabaseEpisode:
             outputs_ok=outputs_ok,
             violations=violations,
             compliant=not violations,
-            details={"reads_done": reads_done, "facts_said": said},
+            details={
+                "reads_done": reads_done,
+                "facts_said": said,
+                "missing_reads": missing_reads,
+                "missing_facts": missing_facts,
+                "state_diff": differences,
+            },
         )
 
     def close(self) -> None:
@@ -351,6 +390,27 @@ def _open_in_worker(
     env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], task: Task, workdir: Path
 ) -> DatabaseEpisode:
     return DatabaseEpisode(env_class(**kwargs, sandbox=False), task, workdir)
+
+
+@functools.cache
+def code_fingerprint(env_class: type) -> str:
+    """A short hash of the code that defines an environment class: its module's file, or every file of its
+    package when it is defined in a package's ``__init__`` (seed data often sits in a sibling module or a
+    data file)."""
+    module = sys.modules[env_class.__module__]
+    source = Path(module.__file__ or "")
+    files = (
+        [source]
+        if source.name != "__init__.py"
+        else sorted(
+            p for p in source.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
+    )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(source.parent)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class DatabaseEnvironment(abc.ABC):
@@ -383,10 +443,15 @@ class DatabaseEnvironment(abc.ABC):
 
     # --- provided ------------------------------------------------------------------------------------------
     def seed_path(self) -> Path:
-        """The seed database, built once and cached (atomically) under ``$AGENTFT_HOME/envs``."""
+        """The seed database, built once and cached (atomically) under ``$AGENTFT_HOME/envs``.
+
+        The cache is keyed by the environment's name, version and seed and by its code (``code_fingerprint``):
+        editing the seed data rebuilds the database without a version bump.
+        """
         from agentft.models import agentft_home
 
-        path = agentft_home() / "envs" / f"{self.name}-v{self.version}-seed{self.seed}.sqlite"
+        fingerprint = code_fingerprint(type(self))
+        path = agentft_home() / "envs" / f"{self.name}-v{self.version}-seed{self.seed}-{fingerprint}.sqlite"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
