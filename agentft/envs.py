@@ -98,11 +98,14 @@ class Environment(Protocol):
 
 
 def load_environment(spec: str, **kwargs: Any) -> Environment:
-    """A built-in environment by name (``claims``) or a user's by import path (``pkg.module:factory``)."""
+    """A built-in environment by name (``claims``) or a user's by import path (``pkg.module:factory``).
+
+    Built-in names are the folders of the repository's ``eval_envs/``, installed as ``agentft.builtin_envs``.
+    """
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
     else:
-        module_name, attribute = f"eval_envs.{spec}", "load_environment"
+        module_name, attribute = f"agentft.builtin_envs.{spec}", "load_environment"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
+from agentft.builtin_envs.claims.tasks import HANDBOOK, KINDS
 from agentft.envs import load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, ToolCall
 from agentft.policies import ScriptedPolicy
 from agentft.runner import RunConfig, plan_episodes, run_episodes
-from eval_envs.claims.tasks import HANDBOOK, KINDS
 
 
 @pytest.fixture(scope="module")

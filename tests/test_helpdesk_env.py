@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
+from agentft.builtin_envs.helpdesk.tasks import ASK_PIN, KINDS
 from agentft.envs import load_environment, resolve_policy
 from agentft.messages import AssistantMessage, SystemMessage, ToolCall, UserMessage
 from agentft.policies import ScriptedPolicy
 from agentft.runner import RunConfig, plan_episodes, run_episodes
-from eval_envs.helpdesk.tasks import ASK_PIN, KINDS
 
 
 @pytest.fixture(scope="module")

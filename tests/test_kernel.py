@@ -16,6 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from agentft.builtin_envs.claims import ClaimsEnvironment
 from agentft.cli import app
 from agentft.kernel import FORMAT_HINT
 from agentft.messages import AssistantMessage, UserMessage
@@ -23,7 +24,6 @@ from agentft.policies import ScriptedPolicy
 from agentft.runner import EpisodeSpec, RunConfig, run_episodes
 from agentft.toy_env import OrdersEnvironment
 from agentft.trajectory import Trajectory, load_trajectories
-from eval_envs.claims import ClaimsEnvironment
 
 CLAIMS = ClaimsEnvironment(sandbox=False)
 BROKEN = '<tool_call>{"name": "decide_claim", "arguments": {"claim_id": </tool_call>'

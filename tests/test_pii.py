@@ -280,7 +280,7 @@ def test_fake_mode_is_format_preserving_and_deterministic():
 
 
 def test_fakes_stay_valid_for_claims_records():
-    from eval_envs.claims.data import build
+    from agentft.builtin_envs.claims.data import build
 
     conn = sqlite3.connect(":memory:")
     conn.row_factory = sqlite3.Row

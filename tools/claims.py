@@ -16,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from agentft import builtin_envs
 from agentft.errors import ToolError
+from agentft.knowledge import KeywordIndex
 from agentft.tools import Toolkit, tool
-from tools.knowledge import KeywordIndex
 
 __all__ = ["ClaimsDesk", "COVERAGE", "APPROVAL_LIMIT", "INCIDENTS", "TODAY", "HANDBOOK"]
 
@@ -30,7 +31,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
 APPROVAL_LIMIT: dict[str, int] = {"home": 5000, "auto": 3000, "travel": 1500}
 INCIDENTS = ("fire", "water", "theft", "collision", "glass", "baggage", "medical", "delay", "flood")
 TODAY = "2026-01-15"
-HANDBOOK = Path(__file__).resolve().parent.parent / "eval_envs" / "claims" / "handbook.md"
+# Beside the claims environment: eval_envs/claims/ in the repository, agentft/builtin_envs/claims/ in a wheel.
+HANDBOOK = Path(builtin_envs.__file__).resolve().parent / "claims" / "handbook.md"
 Incident = Literal["fire", "water", "theft", "collision", "glass", "baggage", "medical", "delay", "flood"]
 _PHONE = re.compile(r"^\+?[0-9][0-9 -]{6,18}[0-9]$")
 

@@ -13,12 +13,12 @@ import random
 import sqlite3
 from pathlib import Path
 
+from agentft.builtin_envs.claims import data, rules, tasks
+from agentft.builtin_tools.claims import ClaimsDesk
 from agentft.envs import Task
+from agentft.knowledge import KeywordIndex
 from agentft.sandbox import SandboxLimits
 from agentft.sqlite_env import DatabaseEnvironment
-from eval_envs.claims import data, rules, tasks
-from tools.claims import ClaimsDesk
-from tools.knowledge import KeywordIndex
 
 __all__ = ["ClaimsEnvironment", "load_environment"]
 

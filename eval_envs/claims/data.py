@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import sqlite3
 
-from tools.claims import APPROVAL_LIMIT, COVERAGE
+from agentft.builtin_tools.claims import APPROVAL_LIMIT, COVERAGE
 
 FIRST = (
     "Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from agentft.builtin_tools.claims import APPROVAL_LIMIT, COVERAGE
 from agentft.sqlite_env import CONFIRM_BEFORE_WRITE, Audit, Call, Rule
 from agentft.trajectory import Violation
-from tools.claims import APPROVAL_LIMIT, COVERAGE
 
 CUSTOMER_DATA = {"get_customer", "get_claim", "review_claim", "decide_claim", "file_claim", "update_contact"}
 _SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from agentft.augment import date_to_words, number_to_words
+from agentft.builtin_tools.claims import APPROVAL_LIMIT, COVERAGE, new_claim_id
 from agentft.envs import Task
+from agentft.knowledge import split_markdown
 from agentft.sqlite_env import ASK_IDENTITY, SPLITS, load_phrasings
-from tools.claims import APPROVAL_LIMIT, COVERAGE, new_claim_id
-from tools.knowledge import split_markdown
 
 KINDS = (
     "claim_status",

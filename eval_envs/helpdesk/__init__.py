@@ -16,11 +16,11 @@ import re
 import sqlite3
 from pathlib import Path
 
+from agentft.builtin_envs.helpdesk import data, rules, tasks
+from agentft.builtin_tools.helpdesk import HelpdeskDesk
 from agentft.envs import Task
 from agentft.sandbox import SandboxLimits
 from agentft.sqlite_env import DatabaseEnvironment
-from eval_envs.helpdesk import data, rules, tasks
-from tools.helpdesk import HelpdeskDesk
 
 __all__ = ["HelpdeskEnvironment", "load_environment"]
 

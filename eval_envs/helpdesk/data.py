@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 
-from tools.helpdesk import PRIVILEGED_GROUPS, STANDARD_GROUPS, TICKET_STATUSES
+from agentft.builtin_tools.helpdesk import PRIVILEGED_GROUPS, STANDARD_GROUPS, TICKET_STATUSES
 
 FIRST = (
     "Ada Ben Carla Dev Elif Femi Gita Hugo Ines Jon Kemal Lena Mateo Nia Omar Priya Quinn Rosa Sami Tara "

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentft.builtin_tools.helpdesk import approval_of
 from agentft.sqlite_env import CONFIRM_BEFORE_WRITE, Audit, Call, Rule
 from agentft.trajectory import Violation
-from tools.helpdesk import approval_of
 
 EMPLOYEE_DATA = {"review_access", "get_ticket", "add_to_group"}
 

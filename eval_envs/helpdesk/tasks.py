@@ -13,9 +13,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from agentft.builtin_envs.helpdesk.data import N_MANAGERS, tickets_of
 from agentft.envs import Task
 from agentft.sqlite_env import SPLITS, load_phrasings
-from eval_envs.helpdesk.data import N_MANAGERS, tickets_of
 
 KINDS = (
     "grant_standard",
