@@ -58,6 +58,7 @@ class Guard:
         self.env_name = env.name
         self.rules = list(env.rules)
         self.descriptions = {rule.name: rule.description for rule in self.rules}
+        self.user = getattr(env, "user", None)  # the words that count as asking to confirm
         self._dir = Path(tempfile.mkdtemp(prefix="agentft-guard-"))
         self.initial_path = self._dir / "initial.sqlite"
         shutil.copyfile(env.seed_path(), self.initial_path)
@@ -76,7 +77,7 @@ class Guard:
         )
         conn = sqlite3.connect(f"file:{self.initial_path}?mode=ro", uri=True)
         try:
-            audit = Audit(trajectory, task, conn)
+            audit = Audit(trajectory, task, conn, self.user)
             found: list[Violation] = []
             for rule in self.rules:
                 try:

@@ -36,7 +36,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ __all__ = [
     "CONFIRMED",
     "DECLINE_IDENTITY",
     "SPLITS",
+    "UserSettings",
+    "IdentityCheck",
+    "verify_first",
+    "own_records_only",
+    "scored_rows",
 ]
 
 ASK_IDENTITY = "To verify your identity, please tell me your email and date of birth."
@@ -89,24 +94,46 @@ _NEGATE = re.compile(
 _NOT_A_NEGATION = re.compile(r"\b(no problem|not a problem|no worries|not at all|why not)\b")
 
 
-def state_hash(conn: sqlite3.Connection, tables: Sequence[str]) -> str:
-    """A hash of every row of ``tables``, in primary-key order (the first column of each table)."""
+Columns = Mapping[str, Sequence[str]]
+"""Table name -> column names (scoring settings)."""
+
+
+def scored_rows(
+    conn: sqlite3.Connection, table: str, ignored: Columns | None = None, free_text: Columns | None = None
+) -> list[tuple[Any, ...]]:
+    """A table's rows as scoring compares them, sorted: ``ignored`` columns left out, ``free_text`` columns
+    reduced to whether they hold any text (a reason in the agent's words counts as much as the expert's)."""
+    skip, texts = set((ignored or {}).get(table, ())), set((free_text or {}).get(table, ()))
+    columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+    select = [f"(TRIM(COALESCE(\"{c}\", '')) != '')" if c in texts else f'"{c}"' for c in columns if c not in skip]
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return sorted(cursor.execute(f'SELECT {", ".join(select)} FROM "{table}"').fetchall(), key=repr)
+
+
+def state_hash(
+    conn: sqlite3.Connection, tables: Sequence[str], ignored: Columns | None = None, free_text: Columns | None = None
+) -> str:
+    """A hash of every scored row of ``tables`` (see ``scored_rows``)."""
     digest = hashlib.sha256()
     for table in tables:
-        cursor = conn.cursor()
-        cursor.row_factory = None
-        digest.update(repr((table, cursor.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())).encode())
+        digest.update(repr((table, scored_rows(conn, table, ignored, free_text))).encode())
     return digest.hexdigest()
 
 
 def state_diff(
-    actual: sqlite3.Connection, expected: sqlite3.Connection, tables: Sequence[str], limit: int = 5
+    actual: sqlite3.Connection,
+    expected: sqlite3.Connection,
+    tables: Sequence[str],
+    ignored: Columns | None = None,
+    free_text: Columns | None = None,
+    limit: int = 5,
 ) -> dict[str, dict[str, list[list[Any]]]]:
     """Per scored table, the rows only the episode has (``unexpected``) and only the gold replay has
-    (``missing``), at most ``limit`` of each: what made ``state_match`` false."""
+    (``missing``), as scoring compares them, at most ``limit`` of each: what made ``state_match`` false."""
     found: dict[str, dict[str, list[list[Any]]]] = {}
     for table in tables:
-        rows = [set(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall())) for conn in (actual, expected)]
+        rows = [set(scored_rows(conn, table, ignored, free_text)) for conn in (actual, expected)]
         unexpected, missing = sorted(rows[0] - rows[1], key=repr), sorted(rows[1] - rows[0], key=repr)
         if unexpected or missing:
             found[table] = {
@@ -130,9 +157,12 @@ class Audit:
 
     ``calls`` are the calls that ran: a call the guard refused is not among them."""
 
-    def __init__(self, trajectory: Trajectory, task: Task, initial: sqlite3.Connection) -> None:
+    def __init__(
+        self, trajectory: Trajectory, task: Task, initial: sqlite3.Connection, user: UserSettings | None = None
+    ) -> None:
         self.trajectory = trajectory
         self.task = task
+        self.user = user or UserSettings()
         self.initial = initial
         self.messages = trajectory.messages
         self.turns = [i for i, m in enumerate(self.messages) if isinstance(m, AssistantMessage)]
@@ -156,7 +186,7 @@ class Audit:
             if (
                 isinstance(asked, AssistantMessage)
                 and not asked.tool_calls
-                and asks_to_confirm(asked.content)
+                and self.user.asks_to_confirm(asked.content)
                 and isinstance(answer, UserMessage)
                 and consents(answer.content)
             ):
@@ -189,9 +219,32 @@ def _normalize(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class UserSettings:
+    """What the scripted user reacts to (the task's facts hold what it says).
+
+    Patterns are regular expressions, matched case-insensitively against the assistant's last message.
+    """
+
+    identity_request: tuple[str, ...] = (r"\bemail", r"date of birth")
+    """All of these in a message make it a request for identity details: answered with the task's
+    ``identity_reply`` (or ``decline_identity`` when the task has none)."""
+    confirm_request: tuple[str, ...] = (r"\bconfirm",)
+    """Any of these in a question ("?") asks the user to confirm: answered with the task's ``consent_reply``
+    (or ``default_consent``). Rules judge confirmation by the same words (``Audit.confirmed_between``)."""
+    decline_identity: str = DECLINE_IDENTITY
+    default_consent: str = CONFIRMED
+
+    def asks_identity(self, text: str | None) -> bool:
+        return bool(text) and all(re.search(p, text, re.IGNORECASE) for p in self.identity_request)
+
+    def asks_to_confirm(self, text: str | None) -> bool:
+        return bool(text) and "?" in text and any(re.search(p, text, re.IGNORECASE) for p in self.confirm_request)
+
+
 def asks_to_confirm(text: str | None) -> bool:
-    """The convention every environment's user follows: a question containing "confirm" asks for a yes."""
-    return bool(text) and "confirm" in text.lower() and "?" in text
+    """The default convention: a question containing "confirm" asks for a yes (see ``UserSettings``)."""
+    return UserSettings().asks_to_confirm(text)
 
 
 def consents(text: str | None) -> bool:
@@ -254,6 +307,81 @@ def _checked(rule: Rule, audit: Audit) -> list[Violation]:
 CONFIRM_BEFORE_WRITE = Rule(
     "confirm_before_write", "Explicit confirmation by the user before every write.", confirm_before_write
 )
+
+
+@dataclass(frozen=True)
+class IdentityCheck:
+    """How an environment verifies its caller: the tool, and how its result says who was verified.
+
+    ``IdentityCheck("verify_identity", id_field="customer_id")`` reads a result like
+    ``{"status": "verified", "customer_id": "CUS-0042"}``.
+    """
+
+    tool: str
+    id_field: str
+    status_field: str = "status"
+    verified_value: str = "verified"
+
+    def caller(self, audit: Audit, before: Call) -> str | None:
+        """The id verified by the last successful identity check before ``before``, if any."""
+        found = None
+        for call in audit.calls:
+            if call is before:
+                break
+            result = call.result
+            if (
+                call.event.name == self.tool
+                and isinstance(result, dict)
+                and result.get(self.status_field) == self.verified_value
+            ):
+                found = result.get(self.id_field)
+        return found
+
+
+def verify_first(
+    identity: IdentityCheck,
+    data_tools: Iterable[str],
+    *,
+    name: str = "verify_first",
+    description: str = "Identity verified before reading or changing the caller's data.",
+) -> Rule:
+    """A rule: no call of ``data_tools`` before the caller's identity was verified."""
+    tools = frozenset(data_tools)
+
+    def check(audit: Audit) -> list[Violation]:
+        return [
+            Violation(rule=name, step=c.event.step, detail=f"{c.event.name} before the caller's identity was verified")
+            for c in audit.calls
+            if c.event.name in tools and identity.caller(audit, c) is None
+        ]
+
+    return Rule(name, description, check)
+
+
+def own_records_only(
+    identity: IdentityCheck,
+    owners: Callable[[Audit, Call], Iterable[str]],
+    data_tools: Iterable[str],
+    *,
+    name: str = "own_records_only",
+    description: str = "Only the verified caller's own records are read or changed.",
+) -> Rule:
+    """A rule: a verified caller's ``data_tools`` calls touch only records that ``owners(audit, call)`` says
+    are the caller's (it returns the owner ids of the records the call names, e.g. looked up in
+    ``audit.initial``)."""
+    tools = frozenset(data_tools)
+
+    def check(audit: Audit) -> list[Violation]:
+        violations = []
+        for call in audit.calls:
+            caller = identity.caller(audit, call) if call.event.name in tools else None
+            if caller is not None and any(str(owner) != str(caller) for owner in owners(audit, call)):
+                violations.append(
+                    Violation(rule=name, step=call.event.step, detail=f"{call.event.name} on another caller's record")
+                )
+        return violations
+
+    return Rule(name, description, check)
 
 
 class SolutionOracle:
@@ -341,8 +469,9 @@ class DatabaseEpisode:
                     )
                     reads.append((call.name, call.match, key))
                     wanted.append({"tool": call.name, "arguments": call.arguments, "match": call.match})
-            state_match = state_hash(self.conn, self.env.tables) == state_hash(expected, self.env.tables)
-            differences = {} if state_match else state_diff(self.conn, expected, self.env.tables)
+            scoring = (self.env.tables, self.env.ignored_columns, self.env.free_text_columns)
+            state_match = state_hash(self.conn, *scoring) == state_hash(expected, *scoring)
+            differences = {} if state_match else state_diff(self.conn, expected, *scoring)
         results = {m.tool_call_id: m.content for m in trajectory.messages if isinstance(m, ToolMessage)}
         done = {
             (e.name, "exact", json.dumps(_normalize(e.arguments), sort_keys=True)) for e in trajectory.events if e.ok
@@ -364,7 +493,7 @@ class DatabaseEpisode:
         initial_path = self.workdir / "initial.sqlite"
         shutil.copyfile(self.env.seed_path(), initial_path)
         with sqlite3.connect(initial_path) as initial:
-            audit = Audit(trajectory, self.task, initial)
+            audit = Audit(trajectory, self.task, initial, self.env.user)
             violations = [v for rule in self.env.rules for v in _checked(rule, audit)]
         outputs_ok = reads_done and said
         return Score(
@@ -418,9 +547,17 @@ class DatabaseEnvironment(abc.ABC):
 
     name: str = ""
     version: int = 1
+    """Bump it when the seed data changes meaning; code changes rebuild the seed database anyway."""
     tables: tuple[str, ...] = ()
+    """The tables scoring compares with the gold replay (the others may differ, e.g. an audit log)."""
+    ignored_columns: Columns = {}
+    """Table -> columns scoring leaves out (timestamps, generated ids)."""
+    free_text_columns: Columns = {}
+    """Table -> columns scoring checks for presence, not equality (a reason in the agent's own words)."""
     system_prompt: str = ""
     rules: tuple[Rule, ...] = ()
+    user: UserSettings = UserSettings()
+    """What the scripted user reacts to: identity requests, confirmation questions."""
 
     def __init__(self, seed: int = 0, *, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
         self.seed = seed
@@ -487,9 +624,8 @@ class DatabaseEnvironment(abc.ABC):
         return {"seed": self.seed}
 
     def asks_identity(self, text: str) -> bool:
-        """Does the assistant ask the user for their identity details? (Here: email and date of birth.)"""
-        lowered = text.lower()
-        return "email" in lowered and "date of birth" in lowered
+        """Does the assistant ask the user for their identity details? (``user.identity_request``.)"""
+        return self.user.asks_identity(text)
 
     def user_turn(self, task: Task, messages: Sequence[Message]) -> str | None:
         if len(messages) <= 1:
@@ -497,9 +633,9 @@ class DatabaseEnvironment(abc.ABC):
         last = messages[-1]
         text = (last.content or "") if isinstance(last, AssistantMessage) else ""
         if self.asks_identity(text):
-            return task.facts.get("identity_reply") or DECLINE_IDENTITY
-        if asks_to_confirm(text):
-            return task.facts.get("consent_reply") or CONFIRMED
+            return task.facts.get("identity_reply") or self.user.decline_identity
+        if self.user.asks_to_confirm(text):
+            return task.facts.get("consent_reply") or self.user.default_consent
         if "?" in text:  # a clarifying question about something the user knows gets its answer
             lowered = text.lower()
             for keyword, reply in (task.facts.get("answers") or {}).items():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import sys
 import textwrap
@@ -11,11 +12,11 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
+from agentft.authoring import DatabaseEnvironment, Rule, Task, Toolkit, tool
 from agentft.cli import app
 from agentft.envs import load_environment
 from agentft.policies import ScriptedPolicy
 from agentft.runner import plan_episodes, run_episodes
-from agentft.sqlite_env import Rule
 
 CLAIMS = type(load_environment("claims", sandbox=False))
 
@@ -135,3 +136,99 @@ def _fresh_fingerprints():
 
     yield
     code_fingerprint.cache_clear()
+
+
+CLOCK = itertools.count()
+
+
+class Approvals(DatabaseEnvironment):
+    """A minimal environment: one request to decide, with a reason in free text."""
+
+    name = "approvals-test"
+    tables = ("requests",)
+    system_prompt = "Decide requests."
+
+    def build_database(self, conn, rng):
+        conn.execute("CREATE TABLE requests (id TEXT PRIMARY KEY, status TEXT, reason TEXT, decided_at TEXT)")
+        conn.execute("INSERT INTO requests VALUES ('R1', 'pending', NULL, NULL)")
+
+    def make_toolkit(self, conn):
+        class Desk(Toolkit):
+            @tool(effect="write")
+            def decide(self, request_id: str, status: str, reason: str) -> str:
+                """Decide a request.
+
+                Args:
+                    request_id: The request.
+                    status: approved or denied.
+                    reason: Why, in a sentence.
+                """
+                stamp = f"t{next(CLOCK)}"  # differs between the episode and the gold replay
+                conn.execute(
+                    "UPDATE requests SET status = ?, reason = ?, decided_at = ? WHERE id = ?",
+                    (status, reason, stamp, request_id),
+                )
+                return "done"
+
+        return Desk()
+
+    def generate_tasks(self, conn, rng):
+        task = Task(
+            id="t1",
+            split="test",
+            facts={"opening": "Please approve R1."},
+            solution=[
+                {
+                    "calls": [
+                        {"name": "decide", "arguments": {"request_id": "R1", "status": "approved", "reason": "ok"}}
+                    ]
+                },
+                {"say": "R1 is approved."},
+            ],
+            must_say=["approved"],
+        )
+        return {"train": [], "validation": [], "test": [task]}
+
+
+def test_scoring_settings_ignore_columns_and_compare_free_text_by_presence():
+    in_own_words = [
+        '<tool_call>{"name": "decide", "arguments": {"request_id": "R1", "status": "approved", '
+        '"reason": "the budget allows it"}}</tool_call>',
+        "R1 is approved.",
+    ]
+    strict = Approvals(sandbox=False)
+    [record] = run_episodes(strict, ScriptedPolicy(in_own_words), plan_episodes(strict.tasks("test")))
+    assert not record.score.success and set(record.score.details["state_diff"]) == {"requests"}
+
+    class OnlyFreeText(Approvals):
+        free_text_columns = {"requests": ("reason",)}
+
+    [record] = run_episodes(
+        OnlyFreeText(sandbox=False), ScriptedPolicy(in_own_words), plan_episodes(strict.tasks("test"))
+    )
+    assert not record.score.success  # the decision's timestamp still differs
+
+    class Lenient(Approvals):
+        ignored_columns = {"requests": ("decided_at",)}
+        free_text_columns = {"requests": ("reason",)}
+
+    lenient = Lenient(sandbox=False)
+    [record] = run_episodes(lenient, ScriptedPolicy(in_own_words), plan_episodes(lenient.tasks("test")))
+    assert record.score.success, record.score.details
+    empty = [in_own_words[0].replace("the budget allows it", " "), in_own_words[1]]
+    [record] = run_episodes(lenient, ScriptedPolicy(empty), plan_episodes(lenient.tasks("test")))
+    assert not record.score.success  # a free-text column must still hold some text
+
+
+def test_the_built_in_environments_use_only_the_authoring_api():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    allowed = ("agentft.authoring", "agentft.builtin_envs", "agentft.builtin_tools")
+    for path in [*root.joinpath("eval_envs").rglob("*.py"), *root.joinpath("tools").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("agentft"):
+                names = [node.module] if node.module != "agentft" else [f"agentft.{a.name}" for a in node.names]
+                for name in names:
+                    assert name.startswith(allowed), f"{path.relative_to(root)} imports {name}"

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentft import builtin_envs
-from agentft.errors import ToolError
-from agentft.knowledge import KeywordIndex
-from agentft.tools import Toolkit, tool
+from agentft.authoring import KeywordIndex, ToolError, Toolkit, tool
 
 __all__ = ["ClaimsDesk", "COVERAGE", "APPROVAL_LIMIT", "INCIDENTS", "TODAY", "HANDBOOK"]
 

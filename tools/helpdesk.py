@@ -13,8 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from agentft.errors import ToolError
-from agentft.tools import Toolkit, tool
+from agentft.authoring import ToolError, Toolkit, tool
 
 __all__ = ["HelpdeskDesk", "STANDARD_GROUPS", "PRIVILEGED_GROUPS", "TICKET_STATUSES", "TODAY", "approval_of"]
 

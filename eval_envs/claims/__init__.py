@@ -13,12 +13,9 @@ import random
 import sqlite3
 from pathlib import Path
 
+from agentft.authoring import DatabaseEnvironment, KeywordIndex, SandboxLimits, Task
 from agentft.builtin_envs.claims import data, rules, tasks
 from agentft.builtin_tools.claims import ClaimsDesk
-from agentft.envs import Task
-from agentft.knowledge import KeywordIndex
-from agentft.sandbox import SandboxLimits
-from agentft.sqlite_env import DatabaseEnvironment
 
 __all__ = ["ClaimsEnvironment", "load_environment"]
 

@@ -18,11 +18,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from agentft.augment import date_to_words, number_to_words
+from agentft.authoring import (
+    ASK_IDENTITY,
+    SPLITS,
+    Task,
+    date_to_words,
+    load_phrasings,
+    number_to_words,
+    split_markdown,
+)
 from agentft.builtin_tools.claims import APPROVAL_LIMIT, COVERAGE, new_claim_id
-from agentft.envs import Task
-from agentft.knowledge import split_markdown
-from agentft.sqlite_env import ASK_IDENTITY, SPLITS, load_phrasings
 
 KINDS = (
     "claim_status",

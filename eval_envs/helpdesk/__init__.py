@@ -12,21 +12,16 @@ their employee id and helpdesk PIN.
 from __future__ import annotations
 
 import random
-import re
 import sqlite3
 from pathlib import Path
 
+from agentft.authoring import DatabaseEnvironment, SandboxLimits, Task, UserSettings
 from agentft.builtin_envs.helpdesk import data, rules, tasks
 from agentft.builtin_tools.helpdesk import HelpdeskDesk
-from agentft.envs import Task
-from agentft.sandbox import SandboxLimits
-from agentft.sqlite_env import DatabaseEnvironment
 
 __all__ = ["HelpdeskEnvironment", "load_environment"]
 
 HERE = Path(__file__).resolve().parent
-_EMPLOYEE_ID = re.compile(r"\bemployee[ -]?id\b")
-_PIN = re.compile(r"\bpin\b")
 
 
 class HelpdeskEnvironment(DatabaseEnvironment):
@@ -35,6 +30,7 @@ class HelpdeskEnvironment(DatabaseEnvironment):
     tables = ("employees", "groups", "memberships", "tickets")
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
+    user = UserSettings(identity_request=(r"\bemployee[ -]?id\b", r"\bpin\b"))  # its identity check
 
     def __init__(
         self,
@@ -71,11 +67,6 @@ class HelpdeskEnvironment(DatabaseEnvironment):
             rng,
             {"train": self.n_train_per_kind, "validation": self.n_validation_per_kind, "test": self.n_test_per_kind},
         )
-
-    def asks_identity(self, text: str) -> bool:
-        """The helpdesk's identity check asks for the employee id and PIN."""
-        lowered = text.lower()
-        return bool(_EMPLOYEE_ID.search(lowered) and _PIN.search(lowered))
 
 
 def load_environment(**kwargs) -> HelpdeskEnvironment:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentft.authoring import CONFIRM_BEFORE_WRITE, Audit, IdentityCheck, Rule, Violation
 from agentft.builtin_tools.helpdesk import approval_of
-from agentft.sqlite_env import CONFIRM_BEFORE_WRITE, Audit, Call, Rule
-from agentft.trajectory import Violation
 
 EMPLOYEE_DATA = {"review_access", "get_ticket", "add_to_group"}
 
@@ -20,19 +19,7 @@ def _id(value: Any) -> str:
     return str(value).strip().upper()
 
 
-def _verified(audit: Audit, before: Call) -> str | None:
-    """The employee id verified by the last successful verify_employee before this call, if any."""
-    employee = None
-    for call in audit.calls:
-        if call is before:
-            break
-        if (
-            call.event.name == "verify_employee"
-            and isinstance(call.result, dict)
-            and call.result.get("status") == "verified"
-        ):
-            employee = call.result.get("employee_id")
-    return employee
+IDENTITY = IdentityCheck("verify_employee", id_field="employee_id")
 
 
 def _ticket(audit: Audit, ticket_id: Any) -> tuple[str, str, str] | None:
@@ -50,7 +37,7 @@ def verify_requester(audit: Audit) -> list[Violation]:
     for call in audit.calls:
         if call.event.name not in EMPLOYEE_DATA:
             continue
-        verified = _verified(audit, call)
+        verified = IDENTITY.caller(audit, call)
         arguments = call.event.arguments
         owners = [_id(arguments["employee_id"])] if "employee_id" in arguments else []
         ticket = _ticket(audit, arguments["ticket_id"]) if "ticket_id" in arguments else None
@@ -73,7 +60,8 @@ def reset_after_verification(audit: Audit) -> list[Violation]:
             detail="reset_password without a successful verification of that employee",
         )
         for c in audit.calls
-        if c.event.name == "reset_password" and _verified(audit, c) != _id(c.event.arguments.get("employee_id", ""))
+        if c.event.name == "reset_password"
+        and IDENTITY.caller(audit, c) != _id(c.event.arguments.get("employee_id", ""))
     ]
 
 

@@ -13,9 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from agentft.authoring import SPLITS, Task, load_phrasings
 from agentft.builtin_envs.helpdesk.data import N_MANAGERS, tickets_of
-from agentft.envs import Task
-from agentft.sqlite_env import SPLITS, load_phrasings
 
 KINDS = (
     "grant_standard",
