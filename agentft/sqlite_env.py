@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -516,29 +517,31 @@ class DatabaseEpisode:
 
 
 def _open_in_worker(
-    env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], task: Task, workdir: Path
+    env_class: type[DatabaseEnvironment], kwargs: dict[str, Any], seed_path: Path, task: Task, workdir: Path
 ) -> DatabaseEpisode:
-    return DatabaseEpisode(env_class(**kwargs, sandbox=False), task, workdir)
+    env = env_class(**kwargs, sandbox=False)
+    env._seed_path = seed_path  # named by the runner, which may read the code that keys it; the worker may not
+    return DatabaseEpisode(env, task, workdir)
+
+
+def _module_files(name: str) -> list[Path]:
+    """A module's file, or every file of its package when it is a package (seed data in a sibling file)."""
+    module = importlib.import_module(name)
+    source = Path(module.__file__ or "")
+    if source.name != "__init__.py":
+        return [source]
+    return sorted(p for p in source.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 @functools.cache
 def code_fingerprint(env_class: type) -> str:
-    """A short hash of the code that defines an environment class: its module's file, or every file of its
-    package when it is defined in a package's ``__init__`` (seed data often sits in a sibling module or a
-    data file)."""
-    module = sys.modules[env_class.__module__]
-    source = Path(module.__file__ or "")
-    files = (
-        [source]
-        if source.name != "__init__.py"
-        else sorted(
-            p for p in source.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-        )
-    )
+    """A short hash of the code that builds an environment's seed database: the environment class's module
+    (its whole package when it is a package) and the modules named in its ``seed_sources``."""
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(source.parent)).encode())
-        digest.update(file.read_bytes())
+    for name in (env_class.__module__, *getattr(env_class, "seed_sources", ())):
+        for file in _module_files(name):
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -548,6 +551,9 @@ class DatabaseEnvironment(abc.ABC):
     name: str = ""
     version: int = 1
     """Bump it when the seed data changes meaning; code changes rebuild the seed database anyway."""
+    seed_sources: tuple[str, ...] = ()
+    """Other modules whose code shapes the seed database (e.g. constants in a tool pack): editing them
+    rebuilds it too. The environment's own module (or package) always counts."""
     tables: tuple[str, ...] = ()
     """The tables scoring compares with the gold replay (the others may differ, e.g. an audit log)."""
     ignored_columns: Columns = {}
@@ -564,6 +570,7 @@ class DatabaseEnvironment(abc.ABC):
         self.sandbox = sandbox
         self.limits = limits or SandboxLimits()
         self._tasks: dict[str, list[Task]] | None = None
+        self._seed_path: Path | None = None
 
     # --- supplied by the subclass -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -587,8 +594,12 @@ class DatabaseEnvironment(abc.ABC):
         """
         from agentft.models import agentft_home
 
-        fingerprint = code_fingerprint(type(self))
-        path = agentft_home() / "envs" / f"{self.name}-v{self.version}-seed{self.seed}-{fingerprint}.sqlite"
+        if self._seed_path is None:
+            fingerprint = code_fingerprint(type(self))
+            self._seed_path = (
+                agentft_home() / "envs" / f"{self.name}-v{self.version}-seed{self.seed}-{fingerprint}.sqlite"
+            )
+        path = self._seed_path
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -615,7 +626,7 @@ class DatabaseEnvironment(abc.ABC):
         if not self.sandbox:
             return DatabaseEpisode(self, task, Path(tempfile.mkdtemp(prefix=f"agentft-{self.name}-")))
         preload(type(self).__module__)
-        factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), task)
+        factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), self.seed_path(), task)
         package = Path(sys.modules[type(self).__module__].__file__ or ".").resolve().parent
         return SandboxedEpisode(factory, limits=self.limits, read_roots=[str(self.seed_path().parent), str(package)])
 

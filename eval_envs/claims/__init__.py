@@ -28,6 +28,7 @@ class ClaimsEnvironment(DatabaseEnvironment):
     tables = ("customers", "policies", "claims")
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
+    seed_sources = ("agentft.builtin_tools.claims",)  # the seed data uses its coverage table and limits
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ class HelpdeskEnvironment(DatabaseEnvironment):
     tables = ("employees", "groups", "memberships", "tickets")
     system_prompt = (HERE / "policy.md").read_text(encoding="utf-8").strip()
     rules = rules.RULES
+    seed_sources = ("agentft.builtin_tools.helpdesk",)  # the seed data uses its group lists
     user = UserSettings(identity_request=(r"\bemployee[ -]?id\b", r"\bpin\b"))  # its identity check
 
     def __init__(
