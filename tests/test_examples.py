@@ -18,6 +18,7 @@ FAST_ARGS = {
     "08_train.py": ["--model", "tiny-test", "--steps", "2"],
     "09_quickstart.py": ["--model", "tiny-test", "--budget", "fast"],
     "10_held_out.py": [],
+    "11_own_environment.py": ["--model", "tiny-test", "--steps", "2"],
 }
 
 
