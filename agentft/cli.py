@@ -936,6 +936,56 @@ def rag_stats(
     console.print_json(json.dumps(_open_store(store, collection, chroma_url).stats()))
 
 
+env_app = typer.Typer(help="Author and check environments.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("check")
+def env_check(
+    env: EnvOption,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(help="run episodes on this split (repeatable; default all); ids and entities: always all splits"),
+    ] = None,
+    env_arg: EnvArgs = None,
+    edit_tasks: Annotated[
+        int, typer.Option(help="oracle episodes per task kind edited to break the rules (from the first split)")
+    ] = 3,
+    batch_size: LockstepBatch = 64,
+) -> None:
+    """Check ENV: oracle 100% success and compliance, noop 0%, every rule fires on a rule-breaking edit, entities
+    disjoint between splits, same seed same database, unique task ids. Exit 1 on any failure."""
+    from rich.markup import escape
+
+    from agentft.envcheck import check_environment
+    from agentft.envs import load_environment
+
+    environment = load_environment(env, **_key_values(env_arg or [], "--env-arg"))
+    with console.status(f"env check {env}") as status:
+        report = check_environment(
+            environment,
+            splits=split,
+            edit_tasks_per_kind=edit_tasks,
+            batch_size=batch_size,
+            progress=lambda stage: status.update(f"env check {env}: {stage}"),
+        )
+    width = max(len(check.name) for check in report.checks)
+    for check in report.checks:  # one line per check, never wrapped: the cause stays one searchable line
+        mark = {True: "[green]✓[/green]", False: "[red]✗[/red]", None: "[dim]-[/dim]"}[check.passed]
+        line = f"{mark} {escape(check.name.ljust(width))}  {escape(check.reason)}"
+        console.print(line, highlight=False, soft_wrap=True)
+    detailed = next((check for check in report.failures if check.detail), None)
+    if detailed is not None:
+        console.print(f"\n[bold]{escape(detailed.name)}[/bold]", highlight=False)
+        console.print(detailed.detail, markup=False, highlight=False, soft_wrap=True)
+    splits = ", ".join(report.splits)
+    if report.passed:
+        console.print(f"{env}: every check passed ({splits}) in {report.seconds:.0f} s", highlight=False)
+        return
+    err_console.print(f"[bold red]error: {env}: {len(report.failures)} check(s) failed ({splits})[/bold red]")
+    raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()
