@@ -986,6 +986,29 @@ def env_check(
     raise typer.Exit(1)
 
 
+@env_app.command("new")
+def env_new(
+    name: Annotated[str, typer.Argument(help="the new package's name (a Python identifier, e.g. expense_desk)")],
+    directory: Annotated[Path, typer.Option("--dir", help="folder to create the package NAME/ in")] = Path("."),
+) -> None:
+    """Scaffold a working environment package DIR/NAME/ (tools, seed data, policy, rules, tasks, a knowledge
+    document, tests) that passes `agentft env check` as it is; then make it yours."""
+    import shlex
+
+    from agentft.scaffold import scaffold_environment
+
+    target = scaffold_environment(name, directory)
+    root = shlex.quote(str(directory.resolve()))
+    console.print(f"created {target}/ (a requests desk; see its __init__.py)", markup=False, highlight=False)
+    console.print("next:", highlight=False)
+    for line in (
+        f"PYTHONPATH={root} agentft env check --env {name}:load_environment",
+        f"PYTHONPATH={root} agentft eval --env {name}:load_environment --policy oracle",
+        f"cd {root} && pytest {name}",
+    ):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         app()
