@@ -530,7 +530,12 @@ def _module_files(name: str) -> list[Path]:
     source = Path(module.__file__ or "")
     if source.name != "__init__.py":
         return [source]
-    return sorted(p for p in source.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    root = source.parent
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part == "__pycache__" or part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 @functools.cache
