@@ -5,12 +5,17 @@ finished episode is appended and fsynced as it ends, so a killed run loses at mo
 were in flight; a rerun of the same command skips every episode id already on disk. With several
 workers (``--workers N`` locally, or ``--backend ray``) each shard writes its own file under
 ``shards/``, and the shards are merged into ``trajectories.jsonl`` without duplicates at the end.
+
+A run holds an exclusive lock on ``OUT/.lock`` from start to end: a second run into the same directory fails at
+once instead of interleaving merges with the first (which lost records). The kernel drops the lock when the
+holder dies, so the file a killed run leaves behind blocks nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +31,7 @@ from agentft.trajectory import Trajectory, TrajectoryWriter, episode_id, read_tr
 __all__ = ["CollectConfig", "CollectResult", "collect"]
 
 OUTPUT = "trajectories.jsonl"
+LOCK = ".lock"
 
 
 @dataclass
@@ -79,6 +85,34 @@ def _existing(out: Path) -> dict[str, Trajectory]:
             for record in read_trajectories(path):
                 found.setdefault(record.id, record)
     return found
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock on ``out/.lock`` (holding our pid) for the block."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked, as before
+        yield
+        return
+    # "a+" so that failing to get the lock does not erase the holder's pid
+    with (out / LOCK).open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"{out} is in use by another collect run (pid {holder}); wait for it to finish or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _environment(config: CollectConfig) -> Environment:
@@ -160,6 +194,16 @@ def collect(
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        return _collect(config, out, on_finish, on_start)
+
+
+def _collect(
+    config: CollectConfig,
+    out: Path,
+    on_finish: Callable[[list[Trajectory]], None] | None,
+    on_start: Callable[[int, int], None] | None,
+) -> CollectResult:
     env = _environment(config)
     specs = _plan(config, env)
     dropped = list(env.dropped.get(config.split, [])) if isinstance(env, AugmentedEnvironment) else []

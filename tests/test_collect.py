@@ -106,3 +106,45 @@ def test_local_process_workers_and_ray_collect_the_same_episode_ids(tmp_path):
         timing = {"mean_latency_s", "mean_turn_latency_s", "mean_wall_s"}
         assert result.summary.model_dump(exclude=timing) == local.summary.model_dump(exclude=timing)
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["config"]["backend"] == "ray"
+
+
+def _collect_command(out, n, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "agentft.cli",
+        "collect",
+        "--env",
+        ENV,
+        "--env-arg",
+        f"n_train={n}",
+        "--env-arg",
+        "tool_delay_s=0.01",
+        "--policy",
+        "oracle",
+        "--n",
+        str(n),
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_a_second_collect_into_the_same_directory_fails_at_once_and_the_first_keeps_every_record(tmp_path):
+    from agentft.errors import UserError
+
+    out = tmp_path / "run"
+    first = subprocess.Popen(_collect_command(out, 60), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ((out / "trajectories.jsonl").exists() and (out / ".lock").read_text().strip()):
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read().decode()
+        time.sleep(0.01)
+    with pytest.raises(UserError, match=rf"{out} is in use by another collect run \(pid {first.pid}\)"):
+        collect(CollectConfig(env=ENV, policy="oracle", out=str(out), n=20, env_kwargs={"n_train": 60}))
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    records = ids_in(out / "trajectories.jsonl")
+    assert len(records) == len(set(records)) == 60
+    # the lock went with its holder: the same directory is free again
+    assert collect(CollectConfig(env=ENV, policy="oracle", out=str(out), n=60, env_kwargs={"n_train": 60})).ran == 0
