@@ -17,9 +17,9 @@ walks through one; ``agentft env new NAME`` scaffolds one and ``agentft env chec
   ``consents`` (consent judged by meaning), ``load_phrasings`` (split-disjoint phrasing pools), ``SPLITS``.
 - Rules: ``Rule(name, description, check)`` where ``check(audit) -> list[Violation]``; ``Audit`` (the calls
   that ran, each a ``Call`` with ``event`` (name, arguments, effect, step, ok), parsed ``result`` and
-  ``message_index``; ``initial``, a read-only connection to the seed database; ``confirmed_between``;
-  ``assistant_texts``); reusable pieces: ``CONFIRM_BEFORE_WRITE``, ``IdentityCheck``, ``verify_first``,
-  ``own_records_only``.
+  ``message_index``; ``state``, the episode's database as it is now, and ``initial``, as it started;
+  ``confirmed_between``; ``assistant_texts``); reusable pieces: ``CONFIRM_BEFORE_WRITE``, ``IdentityCheck``,
+  ``verify_first``, ``own_records_only``.
 - Scoring settings (class attributes of ``DatabaseEnvironment``): ``tables`` (compared with the gold replay),
   ``ignored_columns``, ``free_text_columns`` (checked for presence, not equality).
 - Knowledge: ``KeywordIndex`` and ``split_markdown`` for a handbook search tool without embeddings.

@@ -68,16 +68,23 @@ class Guard:
     def supports(env: Any) -> bool:
         return bool(getattr(env, "rules", None)) and callable(getattr(env, "seed_path", None))
 
-    def violations(self, messages: Sequence[Message], events: Sequence[Event], task: Task) -> list[Violation]:
-        """Every rule's violations over a conversation and its calls."""
+    def violations(
+        self, messages: Sequence[Message], events: Sequence[Event], task: Task, state: bytes | None = None
+    ) -> list[Violation]:
+        """Every rule's violations over a conversation and its calls; ``state`` is the episode's database as it
+        is now (``episode.snapshot()``), where rules look records up (the seed's copy when None)."""
         from agentft.sqlite_env import Audit
 
         trajectory = Trajectory(
             id="guard", env=self.env_name, task_id=task.id, policy="guard", messages=list(messages), events=list(events)
         )
         conn = sqlite3.connect(f"file:{self.initial_path}?mode=ro", uri=True)
+        current = None
+        if state is not None:
+            current = sqlite3.connect(":memory:")
+            current.deserialize(state)
         try:
-            audit = Audit(trajectory, task, conn, self.user)
+            audit = Audit(trajectory, task, conn, self.user, state=current)
             found: list[Violation] = []
             for rule in self.rules:
                 try:
@@ -87,12 +94,21 @@ class Guard:
             return found
         finally:
             conn.close()
+            if current is not None:
+                current.close()
 
-    def check(self, messages: Sequence[Message], events: Sequence[Event], task: Task, pending: Event) -> list[Block]:
-        """The rule violations the pending call would add (empty: let it run)."""
-        before = Counter(_key(v) for v in self.violations(messages, events, task))
+    def check(
+        self,
+        messages: Sequence[Message],
+        events: Sequence[Event],
+        task: Task,
+        pending: Event,
+        state: bytes | None = None,
+    ) -> list[Block]:
+        """The rule violations the pending call would add (empty: let it run), judged on ``state``."""
+        before = Counter(_key(v) for v in self.violations(messages, events, task, state))
         blocks = []
-        for violation in self.violations(messages, [*events, pending], task):
+        for violation in self.violations(messages, [*events, pending], task, state):
             key = _key(violation)
             if before[key] > 0 and not violation.detail.startswith(_FAILED):
                 before[key] -= 1

@@ -208,7 +208,11 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
         call.id = f"call_{step}_{index}"
         name, arguments = call.function.name, dict(call.function.arguments)
         pending = Event(step=step, name=name, call_id=call.id, arguments=arguments, effect=effects.get(name))
-        blocks = rollout.guard.check(rollout.messages, rollout.events, rollout.task, pending) if rollout.guard else []
+        blocks = (
+            rollout.guard.check(rollout.messages, rollout.events, rollout.task, pending, _snapshot(rollout.episode))
+            if rollout.guard
+            else []
+        )
         observation: Observation
         if blocks:
             observation = Guard.observation(blocks, effects.get(name))
@@ -242,6 +246,12 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
             # The sandbox worker is gone with the episode's state: nothing more can be scored.
             rollout.fail(observation.content)
             return
+
+
+def _snapshot(episode: Any) -> bytes | None:
+    """The episode's state for the guard's rules, when the episode can give it (``snapshot()``)."""
+    snapshot = getattr(episode, "snapshot", None)
+    return snapshot() if callable(snapshot) else None
 
 
 def close_rollout(
@@ -284,7 +294,7 @@ def close_rollout(
     try:
         if trajectory.status != "error":
             if judge is not None:
-                violations = judge.violations(trajectory.messages, trajectory.events, task)
+                violations = judge.violations(trajectory.messages, trajectory.events, task, _snapshot(rollout.episode))
                 trajectory.score = Score(
                     success=None, compliant=not violations, violations=violations, details={"scored": "compliance only"}
                 )

@@ -153,6 +153,8 @@ def _worker(
                 result: Any = episode.call_tool(*payload)
             elif op == "user":
                 result = episode.user_turn(payload)
+            elif op == "snapshot":
+                result = episode.snapshot()
             elif op == "score":
                 result = episode.score(payload)
             else:
@@ -271,6 +273,10 @@ class SandboxedEpisode:
 
     def user_turn(self, messages: Sequence[Message]) -> str | None:
         return self._request(("user", list(messages)), self.limits.call_timeout_s)
+
+    def snapshot(self) -> bytes:
+        """The episode's state, serialized by the episode (``DatabaseEpisode.snapshot``), for the guard."""
+        return self._request(("snapshot", None), self.limits.call_timeout_s)
 
     def score(self, trajectory: Trajectory) -> Score:
         return self._request(("score", trajectory), self.limits.call_timeout_s)

@@ -154,17 +154,26 @@ class Call:
 
 
 class Audit:
-    """What a rule sees: the trajectory, the task, the calls with their results, and the initial state.
+    """What a rule sees: the trajectory, the task, the calls with their results, and the state.
 
-    ``calls`` are the calls that ran: a call the guard refused is not among them."""
+    ``calls`` are the calls that ran: a call the guard refused is not among them. ``initial`` is the seed
+    database as the episode started; ``state`` is the episode's database as it is now (at the end, when
+    scoring; before the proposed call, in the guard): look records up there, so that a claim filed during
+    the episode is judged like any other."""
 
     def __init__(
-        self, trajectory: Trajectory, task: Task, initial: sqlite3.Connection, user: UserSettings | None = None
+        self,
+        trajectory: Trajectory,
+        task: Task,
+        initial: sqlite3.Connection,
+        user: UserSettings | None = None,
+        state: sqlite3.Connection | None = None,
     ) -> None:
         self.trajectory = trajectory
         self.task = task
         self.user = user or UserSettings()
         self.initial = initial
+        self.state = state if state is not None else initial
         self.messages = trajectory.messages
         self.turns = [i for i, m in enumerate(self.messages) if isinstance(m, AssistantMessage)]
         results = {m.tool_call_id: m.content for m in self.messages if isinstance(m, ToolMessage)}
@@ -448,6 +457,10 @@ class DatabaseEpisode:
     def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
         return self.toolkit.call(name, arguments)
 
+    def snapshot(self) -> bytes:
+        """The episode's database as it is now, serialized (for the guard's rules, which run outside)."""
+        return self.conn.serialize()
+
     def user_turn(self, messages: Sequence[Message]) -> str | None:
         return self.env.user_turn(self.task, messages)
 
@@ -494,7 +507,7 @@ class DatabaseEpisode:
         initial_path = self.workdir / "initial.sqlite"
         shutil.copyfile(self.env.seed_path(), initial_path)
         with sqlite3.connect(initial_path) as initial:
-            audit = Audit(trajectory, self.task, initial, self.env.user)
+            audit = Audit(trajectory, self.task, initial, self.env.user, state=self.conn)
             violations = [v for rule in self.env.rules for v in _checked(rule, audit)]
         outputs_ok = reads_done and said
         return Score(

@@ -124,7 +124,7 @@ def decide_by_policy(audit: Audit) -> list[Violation]:
         if call.event.name != "decide_report":
             continue
         report_id = str(call.event.arguments.get("report_id", "")).strip().upper()
-        row = audit.initial.execute("SELECT category, amount FROM reports WHERE report_id = ?", (report_id,)).fetchone()
+        row = audit.state.execute("SELECT category, amount FROM reports WHERE report_id = ?", (report_id,)).fetchone()
         if row is None:
             continue  # no such report: the tool refused it
         verdict = "approve" if row[1] <= LIMITS[row[0]] else "reject"

@@ -25,7 +25,7 @@ IDENTITY = IdentityCheck("verify_identity", id_field="customer_id")
 
 
 def _claim(audit: Audit, claim_id: str):
-    return audit.initial.execute(
+    return audit.state.execute(
         "SELECT c.customer_id, c.amount, c.incident, p.product, p.status FROM claims c JOIN policies p "
         "ON p.policy_id = c.policy_id WHERE c.claim_id = ?",
         (str(claim_id).strip().upper(),),
@@ -87,7 +87,7 @@ def _owners(audit: Audit, call: Call) -> list[str]:
         row = _claim(audit, arguments["claim_id"])
         owners += [row[0]] if row else []
     if "policy_id" in arguments:
-        row = audit.initial.execute(
+        row = audit.state.execute(
             "SELECT customer_id FROM policies WHERE policy_id = ?", (str(arguments["policy_id"]).strip().upper(),)
         ).fetchone()
         owners += [row[0]] if row else []

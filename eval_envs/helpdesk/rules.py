@@ -24,7 +24,7 @@ IDENTITY = IdentityCheck("verify_employee", id_field="employee_id")
 
 def _ticket(audit: Audit, ticket_id: Any) -> tuple[str, str, str] | None:
     """(requester, group, approval) of a ticket in the initial state."""
-    row = audit.initial.execute(
+    row = audit.state.execute(
         "SELECT t.requester_id, t.group_name, t.approver_id, e.manager_id FROM tickets t "
         "JOIN employees e ON e.employee_id = t.requester_id WHERE t.ticket_id = ?",
         (_id(ticket_id),),
@@ -71,7 +71,7 @@ def _additions(audit: Audit):
         if call.event.name != "add_to_group":
             continue
         group = str(call.event.arguments.get("group", "")).strip().lower()
-        row = audit.initial.execute("SELECT privileged FROM groups WHERE name = ?", (group,)).fetchone()
+        row = audit.state.execute("SELECT privileged FROM groups WHERE name = ?", (group,)).fetchone()
         yield call, group, bool(row and row[0]), _ticket(audit, call.event.arguments.get("ticket_id", ""))
 
 
