@@ -103,12 +103,15 @@ def open_rollout(
     timeout_s: float | None = None,
     attempt: int = 0,
     history: Sequence[Message] | None = None,
+    deadline: float | None = None,
 ) -> Rollout:
     """Start an episode of ``task``: the system prompt, then the user's opening (or a replayed ``history``).
 
     Never raises for the environment's failures: a rollout that could not start has status ``error``.
     ``history`` (served multi-turn runs) is the conversation so far without the system message; its tool calls
-    run again in this fresh episode, through the guard, and their results are recomputed.
+    run again in this fresh episode, through the guard, and their results are recomputed. Past ``deadline``
+    (a ``time.monotonic()`` value) the replay stops and the rollout ends ``error``: a long history cannot hold
+    a worker beyond its request's timeout.
     """
     rollout = Rollout(
         id=id,
@@ -143,6 +146,9 @@ def open_rollout(
                     continue
                 rollout.messages.append(message.model_copy(deep=True))
                 if isinstance(message, AssistantMessage) and message.tool_calls:
+                    if deadline is not None and time.monotonic() > deadline:
+                        rollout.fail("the request's history took longer than its timeout to replay")
+                        break
                     _run_calls(rollout, rollout.messages[-1], step=_turns(rollout) - 1, replayed=True)
     except Exception as exc:
         rollout.fail(f"start failed: {type(exc).__name__}: {exc}")

@@ -528,3 +528,50 @@ def test_scripted_backend_cancellation_is_seen_while_generating():
     started = time.monotonic()
     output = backend.generate([GenRequest([], None, "", 1, 100)], [control])[0]
     assert output.finish == "cancelled" and time.monotonic() - started < 0.4
+
+
+def test_a_replayed_history_is_bounded_in_size_and_by_the_request_timeout(tmp_path):
+    """Security finding 5: replayed tool calls used to run with no deadline (1,600 calls took 444 s)."""
+    from agentft.serve.agent import MAX_REPLAYED_CALLS
+    from agentft.tools import Tool
+
+    def slow_lookup(key: str) -> str:
+        """A lookup that takes a while.
+
+        Args:
+            key: What to look up.
+        """
+        time.sleep(0.2)
+        return key
+
+    def calls(n: int) -> list[dict]:
+        history = [{"role": "user", "content": "hello"}]
+        for i in range(n):
+            history += [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"c{i}",
+                            "type": "function",
+                            "function": {"name": "slow_lookup", "arguments": json.dumps({"key": str(i)})},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": f"c{i}", "content": str(i)},
+            ]
+        return [*history, {"role": "user", "content": "and now?"}]
+
+    config = ServeConfig(env="claims", api_keys=[KEY], log_dir=None, timeout_s=1.0)
+    app = create_app(config, Engine(ScriptedBackend("Done.")), extra_tools=[Tool.from_function(slow_lookup)])
+    with serve_in_thread(app) as url:
+        post = lambda messages: httpx.post(  # noqa: E731
+            f"{url}/v1/agent/runs", headers={"Authorization": f"Bearer {KEY}"}, json={"messages": messages}, timeout=30
+        )
+        too_many = post(calls(MAX_REPLAYED_CALLS + 1))
+        assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "history_too_long"
+        started = time.perf_counter()
+        slow = post(calls(20))  # 20 x 0.2 s of replay against a 1 s timeout
+        assert slow.status_code == 504 and time.perf_counter() - started < 3.0
+        assert post(calls(2)).status_code == 200  # a short history still works

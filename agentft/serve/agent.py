@@ -36,7 +36,7 @@ from agentft.envs import Task
 from agentft.errors import UserError
 from agentft.guard import Guard
 from agentft.kernel import Rollout, close_rollout, open_rollout, step
-from agentft.messages import UserMessage
+from agentft.messages import AssistantMessage, UserMessage
 from agentft.policies.base import Reply
 from agentft.serve.config import ServeState
 from agentft.serve.errors import APIError, client_closed_response
@@ -45,7 +45,11 @@ from agentft.serve.turns import ClientGone, await_output, build_request, interpr
 from agentft.tools import Toolkit, openai_tools
 from agentft.trajectory import Trajectory
 
-__all__ = ["AgentService", "agent_run"]
+__all__ = ["AgentService", "agent_run", "MAX_REPLAYED_CALLS"]
+
+MAX_REPLAYED_CALLS = 200
+"""Most tool calls a request's history may hold: each is run again in the fresh episode (and through the guard),
+so a long history costs real work; past it the request is refused (400 ``history_too_long``)."""
 
 
 class AgentService:
@@ -124,6 +128,15 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
         raise APIError(
             400, f"max_steps is at most {state.config.agent_max_steps_limit}", code="invalid_value", param="max_steps"
         )
+    replayed_calls = sum(len(m.tool_calls) for m in history if isinstance(m, AssistantMessage))
+    if replayed_calls > MAX_REPLAYED_CALLS:
+        raise APIError(
+            400,
+            f"the history holds {replayed_calls} tool calls; an agent run replays at most {MAX_REPLAYED_CALLS}: "
+            "start a new run",
+            code="history_too_long",
+            param="messages",
+        )
     task = svc.task(body.task_id)
     slot = state.acquire()
     rid = "run-" + uuid.uuid4().hex[:24]
@@ -138,9 +151,12 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
             user=None,
             max_steps=max_steps,
             history=history,
+            deadline=deadline,
         )
         replayed = (len(rollout.events), len(rollout.blocks))
         try:
+            if rollout.status == "error" and time.monotonic() > deadline:
+                raise APIError(504, f"the request timed out: {rollout.error}", code="timeout")
             if rollout.status == "error":
                 raise APIError(503, f"the episode could not start: {rollout.error}", code="episode_failed")
             reply = await _loop(state, rollout, body, adapter, request, deadline, model_id)
