@@ -449,6 +449,12 @@ def dataset_sft(
         f"{len(dataset.train)} train + {len(dataset.validation)} validation rows -> {out} "
         f"(dropped: {dropped}); card: {out}/README.md"
     )
+    for path in dataset.stats.get("torn_files", []):
+        console.print(
+            f"warning: {path} ends in a torn or zero-filled record, skipped (counted as torn_line)",
+            markup=False,
+            highlight=False,
+        )
 
 
 @dataset_app.command("dpo")

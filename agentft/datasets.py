@@ -28,7 +28,7 @@ from agentft.jsonl import atomic_open, write_jsonl_atomic, write_jsonl_files_ato
 from agentft.manifest import write_manifest
 from agentft.messages import to_openai
 from agentft.tools import openai_tools
-from agentft.trajectory import Trajectory, read_trajectories
+from agentft.trajectory import ReadReport, Trajectory, read_trajectories, structure_problem
 
 __all__ = [
     "FilterConfig",
@@ -61,8 +61,12 @@ class FilterConfig:
     """Drop episodes longer than this in the target model's chat format (needs a tokenizer)."""
 
 
-def load_sources(paths: Iterable[str | Path]) -> tuple[list[Trajectory], list[Path]]:
-    """Trajectories from files or run directories (their ``*.jsonl``), and the files they came from."""
+def load_sources(
+    paths: Iterable[str | Path], reports: dict[Path, ReadReport] | None = None
+) -> tuple[list[Trajectory], list[Path]]:
+    """Trajectories from files or run directories (their ``*.jsonl``), and the files they came from.
+
+    ``reports``, when given, receives each file's ``ReadReport`` (a torn last line that was skipped)."""
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
@@ -74,7 +78,12 @@ def load_sources(paths: Iterable[str | Path]) -> tuple[list[Trajectory], list[Pa
             files.append(entry)
         else:
             raise UserError(f"no such file or directory: {entry}")
-    records = [record for file in files for record in read_trajectories(file)]
+    records = []
+    for file in files:
+        report = ReadReport()
+        records.extend(read_trajectories(file, report=report))
+        if reports is not None:
+            reports[file] = report
     return records, files
 
 
@@ -91,7 +100,11 @@ def _fingerprint(trajectory: Trajectory) -> str:
 def filter_trajectories(
     trajectories: Sequence[Trajectory], config: FilterConfig, lengths: dict[str, int] | None = None
 ) -> tuple[list[Trajectory], Counter[str]]:
-    """Keep what passes every filter; count each drop under its first failing reason."""
+    """Keep what passes every filter; count each drop under its first failing reason.
+
+    A conversation that is not well formed (``agentft.trajectory.structure_problem``) is dropped as
+    ``malformed:<problem>``: it would teach the model a broken protocol. The check comes after the status,
+    success and compliance filters, so a failed episode is still counted as failed."""
     kept: list[Trajectory] = []
     drops: Counter[str] = Counter()
     seen: set[str] = set()
@@ -105,6 +118,8 @@ def filter_trajectories(
             drops["success_unknown"] += 1
         elif config.require_compliant and not (score and score.compliant):
             drops["not_compliant"] += 1
+        elif problem := structure_problem(trajectory):
+            drops[f"malformed:{problem}"] += 1
         elif (
             config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > config.max_tokens
         ):
@@ -177,9 +192,13 @@ def build_sft_dataset(
     filters = filters or FilterConfig()
     if filters.max_tokens is not None and tokenizer is None:
         raise UserError("max_tokens filtering needs the target model's tokenizer (pass --model)")
-    trajectories, files = load_sources(sources)
+    reports: dict[Path, ReadReport] = {}
+    trajectories, files = load_sources(sources, reports)
+    torn = [str(path) for path, report in reports.items() if report.torn_tail]
     lengths = token_lengths(trajectories, tokenizer) if tokenizer is not None else None
     kept, drops = filter_trajectories(trajectories, filters, lengths)
+    if torn:  # a record cut short by a killed writer (or a zero-filled end) is a record lost: say so
+        drops["torn_line"] += len(torn)
     scrub_report: dict[str, Any] = {}
     if scrub:
         from agentft.pii import Scrubber
@@ -199,6 +218,7 @@ def build_sft_dataset(
         splits[split_of(original_task_id(trajectory.task_id), validation_fraction, seed)].append(sft_row(trajectory))
     stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
     stats["scrubbed"] = scrub_report
+    stats["torn_files"] = torn
     import os
 
     config = {

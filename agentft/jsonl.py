@@ -20,7 +20,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["dumps", "atomic_open", "write_jsonl_atomic", "write_jsonl_files_atomic", "JsonlWriter", "trim_torn_tail"]
+__all__ = [
+    "dumps",
+    "atomic_open",
+    "write_jsonl_atomic",
+    "write_jsonl_files_atomic",
+    "JsonlWriter",
+    "trim_torn_tail",
+    "nul_tail",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -81,27 +89,44 @@ def write_jsonl_atomic(path: PathLike, rows: Iterable[Any], *, encode: Callable[
     return write_jsonl_files_atomic({path: rows}, encode=encode)[Path(path)]
 
 
+def nul_tail(data: bytes) -> int:
+    """Where a trailing block of NUL bytes begins (a crash can leave a file's end zero-filled), keeping the
+    newline that ends the last record; ``len(data)`` when the data does not end in one."""
+    end = len(data.rstrip(b"\x00\n"))
+    if b"\x00" not in data[end:]:
+        return len(data)
+    return end + 1 if data[end : end + 1] == b"\n" else end
+
+
+def _back_to(handle: IO[bytes], end: int, found: Callable[[bytes], int]) -> int:
+    """Scan ``handle`` backwards from ``end`` in chunks; the offset just after the first hit of ``found``
+    (an index into a chunk, -1 for none), or 0."""
+    chunk = 65536
+    while end > 0:
+        start = max(0, end - chunk)
+        handle.seek(start)
+        index = found(handle.read(end - start))
+        if index != -1:
+            return start + index + 1
+        end = start
+    return 0
+
+
 def trim_torn_tail(path: PathLike) -> int:
-    """Cut a last line that has no newline (a write that was killed halfway); returns bytes removed."""
+    """Cut a trailing block of NUL bytes (a crash can leave a file's end zero-filled), then a last line that has
+    no newline (a write that was killed halfway); returns bytes removed."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return 0
     with path.open("rb+") as handle:
         size = handle.seek(0, os.SEEK_END)
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return 0
-        position, chunk = size, 65536
-        while position > 0:
-            start = max(0, position - chunk)
-            handle.seek(start)
-            newline = handle.read(position - start).rfind(b"\n")
-            if newline != -1:
-                keep = start + newline + 1
-                break
-            position = start
-        else:
-            keep = 0
+        content = _back_to(handle, size, lambda data: len(data.rstrip(b"\x00\n")) - 1)
+        handle.seek(content)
+        tail = handle.read(size - content)
+        keep = content + (tail[:1] == b"\n") if b"\x00" in tail else size
+        handle.seek(max(0, keep - 1))
+        if keep and handle.read(1) != b"\n":
+            keep = _back_to(handle, keep, lambda data: data.rfind(b"\n"))
         handle.truncate(keep)
         return size - keep
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agentft.errors import UserError
-from agentft.jsonl import JsonlWriter
-from agentft.messages import Message
+from agentft.jsonl import JsonlWriter, nul_tail
+from agentft.messages import AssistantMessage, Message, ToolMessage
 from agentft.tools import ToolSpec
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ReadReport",
     "read_trajectories",
     "load_trajectories",
+    "structure_problem",
 ]
 
 SCHEMA_VERSION = 1
@@ -158,15 +159,19 @@ def read_trajectories(
 ) -> Iterator[Trajectory]:
     """Yield the records of a JSONL file.
 
-    A torn last line (no newline, not valid) is skipped and noted in ``report``. Any other invalid line
-    raises ``UserError`` naming the line, unless ``strict=False`` (then it is skipped and listed).
+    A torn last line (no newline, not valid) or a trailing block of NUL bytes (a zero-filled end left by a
+    crash) is skipped and noted in ``report``. Any other invalid line raises ``UserError`` naming the line,
+    unless ``strict=False`` (then it is skipped and listed).
     """
     report = report if report is not None else ReadReport()
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such trajectory file: {path}")
     with path.open("rb") as handle:
-        lines = handle.read().split(b"\n")
+        data = handle.read()
+    if (end := nul_tail(data)) < len(data):
+        report.torn_tail, data = True, data[:end]
+    lines = data.split(b"\n")
     last = len(lines) - 1  # after the final newline there is an empty string, or a torn line
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -184,6 +189,39 @@ def read_trajectories(
             continue
         report.records += 1
         yield record
+
+
+def structure_problem(trajectory: Trajectory) -> str | None:
+    """Why the conversation cannot be a training row, or None: a tool result that answers no earlier call
+    (or answers one twice), a call left without a result, a call to a tool the record does not declare, or
+    no assistant turn at all. The first problem found, as a short key.
+
+    Calls in the last message may stay unanswered: a served chat completion ends on the model's reply, and a
+    reply that calls tools is a whole turn (the client runs them and sends the results in a later request)."""
+    declared = {tool.name for tool in trajectory.tools}
+    pending: set[str] = set()
+    answered: set[str] = set()
+    assistant = False
+    for message in trajectory.messages:
+        if isinstance(message, AssistantMessage):
+            assistant = True
+            for call in message.tool_calls:
+                if call.function.name not in declared:
+                    return "undeclared_tool"
+                if call.id in pending or call.id in answered:
+                    return "duplicate_call_id"
+                pending.add(call.id)
+        elif isinstance(message, ToolMessage):
+            if message.tool_call_id not in pending:
+                return "result_without_call"
+            pending.remove(message.tool_call_id)
+            answered.add(message.tool_call_id)
+    if not assistant:
+        return "no_assistant_turn"
+    last = trajectory.messages[-1]
+    if pending - {call.id for call in getattr(last, "tool_calls", [])}:
+        return "call_without_result"
+    return None
 
 
 def load_trajectories(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Trajectory]:

@@ -261,3 +261,80 @@ def test_a_task_and_its_augmented_variants_fall_on_the_same_side(tmp_path):
     }
     assert sides["train"] and sides["validation"] and not sides["train"] & sides["validation"]
     assert any("~aug" in records[r["trajectory_id"]].task_id for r in dataset.train)
+
+
+TOY = "agentft.toy_env:OrdersEnvironment"
+
+
+@pytest.fixture
+def toy_run(tmp_path):
+    return collect(CollectConfig(env=TOY, policy="oracle", out=str(tmp_path / "toy"), n=10)).out
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"schema_version": 1, "id": "cut-he', b"\x00" * 4096, b"\x00" * 100 + b"\n" + b"\x00" * 100 + b"\n"],
+    ids=["torn_line", "nul_block", "nul_block_with_newlines"],
+)
+def test_a_torn_or_zero_filled_end_is_counted_and_printed_not_dropped_silently(toy_run, tmp_path, tail):
+    from typer.testing import CliRunner
+
+    from agentft.cli import app
+
+    source = toy_run / "trajectories.jsonl"
+    with source.open("ab") as handle:
+        handle.write(tail)
+    dataset = build_sft_dataset([toy_run], validation_fraction=0.0)
+    assert dataset.drops["torn_line"] == 1 and dataset.stats["torn_files"] == [str(source)]
+    assert len(dataset.train) == 10  # every whole record is still there
+    result = CliRunner().invoke(app, ["dataset", "sft", "--from", str(toy_run), "--out", str(tmp_path / "sft")])
+    assert result.exit_code == 0, result.output
+    assert "torn_line 1" in result.output and "dropped: none" not in result.output
+    assert str(source) in result.output.replace("\n", "")
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert "| torn_line | 1 |" in card
+
+
+def _break(trajectory, how):
+    """One well-formed toy episode made structurally broken in one way."""
+    from agentft.messages import AssistantMessage, ToolMessage
+
+    messages = list(trajectory.messages)
+    first_call = next(i for i, m in enumerate(messages) if isinstance(m, AssistantMessage) and m.tool_calls)
+    result = next(i for i, m in enumerate(messages) if isinstance(m, ToolMessage))
+    if how == "result_without_call":  # the tool result comes before the call it answers
+        messages.insert(first_call, messages.pop(result))
+    elif how == "no_assistant_turn":
+        messages = [m for m in messages if not isinstance(m, AssistantMessage | ToolMessage)]
+    elif how == "call_without_result":
+        del messages[result]
+    elif how == "undeclared_tool":
+        call = messages[first_call].tool_calls[0]
+        broken = call.model_copy(update={"function": call.function.model_copy(update={"name": "delete_everything"})})
+        messages[first_call] = messages[first_call].model_copy(update={"tool_calls": [broken]})
+    return trajectory.model_copy(update={"messages": messages, "id": f"{trajectory.id}-{how}"})
+
+
+@pytest.mark.parametrize("how", ["result_without_call", "no_assistant_turn", "call_without_result", "undeclared_tool"])
+def test_structurally_broken_records_are_dropped_as_malformed(toy_run, tmp_path, how):
+    from agentft.trajectory import TrajectoryWriter, structure_problem
+
+    good = list(read_trajectories(toy_run / "trajectories.jsonl"))
+    assert all(structure_problem(t) is None for t in good)
+    broken = _break(good[0], how)
+    assert structure_problem(broken) == how
+    with TrajectoryWriter(tmp_path / "broken.jsonl") as writer:
+        writer.write_batch([broken, *good[1:]])
+    dataset = build_sft_dataset([tmp_path / "broken.jsonl"], validation_fraction=0.0)
+    assert dict(dataset.drops) == {f"malformed:{how}": 1}
+    assert broken.id not in {row["trajectory_id"] for row in dataset.train} and len(dataset.train) == 9
+
+
+def test_a_reply_that_ends_in_tool_calls_is_a_whole_turn_not_malformed(toy_run):
+    from agentft.messages import AssistantMessage
+    from agentft.trajectory import structure_problem
+
+    good = next(read_trajectories(toy_run / "trajectories.jsonl"))
+    first_call = next(i for i, m in enumerate(good.messages) if isinstance(m, AssistantMessage) and m.tool_calls)
+    served = good.model_copy(update={"messages": good.messages[: first_call + 1]})
+    assert structure_problem(served) is None

@@ -79,6 +79,26 @@ def test_torn_last_line_is_reported_and_trimmed_before_appending(tmp_path):
     assert not report.torn_tail
 
 
+@pytest.mark.parametrize(
+    "tail", [b"\x00" * 70000, b"\n\x00\x00\n\x00", b'{"id": "t2"' + b"\x00" * 512], ids=["block", "lines", "after_torn"]
+)
+def test_a_zero_filled_end_is_torn_and_trimmed_before_appending(tmp_path, tail):
+    path = tmp_path / "t.jsonl"
+    with TrajectoryWriter(path) as writer:
+        writer.write_batch([make(0), make(1)])
+    with path.open("ab") as handle:  # a crash left the end of the file zero-filled
+        handle.write(tail)
+    report = ReadReport()
+    assert [t.task_id for t in read_trajectories(path, report=report)] == ["t0", "t1"]
+    assert report.torn_tail and report.bad_lines == []
+    with TrajectoryWriter(path) as writer:
+        assert writer.trimmed_bytes == len(tail)
+        writer.write_batch([make(2)])
+    report = ReadReport()
+    assert [t.task_id for t in read_trajectories(path, report=report)] == ["t0", "t1", "t2"]
+    assert not report.torn_tail
+
+
 def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(make(0).to_json() + "\n{not json}\n" + make(1).to_json() + "\n")
