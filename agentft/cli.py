@@ -793,15 +793,19 @@ def serve(
     max_concurrency: Annotated[int, typer.Option(help="requests admitted at once; more get 429")] = 64,
     timeout: Annotated[float, typer.Option(help="seconds per request (a whole agent run included); then 504")] = 120.0,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body; larger gets 413")] = 1_000_000,
+    header_timeout: Annotated[float, typer.Option(help="seconds a client has to send its headers; then closed")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="seconds a request has to send its body; then 408")] = 30.0,
+    max_connections: Annotated[int, typer.Option(help="open connections at once (64 per client); more get 503")] = 200,
     log_dir: Annotated[Path, typer.Option(help="where served conversations are recorded (PII-scrubbed)")] = Path(
         "runs/serve-logs"
     ),
     env_arg: Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")] = None,
 ) -> None:
     """Serve a model (and its adapters) over an OpenAI-compatible API, with server-side agent runs."""
-    from agentft.serve.config import ServeConfig, api_keys_from_env, is_loopback
+    from agentft.serve.config import ServeConfig, api_keys_from_env, check_api_keys, is_loopback
 
     keys = [*(api_key or []), *api_keys_from_env()]
+    check_api_keys(keys)  # an explicit --api-key "" (an unset variable) is an error, not an open door
     if not keys and not is_loopback(host):
         raise UserError(
             f"refusing to serve on {host} without an API key: pass --api-key KEY (or set "
@@ -819,6 +823,7 @@ def serve(
     import uvicorn
 
     from agentft.serve import create_app
+    from agentft.serve.server import uvicorn_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     config = ServeConfig(
@@ -834,6 +839,9 @@ def serve(
         max_concurrency=max_concurrency,
         timeout_s=timeout,
         max_body_bytes=max_body_bytes,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
         log_dir=str(log_dir),
     )
     with console.status(f"loading {model}..."):
@@ -845,7 +853,7 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
-    uvicorn.run(server_app, host=host, port=port, log_level="info")
+    uvicorn.Server(uvicorn_config(server_app, config, host=host, port=port, log_level="info")).run()
 
 
 rag_app = typer.Typer(

@@ -151,7 +151,9 @@ def create_app(
     async def agent_runs(body: AgentRunRequest, request: Request) -> Response:
         return await agent_run(state, body, request)
 
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=config.max_body_bytes, metrics=metrics, timeout_s=config.body_timeout_s
+    )
     app.add_middleware(AuthMiddleware, keys=config.api_keys, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=ROUTES)
     return app

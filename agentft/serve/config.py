@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentft.errors import UserError
 from agentft.serve.errors import APIError
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from agentft.serve.metrics import Metrics
     from agentft.serve.recorder import Recorder
 
-__all__ = ["ServeConfig", "ServeState", "Slot", "api_keys_from_env", "is_loopback"]
+__all__ = ["ServeConfig", "ServeState", "Slot", "api_keys_from_env", "check_api_keys", "is_loopback"]
 
 
 @dataclass
@@ -49,6 +50,33 @@ class ServeConfig:
     agent_max_steps_limit: int = 50
     dtype: str = "float32"
     device: str = "cpu"
+    header_timeout_s: float = 10.0
+    """Seconds a connection has to send its request line and headers (from connecting, or from its previous
+    answer); then it is closed (408 if it had started). Slowloris clients cannot hold connections for longer."""
+    body_timeout_s: float = 30.0
+    """Seconds a request has to send its whole body once its headers are in; then 408."""
+    max_connections: int = 200
+    """Open connections at once (keep under the process's file-descriptor limit); past it a new one gets 503."""
+    max_connections_per_client: int = 64
+    """Open connections from one client address; past it a new one from that address gets 503."""
+
+    def __post_init__(self) -> None:
+        check_api_keys(self.api_keys)
+        for name in ("header_timeout_s", "body_timeout_s", "max_connections", "max_connections_per_client"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be positive, not {getattr(self, name)!r}")
+
+
+def check_api_keys(keys: list[str]) -> None:
+    """UserError for a key that is empty or holds whitespace: ``--api-key "$UNSET"`` must not open the server."""
+    for key in keys:
+        if not key or not key.strip():
+            raise UserError(
+                "an API key is empty (an unset shell variable?): pass a real key with --api-key, or none to "
+                "serve loopback clients only"
+            )
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            raise UserError("an API key must be printable ASCII without spaces (clients send it in a header)")
 
 
 def api_keys_from_env() -> list[str]:

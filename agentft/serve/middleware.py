@@ -1,11 +1,13 @@
-"""Pure ASGI middleware: request metrics, bearer-key auth, and the request body limit.
+"""Pure ASGI middleware: request metrics, bearer-key auth, and the request body's size and time limits.
 
 Order, outermost first: metrics (sees every status, the others' included), auth (before any body is read),
-body limit (counts the bytes as they arrive, so a chunked upload without Content-Length is cut too), the app.
+body limit (counts the bytes as they arrive, so a chunked upload without Content-Length is cut too, and gives the
+whole body a deadline: a client trickling it gets 408), the app. Slow headers are ``agentft.serve.server``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -76,7 +78,7 @@ class AuthMiddleware:
         public_paths: Iterable[str] = ("/healthz",),
     ) -> None:
         self.app = app
-        self.digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        self.digests = [hashlib.sha256(k.encode()).digest() for k in keys if k.strip()]
         self.metrics = metrics
         self.public = set(public_paths)
 
@@ -87,11 +89,12 @@ class AuthMiddleware:
                 header = value
                 break
         scheme, _, token = header.decode("latin-1").partition(" ")
-        given = hashlib.sha256(token.strip().encode("latin-1")).digest()
+        token = token.strip()
+        given = hashlib.sha256(token.encode("latin-1")).digest()
         ok = False
         for digest in self.digests:  # no early exit: every key is compared every time
             ok |= hmac.compare_digest(given, digest)
-        return ok and scheme.lower() == "bearer"
+        return ok and bool(token) and scheme.lower() == "bearer"  # a bare "Bearer" never authenticates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.public:
@@ -123,12 +126,16 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over ``limit`` bytes, counted as it is received (not trusting Content-Length)."""
+    """413 for a body over ``limit`` bytes, counted as it is received (not trusting Content-Length); 408 for a body
+    not complete ``timeout_s`` after the headers."""
 
-    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, metrics: Metrics | None = None, timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,8 +148,20 @@ class BodyLimitMiddleware:
             declared_size = None
         chunks: list[bytes] = []
         total, too_large, more = 0, declared_size is not None and declared_size > self.limit, True
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         while more and not too_large:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), None if deadline is None else deadline - time.monotonic())
+            except TimeoutError:
+                await _send_error(
+                    send,
+                    self.metrics,
+                    408,
+                    f"the request body did not arrive within {self.timeout_s:g} s",
+                    "request_timeout",
+                    {"Connection": "close"},
+                )
+                return
             if message["type"] == "http.disconnect":
                 return  # the client left before sending its request
             body = message.get("body", b"")

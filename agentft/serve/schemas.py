@@ -5,6 +5,11 @@ so clients that send ``user``, ``parallel_tool_calls``, ``seed``, ``logprobs`` .
 string or a list of ``{"type": "text", "text": ...}`` parts; other part types are a 400. Tool schemas are validated
 here (a function name of 1-64 letters, digits, ``_`` or ``-``; ``parameters`` a JSON schema of type object), so a
 bad one is a 400 naming the tool, never a 500 later.
+
+Before any field is validated, the whole body is walked once, without recursion: a string with a lone UTF-16
+surrogate (JSON ``"\\ud800"``, which no UTF-8 log or tokenizer can encode) and nesting deeper than ``MAX_DEPTH``
+(tool schemas and arguments included, which ``jsonschema`` and chat templates walk recursively) are a 400. A
+temperature below ``GREEDY_BELOW`` is greedy decoding: dividing logits by a subnormal like ``5e-324`` overflows.
 """
 
 from __future__ import annotations
@@ -26,9 +31,15 @@ __all__ = [
     "to_messages",
     "tool_dicts",
     "forced_tool",
+    "check_payload",
+    "MAX_DEPTH",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_DEPTH = 64
+"""Deepest nesting of lists and objects in a request body (a tool schema or arguments object included)."""
+GREEDY_BELOW = 1e-5
+"""Temperatures below this (but >= 0) decode greedily, as 0 does."""
 _LENIENT = ConfigDict(extra="ignore")
 
 
@@ -128,7 +139,18 @@ class _Generation(BaseModel):
     model: str | None = Field(None, description="the base model or an adapter, as listed by GET /v1/models")
     max_tokens: int | None = Field(None, ge=1, description="most tokens generated (per model turn)")
     max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens; wins if both")
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description=f"0 to 2; below {GREEDY_BELOW} is greedy")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_payload(cls, data: Any) -> Any:
+        check_payload(data)
+        return data
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_when_tiny(cls, value: float | None) -> float | None:
+        return 0.0 if value is not None and value < GREEDY_BELOW else value
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -178,16 +200,49 @@ def _text(content: Content, where: str) -> str | None:
     return "".join(part.text for part in content)
 
 
+def _unencodable(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_payload(value: Any, where: str = "body") -> None:
+    """ValueError for a lone surrogate anywhere in ``value`` or nesting deeper than ``MAX_DEPTH``; iterative, so
+    a body nested thousands deep is refused without touching the recursion limit."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if _unencodable(item):
+                raise ValueError(f"{path}: the string holds a lone surrogate (invalid Unicode)")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and _unencodable(key):
+                    raise ValueError(f"{path}: a key holds a lone surrogate (invalid Unicode)")
+                stack.append((child, f"{path}.{key}", depth + 1))
+
+
 def _arguments(call: WireToolCall, where: str) -> dict[str, Any]:
     raw = call.function.arguments
     if isinstance(raw, dict):
         return raw
     try:
         value = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise APIError(400, f"{where}: arguments are not valid JSON", code="invalid_arguments", param=where) from None
     if not isinstance(value, dict):
         raise APIError(400, f"{where}: arguments must be a JSON object", code="invalid_arguments", param=where)
+    try:
+        check_payload(value, where)
+    except ValueError as exc:
+        raise APIError(400, str(exc), code="invalid_arguments", param=where) from None
     return value
 
 
