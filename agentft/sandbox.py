@@ -5,17 +5,27 @@ the runner's model or threads) and its own temporary directory. Inside the worke
 code runs:
 
 - resource limits: address space (``memory_mb``), CPU seconds, size of files written, no core dumps;
-- Python audit hooks refuse network sockets, subprocesses (``subprocess``, ``os.system``, ``os.exec*``,
-  ``os.fork``, ``os.posix_spawn``), writes anywhere but the episode's directory, and reads outside the
-  episode's directory, the Python installation and ``sys.path``;
+  the episode directory's total size is checked after every tool call (``disk_mb``);
+- the environment is reduced to an allowlist (``PATH``, ``HOME``, locale, ...): no API keys;
+- Python audit hooks refuse network sockets and DNS look-ups, subprocesses (``subprocess``,
+  ``os.system``, ``os.exec*``, ``os.fork``, ``os.posix_spawn``, ``_posixsubprocess.fork_exec``), writes
+  anywhere but the episode's directory, and reads outside the episode's directory, the Python
+  installation (site-packages included), agentft and the ``read_roots`` (not the launching script's
+  directory, not ``/proc``); ``os.open`` of a directory outside the episode directory and relative paths
+  with ``..`` (which a ``dir_fd`` would resolve elsewhere than the hook does) are refused;
+- every SQLite connection gets an authorizer that refuses ``ATTACH`` (and so ``VACUUM INTO``) of a file,
+  and loading SQLite extensions is refused;
 - the runner waits at most ``call_timeout_s`` for any reply; a worker that hangs is killed, one that
   crashes is noticed, and the call comes back as a ``timeout`` / ``sandbox_error`` observation. The
   runner then ends that episode with status ``error``; the next episode gets a fresh worker.
 
 What it does **not** protect against (say it plainly): audit hooks are a guard rail for mistakes and
 for model-chosen arguments, not a security boundary. Code that runs in the worker can use ``ctypes``
-or a C extension to make system calls directly, bypassing every hook; it can read any file its Python
-installation can; it runs as the same user as the runner; and the limits do not cover GPU memory.
+or a C extension to make system calls directly, bypassing every hook, and Python code that means to can
+lift the SQLite authorizer (``set_authorizer(None)``); it can list any directory and read any file of
+its Python installation; it runs as the same user as the runner; the total disk is checked between
+calls, not during one; the scorer runs in the worker, so a tool that patches it can forge a score; and
+the limits do not cover GPU memory.
 Tools that execute untrusted code need a container, gVisor or a VM around the worker.
 """
 
@@ -45,6 +55,10 @@ _BLOCKED_EVENTS = {
     "socket.connect": "network access",
     "socket.bind": "network access",
     "socket.getaddrinfo": "network access",
+    "socket.gethostbyname": "network access",
+    "socket.gethostbyaddr": "network access",
+    "socket.getnameinfo": "network access",
+    "socket.sethostname": "network access",
     "subprocess.Popen": "starting processes",
     "os.system": "starting processes",
     "os.exec": "starting processes",
@@ -53,7 +67,11 @@ _BLOCKED_EVENTS = {
     "os.fork": "starting processes",
     "os.forkpty": "starting processes",
     "pty.spawn": "starting processes",
+    "sqlite3.enable_load_extension": "loading SQLite extensions",
+    "sqlite3.load_extension": "loading SQLite extensions",
 }
+_SAFE_ENVIRON = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8"}
+"""The environment variables a worker keeps (and ``LC_*``): no API keys or tokens reach the episode's code."""
 _PATH_EVENTS = {
     "os.remove",
     "os.rename",
@@ -88,6 +106,9 @@ class SandboxLimits:
     """Largest file the worker may write."""
     start_timeout_s: float = 60.0
     """Longest wait for the worker to build the episode."""
+    disk_mb: int = 256
+    """Largest total size of the episode directory, checked after every tool call: above it the call fails
+    with a ``sandbox_error`` and the worker is stopped."""
 
 
 def _inside(path: str, roots: Sequence[str]) -> bool:
@@ -95,8 +116,64 @@ def _inside(path: str, roots: Sequence[str]) -> bool:
     return any(real == root or real.startswith(root + os.sep) for root in roots)
 
 
+def _directory_mb(path: str) -> float:
+    total, stack = 0, [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            continue
+    return total / (1024 * 1024)
+
+
+def _deny_attach(action: int, arg1: str | None, *_: Any) -> int:
+    """SQLite authorizer: ``ATTACH`` of a file (``VACUUM INTO`` attaches its target) reads or writes any
+    SQLite file, another episode's or the cached seed; plain ``VACUUM`` attaches ``''`` and stays allowed. A
+    file name given as a parameter reaches the authorizer as ``None``: denied too."""
+    import sqlite3
+
+    return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_ATTACH and arg1 != "" else sqlite3.SQLITE_OK
+
+
+_SQLITE = threading.local()
+
+
+def _with_authorizer(connect: Callable[..., Any]) -> Callable[..., Any]:
+    """``sqlite3.connect`` that installs ``_deny_attach`` on the connection it returns (the audit event of a new
+    connection comes before the connection is ready for one)."""
+
+    @functools.wraps(connect)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _SQLITE.pending = True
+        try:
+            conn = connect(*args, **kwargs)
+        finally:
+            _SQLITE.pending = False
+        conn.set_authorizer(_deny_attach)
+        return conn
+
+    return guarded
+
+
+def _refuse_fork_exec(*_: Any) -> None:
+    raise PermissionError("sandbox: starting processes is not allowed (_posixsubprocess.fork_exec)")
+
+
+def _relative_with_parent(path: str) -> bool:
+    return not os.path.isabs(path) and ".." in Path(path).parts
+
+
 def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimits) -> None:
+    import _posixsubprocess
+    import _sqlite3
     import resource
+    import sqlite3.dbapi2
+    import subprocess
 
     mb = 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
@@ -104,7 +181,13 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(workdir)
+    for name in list(os.environ):
+        if name not in _SAFE_ENVIRON and not name.startswith("LC_"):
+            del os.environ[name]
     os.environ["TMPDIR"] = workdir
+    # 3.11 raises no audit event below subprocess.Popen: the function that forks and execs is replaced
+    _posixsubprocess.fork_exec = subprocess._fork_exec = _refuse_fork_exec  # type: ignore[attr-defined]
+    sqlite3.connect = sqlite3.dbapi2.connect = _sqlite3.connect = _with_authorizer(_sqlite3.connect)
     tempfile.tempdir = workdir
     write_roots = [os.path.realpath(workdir)]
     readable = write_roots + [os.path.realpath(p) for p in read_roots if p]
@@ -112,6 +195,8 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in _BLOCKED_EVENTS:
             raise PermissionError(f"sandbox: {_BLOCKED_EVENTS[event]} is not allowed ({event})")
+        if event == "import" and args and args[0] == "_posixsubprocess":
+            raise PermissionError("sandbox: starting processes is not allowed (re-importing _posixsubprocess)")
         if event == "open" and args and isinstance(args[0], str | bytes):
             path = os.fsdecode(args[0])
             mode, flags = args[1] or "r", args[2] if len(args) > 2 and isinstance(args[2], int) else 0
@@ -119,6 +204,19 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
             if not _inside(path, write_roots if writing else readable):
                 what = "writing" if writing else "reading"
                 raise PermissionError(f"sandbox: {what} {path} is outside the episode directory")
+            # os.open's event does not name its dir_fd: the kernel may resolve a relative path against another
+            # directory than the hook did. Directory descriptors exist only inside the episode directory and
+            # relative paths go down, never up, so whatever the dir_fd, the file is inside the episode directory.
+            if args[1] is None and _relative_with_parent(path):
+                raise PermissionError(f"sandbox: os.open of {path}: '..' in a relative path is not allowed")
+            if args[1] is None and os.path.isdir(path) and not _inside(path, write_roots):
+                raise PermissionError(f"sandbox: a descriptor of directory {path} is outside the episode directory")
+        elif event == "sqlite3.connect/handle":
+            if not getattr(_SQLITE, "pending", False):
+                raise PermissionError(
+                    "sandbox: open SQLite databases with sqlite3.connect (it installs the authorizer)"
+                )
+            _SQLITE.pending = False
         elif event == "sqlite3.connect" and args and isinstance(args[0], str | bytes):
             path = os.fsdecode(args[0])
             if path.startswith("file:"):
@@ -127,7 +225,9 @@ def _install_guards(workdir: str, read_roots: Sequence[str], limits: SandboxLimi
                 raise PermissionError(f"sandbox: database {path} is outside the episode directory")
         elif event in _PATH_EVENTS:
             for arg in args:
-                if isinstance(arg, str | bytes) and not _inside(os.fsdecode(arg), write_roots):
+                if isinstance(arg, str | bytes) and (
+                    _relative_with_parent(os.fsdecode(arg)) or not _inside(os.fsdecode(arg), write_roots)
+                ):
                     raise PermissionError(f"sandbox: {event} on {os.fsdecode(arg)} is outside the episode directory")
 
     sys.addaudithook(hook)
@@ -208,6 +308,21 @@ def preload(*modules: str) -> None:
         _context().set_forkserver_preload(_PRELOAD)
 
 
+def _installation_roots() -> list[str]:
+    """What a worker may read besides its own directory: the Python installation, site-packages and agentft.
+
+    Not every ``sys.path`` entry: ``sys.path[0]`` is the launching script's directory (or the current one),
+    which may hold anything; an environment names its own extra directories in ``read_roots``.
+    """
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    packages = [
+        entry
+        for entry in sys.path[1:]
+        if entry and (Path(entry).name in ("site-packages", "dist-packages") or entry.endswith(".zip"))
+    ]
+    return [*dict.fromkeys([*prefixes, *packages, str(Path(__file__).resolve().parent)])]
+
+
 class SandboxedEpisode:
     """An ``Episode`` whose state, tools, user and scorer live in a sandboxed worker process.
 
@@ -225,8 +340,8 @@ class SandboxedEpisode:
     ) -> None:
         self.limits = limits or SandboxLimits()
         self.workdir = tempfile.mkdtemp(prefix="agentft-episode-")
-        roots = [sys.prefix, sys.base_prefix, *sys.path, *map(str, read_roots)]
-        roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo", "/proc/self"]
+        roots = [*_installation_roots(), *map(str, read_roots)]
+        roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo"]
         context = _context()
         self._conn, child = context.Pipe()
         self._process = context.Process(
@@ -263,7 +378,13 @@ class SandboxedEpisode:
     def call_tool(self, name: str, arguments: dict[str, Any]) -> Observation:
         started = time.perf_counter()
         try:
-            return self._request(("call", (name, arguments)), self.limits.call_timeout_s)
+            observation = self._request(("call", (name, arguments)), self.limits.call_timeout_s)
+            used = _directory_mb(self.workdir)
+            if used <= self.limits.disk_mb:
+                return observation
+            self._kill(f"the episode directory grew to {used:.0f} MB, over the {self.limits.disk_mb} MB limit")
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise SandboxError(self._dead)
         except TimeoutError as exc:
             kind, detail = "timeout", str(exc)
         except SandboxError as exc:

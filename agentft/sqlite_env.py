@@ -443,10 +443,11 @@ class SolutionOracle:
 class DatabaseEpisode:
     """One episode: its own copy of the state, the environment's tools over it, the scripted user."""
 
-    def __init__(self, env: DatabaseEnvironment, task: Task, workdir: Path) -> None:
+    def __init__(self, env: DatabaseEnvironment, task: Task, workdir: Path, *, remove_workdir: bool = False) -> None:
         self.env = env
         self.task = task
         self.workdir = Path(workdir)
+        self.remove_workdir = remove_workdir  # on close: it holds three copies of the database, personal data included
         self.state_path = self.workdir / "state.sqlite"
         shutil.copyfile(env.seed_path(), self.state_path)
         self.conn = sqlite3.connect(self.state_path)
@@ -527,6 +528,8 @@ class DatabaseEpisode:
 
     def close(self) -> None:
         self.conn.close()
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _open_in_worker(
@@ -642,7 +645,8 @@ class DatabaseEnvironment(abc.ABC):
 
     def start(self, task: Task, *, seed: int = 0) -> DatabaseEpisode | SandboxedEpisode:
         if not self.sandbox:
-            return DatabaseEpisode(self, task, Path(tempfile.mkdtemp(prefix=f"agentft-{self.name}-")))
+            workdir = Path(tempfile.mkdtemp(prefix=f"agentft-{self.name}-"))
+            return DatabaseEpisode(self, task, workdir, remove_workdir=True)
         preload(type(self).__module__)
         factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), self.seed_path(), task)
         package = Path(sys.modules[type(self).__module__].__file__ or ".").resolve().parent
