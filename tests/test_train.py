@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -356,3 +357,60 @@ def test_resume_after_sigkill_continues_from_the_last_complete_checkpoint(data, 
     assert manifest["metrics"]["steps"] == 42
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 42 and int(resume_from.name.split("-")[1]) in steps  # the log goes on from the checkpoint
+
+
+class Killed(Exception):
+    """Stands in for a kill -9 at a chosen point of a training run."""
+
+
+def test_resume_never_trains_past_max_steps_logs_each_step_once_and_reports_totals(data, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    import agentft.train.sft as sft_module
+
+    sft, _ = data
+    out = tmp_path / "run"
+    config = SFTTrainConfig(
+        model="tiny-test", data=str(sft), out=str(out), max_steps=4, logging_steps=1, save_steps=2, device="cpu"
+    )
+
+    class KillAfterLogging(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.global_step == 3 and "loss" in logs:
+                raise Killed  # step 3 is in metrics.jsonl, but its checkpoint never comes
+
+    real_callbacks = sft_module.callbacks
+    monkeypatch.setattr(sft_module, "callbacks", lambda out: [*real_callbacks(out), KillAfterLogging()])
+    with pytest.raises(Killed):
+        train_sft(config)
+    monkeypatch.setattr(sft_module, "callbacks", real_callbacks)
+
+    def killed_in_final_save(trainer, tokenizer, config, *, kind, inputs, metrics):
+        raise Killed(metrics)
+
+    monkeypatch.setattr(sft_module, "finish_run", killed_in_final_save)
+    with pytest.raises(Killed) as killed:
+        train_sft(replace(config, resume=True))
+    first = killed.value.args[0]
+    assert first["steps"] == 4 and first["resumed_at_step"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]  # step 3 logged once, by the resumed part
+    assert first["train_loss"] == pytest.approx(sum(losses.values()) / 4, rel=1e-4)  # the whole run, not its part
+
+    def seconds_at(step):  # training time so far, as the checkpoint's completion marker records it
+        return json.loads((out / f"checkpoint-{step}" / ".agentft-complete").read_text())["train_seconds"]
+
+    assert 0 < seconds_at(2) < seconds_at(4) and first["train_seconds"] >= seconds_at(4)  # both parts' time
+    monkeypatch.undo()
+    at_four = seconds_at(4)
+    metrics = train_sft(replace(config, resume=True))  # checkpoint-4 is complete: nothing left to train
+    assert metrics["steps"] == 4 and metrics["resumed_from"].endswith("checkpoint-4")
+    assert metrics["train_loss"] == pytest.approx(first["train_loss"], rel=1e-4)
+    assert metrics["train_seconds"] >= at_four
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 4 and not list(out.glob("checkpoint-*"))
+    with pytest.raises(UserError, match="holds a finished run"):
+        train_sft(replace(config, resume=True))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentft.errors import UserError
+from agentft.jsonl import write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.train.config import TrainConfig
 
@@ -21,6 +22,7 @@ __all__ = [
     "trainer_arguments",
     "callbacks",
     "newest_complete_checkpoint",
+    "resume_point",
     "finish_run",
     "resolve_device",
     "use_bf16",
@@ -128,19 +130,59 @@ def trainer_arguments(config: TrainConfig, device: str) -> dict[str, Any]:
     }
 
 
+def _before(checkpoint: Path | None) -> dict[str, Any]:
+    """What the parts of the run before ``checkpoint`` did: steps, the summed loss of the steps whose loss was
+    logged, training seconds, tokens, and the planned number of steps."""
+    if checkpoint is None:
+        return {"step": 0, "loss_sum": 0.0, "loss_steps": 0, "seconds": 0.0, "tokens": 0, "max_steps": 0}
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    marker = json.loads((checkpoint / COMPLETE).read_text() or "{}")
+    loss_sum, last = 0.0, 0
+    for entry in state.get("log_history", []):
+        # each logged loss is the mean over the steps since the previous log
+        if "loss" in entry and last < entry["step"] <= state["global_step"]:
+            loss_sum += entry["loss"] * (entry["step"] - last)
+            last = entry["step"]
+    return {
+        "step": state["global_step"],
+        "loss_sum": loss_sum,
+        "loss_steps": last,
+        "seconds": marker.get("train_seconds", 0.0),
+        "tokens": state.get("num_input_tokens_seen", 0),
+        "max_steps": state.get("max_steps", 0),
+    }
+
+
 def train_timed(trainer: Any, checkpoint: Path | None) -> dict[str, Any]:
-    """Train (resuming from ``checkpoint`` when given); the loss, steps, time and real tokens/s."""
+    """Train (resuming from ``checkpoint`` when given); the loss, steps, time and real tokens/s.
+
+    Loss, steps, seconds and tokens are totals over every part of the run, not just this one (the loss of steps
+    between a checkpoint and the log before it is unknown: with ``save_steps`` a multiple of ``logging_steps``
+    there are none). A checkpoint that already reached the last step (a run killed during its final save) is
+    loaded, not trained further: resuming it would run one step past ``max_steps``."""
+    before = _before(checkpoint)
+    target = trainer.args.max_steps if trainer.args.max_steps > 0 else before["max_steps"]
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if checkpoint is not None and before["step"] >= target:
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(checkpoint))  # the weights trainer.train would have resumed with
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+        part_loss = 0.0
+    else:
+        part_loss = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).training_loss
     seconds = time.perf_counter() - started
+    part_steps = trainer.state.global_step - before["step"]
+    loss_steps = before["loss_steps"] + part_steps
     tokens = trainer.state.num_input_tokens_seen
     return {
-        "train_loss": result.training_loss,
+        "train_loss": (before["loss_sum"] + part_loss * part_steps) / loss_steps if loss_steps else None,
         "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(before["seconds"] + seconds, 1),
         "tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        "tokens_per_second": round((tokens - before["tokens"]) / seconds, 1) if seconds and part_steps else None,
         "resumed_from": str(checkpoint) if checkpoint else None,
+        "resumed_at_step": before["step"] if checkpoint else None,
     }
 
 
@@ -156,12 +198,19 @@ def callbacks(out: Path) -> list[Any]:
                     handle.write(json.dumps({"step": state.global_step, "time": round(time.time(), 3), **logs}) + "\n")
 
     class MarkComplete(TrainerCallback):
-        """A checkpoint counts only once it is fully written: the marker is the last file in it."""
+        """A checkpoint counts only once it is fully written: the marker is the last file in it. It also holds
+        the training seconds so far, every part of a resumed run included, for the manifest's totals."""
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.started = time.perf_counter()
+            marker = out / f"checkpoint-{state.global_step}" / COMPLETE  # the checkpoint resumed from, if any
+            self.before = json.loads(marker.read_text() or "{}").get("train_seconds", 0.0) if marker.exists() else 0.0
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
             checkpoint = out / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and checkpoint.is_dir():
-                (checkpoint / COMPLETE).write_text(json.dumps({"step": state.global_step}))
+                seconds = round(self.before + time.perf_counter() - self.started, 1)
+                (checkpoint / COMPLETE).write_text(json.dumps({"step": state.global_step, "train_seconds": seconds}))
 
     return [MetricsFile(), MarkComplete()]
 
@@ -170,6 +219,36 @@ def newest_complete_checkpoint(out: Path) -> Path | None:
     """The latest checkpoint that was completely written; half-written ones are ignored."""
     complete = [p for p in out.glob("checkpoint-*") if (p / COMPLETE).exists() and p.name.split("-")[-1].isdigit()]
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resume_point(config: TrainConfig) -> Path | None:
+    """The checkpoint ``--resume`` continues from (None: train from the start), with ``metrics.jsonl`` cut back
+    to that checkpoint's step so that no step is logged twice. Creates the output directory."""
+    out = Path(config.out)
+    checkpoint = newest_complete_checkpoint(out) if config.resume else None
+    if config.resume and checkpoint is None and (out / "manifest.json").exists():
+        raise UserError(
+            f"{out} holds a finished run (manifest.json, no checkpoint left): nothing to resume; "
+            "drop --resume to train it again from the start, or train into another --out"
+        )
+    if config.resume and checkpoint is None and out.exists() and any(out.glob("checkpoint-*")):
+        raise UserError(f"{out} has no complete checkpoint to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    if checkpoint is None:
+        metrics.unlink(missing_ok=True)
+    elif metrics.exists():
+        step = int(checkpoint.name.split("-")[-1])
+        kept = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by the kill
+                continue
+            if entry.get("step", 0) <= step:
+                kept.append(entry)
+        write_jsonl_atomic(metrics, kept)
+    return checkpoint
 
 
 def data_files(directory: str | Path, names: tuple[str, ...] = ("train.jsonl", "validation.jsonl")) -> list[Path]:
@@ -221,6 +300,9 @@ def finish_run(
     write_manifest(
         out, kind=kind, config={**asdict(config), "method": kind}, inputs=inputs, outputs=outputs, metrics=metrics
     )
+    # Markers first: a kill halfway through the removal must not leave a half-deleted checkpoint that looks complete.
+    for checkpoint in out.glob("checkpoint-*"):
+        (checkpoint / COMPLETE).unlink(missing_ok=True)
     for checkpoint in out.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
     return metrics

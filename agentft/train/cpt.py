@@ -18,9 +18,9 @@ from agentft.errors import UserError
 from agentft.train.common import (
     callbacks,
     finish_run,
-    newest_complete_checkpoint,
     prepare_model,
     resolve_device,
+    resume_point,
     train_timed,
     trainer_arguments,
 )
@@ -97,14 +97,9 @@ def train_cpt(config: CPTTrainConfig) -> dict[str, Any]:
     out = Path(config.out)
     files = document_files(config.docs)
     texts = read_documents(files)
-    checkpoint = newest_complete_checkpoint(out) if config.resume else None
-    if config.resume and checkpoint is None and out.exists() and any(out.glob("checkpoint-*")):
-        raise UserError(f"{out} has no complete checkpoint to resume from")
+    checkpoint = resume_point(config)
     model, tokenizer = prepare_model(config, device)
     blocks = token_blocks(texts, tokenizer, config.block_size)
-    out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     arguments = SFTConfig(
         **trainer_arguments(config, device),
         packing=False,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,10 @@ from agentft.train.common import (
     callbacks,
     data_files,
     finish_run,
-    newest_complete_checkpoint,
     prepare_model,
     resolve_device,
+    resume_point,
+    train_timed,
     trainer_arguments,
 )
 from agentft.train.config import DPOTrainConfig
@@ -90,10 +90,7 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
     device = resolve_device(config)
     out = Path(config.out)
     files = data_files(config.data, names=("train.jsonl",))
-    checkpoint = newest_complete_checkpoint(out) if config.resume else None
-    out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    checkpoint = resume_point(config)
     data = load_dataset("json", data_files={"train": str(files[0])})["train"]
     keep = ("prompt", "chosen", "rejected", "tools")
     data = data.remove_columns([c for c in data.column_names if c not in keep])
@@ -113,18 +110,8 @@ def train_dpo(config: DPOTrainConfig) -> dict[str, Any]:
     trainer = _trainer_class(config.share_prefix)(
         model=model, processing_class=tokenizer, args=arguments, train_dataset=data, callbacks=callbacks(out)
     )
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {"device": device, "pairs": len(data), **train_timed(trainer, checkpoint)}
     margins = _reward_margins(out)
-    metrics = {
-        "device": device,
-        "pairs": len(data),
-        "train_loss": result.training_loss,
-        "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1),
-        "reward_margin_first": margins[0] if margins else None,
-        "reward_margin_last": margins[-1] if margins else None,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-    }
+    metrics["reward_margin_first"] = margins[0] if margins else None
+    metrics["reward_margin_last"] = margins[-1] if margins else None
     return finish_run(trainer, tokenizer, config, kind="dpo", inputs=files, metrics=metrics)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentft.errors import UserError
 from agentft.train.common import (
     callbacks,
     data_files,
     finish_run,
-    newest_complete_checkpoint,
     prepare_model,
     resolve_device,
+    resume_point,
     train_timed,
     trainer_arguments,
 )
@@ -83,12 +82,7 @@ def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
     device = resolve_device(config)
     out = Path(config.out)
     files = data_files(config.data)
-    checkpoint = newest_complete_checkpoint(out) if config.resume else None
-    if config.resume and checkpoint is None and out.exists() and any(out.glob("checkpoint-*")):
-        raise UserError(f"{out} has no complete checkpoint to resume from")
-    out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    checkpoint = resume_point(config)
     splits = {"train": str(files[0])}
     if len(files) > 1 and files[1].stat().st_size:
         splits["validation"] = str(files[1])
