@@ -24,7 +24,8 @@ for model-chosen arguments, not a security boundary. Code that runs in the worke
 or a C extension to make system calls directly, bypassing every hook, and Python code that means to can
 lift the SQLite authorizer (``set_authorizer(None)``); it can list any directory and read any file of
 its Python installation; it runs as the same user as the runner; the total disk is checked between
-calls, not during one; the scorer runs in the worker, so a tool that patches it can forge a score; and
+calls, not during one; an episode without a ``scorer`` scores itself in the worker, where a tool that
+patches the scorer can forge a score (``DatabaseEnvironment`` episodes are scored in the runner); and
 the limits do not cover GPU memory.
 Tools that execute untrusted code need a container, gVisor or a VM around the worker.
 """
@@ -328,7 +329,9 @@ class SandboxedEpisode:
 
     ``factory(workdir)`` runs inside the worker and builds the real episode; it must be picklable (a
     module-level function, or a ``functools.partial`` of one). ``read_roots`` are extra directories the
-    worker may read (e.g. where a seed database lies).
+    worker may read (e.g. where a seed database lies). With ``scorer(trajectory, state)``, scoring runs here,
+    in the runner, on the episode's ``snapshot()``: a tool cannot patch the rules or the scorer to forge
+    a success. Without it the episode scores itself in the worker.
     """
 
     def __init__(
@@ -337,8 +340,10 @@ class SandboxedEpisode:
         *,
         limits: SandboxLimits | None = None,
         read_roots: Sequence[str | os.PathLike[str]] = (),
+        scorer: Callable[[Trajectory, bytes], Score] | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
+        self._scorer = scorer
         self.workdir = tempfile.mkdtemp(prefix="agentft-episode-")
         roots = [*_installation_roots(), *map(str, read_roots)]
         roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo"]
@@ -400,6 +405,8 @@ class SandboxedEpisode:
         return self._request(("snapshot", None), self.limits.call_timeout_s)
 
     def score(self, trajectory: Trajectory) -> Score:
+        if self._scorer is not None:
+            return self._scorer(trajectory, self.snapshot())
         return self._request(("score", trajectory), self.limits.call_timeout_s)
 
     def close(self) -> None:

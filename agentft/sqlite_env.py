@@ -540,6 +540,19 @@ def _open_in_worker(
     return DatabaseEpisode(env, task, workdir)
 
 
+def _score_in_runner(env: DatabaseEnvironment, task: Task, trajectory: Trajectory, state: bytes) -> Score:
+    """Score a sandboxed episode in the runner from its final state: code that ran in the worker cannot patch
+    the rules or the scorer to forge a success."""
+    episode = DatabaseEpisode(
+        env, task, Path(tempfile.mkdtemp(prefix=f"agentft-{env.name}-score-")), remove_workdir=True
+    )
+    try:
+        episode.conn.deserialize(state)
+        return episode.score(trajectory)
+    finally:
+        episode.close()
+
+
 def _module_files(name: str) -> list[Path]:
     """A module's file, or every file of its package when it is a package (seed data in a sibling file)."""
     module = importlib.import_module(name)
@@ -649,8 +662,15 @@ class DatabaseEnvironment(abc.ABC):
             return DatabaseEpisode(self, task, workdir, remove_workdir=True)
         preload(type(self).__module__)
         factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), self.seed_path(), task)
-        package = Path(sys.modules[type(self).__module__].__file__ or ".").resolve().parent
-        return SandboxedEpisode(factory, limits=self.limits, read_roots=[str(self.seed_path().parent), str(package)])
+        packages = [  # the folders of the environment's modules, a subclass's and its bases' (data files beside them)
+            str(Path(sys.modules[c.__module__].__file__ or ".").resolve().parent)
+            for c in type(self).__mro__
+            if issubclass(c, DatabaseEnvironment) and getattr(sys.modules.get(c.__module__), "__file__", None)
+        ]
+        scorer = functools.partial(_score_in_runner, self, task) if hasattr(sqlite3.Connection, "deserialize") else None
+        return SandboxedEpisode(
+            factory, limits=self.limits, read_roots=[str(self.seed_path().parent), *packages], scorer=scorer
+        )
 
     def init_kwargs(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this environment inside a sandbox worker."""
