@@ -14,6 +14,9 @@ holder dies, so the file a killed run leaves behind blocks nothing.
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -146,6 +149,30 @@ def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
     if isinstance(env, AugmentedEnvironment):
         tasks = env.expand(tasks, config.split)
     return plan_episodes(tasks, k=config.k, seed=config.seed)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the collecting process dies, even by kill -9 (which runs no
+    cleanup in the parent), instead of running its episodes on as an orphan.
+
+    On Linux the kernel sends SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere a thread polls.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="agentft-parent-watch").start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _run_shard(config: CollectConfig, task_ids: list[tuple[str, int, int]], path: str) -> int:
@@ -304,7 +331,10 @@ def _run_sharded(
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(_run_shard, config, ids, path): path for ids, path in jobs}
         for future in as_completed(futures):
             future.result()

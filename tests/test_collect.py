@@ -148,3 +148,45 @@ def test_a_second_collect_into_the_same_directory_fails_at_once_and_the_first_ke
     assert len(records) == len(set(records)) == 60
     # the lock went with its holder: the same directory is free again
     assert collect(CollectConfig(env=ENV, policy="oracle", out=str(out), n=60, env_kwargs={"n_train": 60})).ran == 0
+
+
+def _state(pid):
+    """A process's state letter (R, S, Z, ...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _descendants(pid):
+    """Every living process below ``pid``, read from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _state(entry)) and fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_a_collect_with_workers_takes_its_workers_with_it(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        _collect_command(out, 400, "--workers", "2"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while sum(path.read_bytes().count(b"\n") for path in out.glob("shards/*.jsonl")) < 10:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    below = _descendants(process.pid)
+    assert len(below) >= 2  # the two workers (and multiprocessing's resource tracker)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 15
+    while (alive := {p for p in below if (fields := _state(p)) and fields[0] != "Z"}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"still running after the collect was killed: {sorted(alive)}"
