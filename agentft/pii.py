@@ -44,7 +44,19 @@ from agentft.trajectory import Trajectory
 
 __all__ = ["PII_TYPES", "Detection", "Pseudonyms", "ScrubReport", "Scrubber", "luhn_valid", "iban_valid"]
 
-PII_TYPES = ("SECRET", "EMAIL", "IBAN", "CARD", "SSN", "DOB", "IP", "PHONE")  # also the overlap priority
+PII_TYPES = (
+    "SECRET",
+    "EMAIL",
+    "IBAN",
+    "CARD",
+    "SSN",
+    "NINO",
+    "DOB",
+    "IP",
+    "PHONE",
+    "ADDRESS",
+    "PERSON",
+)  # overlap order
 PRESIDIO_ENTITIES = (
     "PERSON",
     "LOCATION",
@@ -81,6 +93,11 @@ _EMAIL = re.compile(
 )
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}(?![\d-]|\.\d)", _A)
 _PHONE_US = re.compile(r"(?<![\w+.-])(?:1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)", _A)
+_PHONE_NATIONAL = re.compile(  # UK 020 7946 0958 / 07700 900123, FR 01 23 45 67 89, JP 03-1234-5678, IN 098765 43210
+    r"(?<![\w+.-])(?:0\d{2,4} \d{3,4} ?\d{3,4}|0\d{4} \d{6}|0[1-9](?:([ .])\d{2})(?:\1\d{2}){3}|"
+    r"0\d{1,4}-\d{1,4}-\d{4}|0\d{5} \d{5})(?![\w-]|\.\d)",
+    _A,
+)
 _PHONE_CTX = re.compile(
     r"(?:phone|tel|mobile|cell|fax|whatsapp|call me (?:at|on))[^\d\n]{0,12}?"
     r"(?<![\w-])(\(?\d[\d ().-]{5,16}\d)(?![\w-])",
@@ -97,6 +114,32 @@ _SSN_CTX = re.compile(
     r"(?:(?:is|was|number|no)\W{1,3}){0,2}((?!000|666|9)\d{3}([ -]?)(?!00)\d{2}\2(?!0000)\d{4})"
     r"(?![\w-])",
     _I,
+)
+# UK National Insurance numbers: HMRC's prefix rules (no D F I Q U V first, no D F I O Q U V second, not BG GB KN NK
+# NT TN ZZ), suffix A-D; with "NI number"/"national insurance"/"NINO" before it, any two letters (QQ 12 34 56 C).
+_NINO_BAD = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
+_NINO = re.compile(r"(?<![A-Za-z0-9])[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]( ?)\d\d\1\d\d\1\d\d\1[A-D](?![A-Za-z0-9])", _A)
+_NINO_CTX = re.compile(
+    r"(?:national[ _-]?insurance(?:[ _-]?(?:number|no\.?))?|\bni[ _-]?(?:number|no\.?)|\bnino)\W{0,4}(?:is\W{1,3})?"
+    r"([A-Z]{2}( ?)\d\d\2\d\d\2\d\d\2[A-D])(?![A-Za-z0-9])",
+    _I,
+)
+_STREET_SUFFIX = (
+    "street|st|road|rd|avenue|ave|lane|ln|drive|dr|boulevard|blvd|way|court|ct|place|pl|close|crescent|terrace|"
+    "square|sq|parkway|pkwy|highway|hwy|row|gardens|grove|hill|walk|mews|rue|strasse|straße"
+)
+_ADDRESS = re.compile(  # a street address in free text: "12 Elm Street", "221B Baker St."
+    rf"(?<![\w.,-])\d{{1,5}}[A-Za-z]?,? (?:[A-Z][a-z]+ ){{1,3}}"
+    rf"(?:(?:{_STREET_SUFFIX.title()})(?![\w.])|(?:St|Rd|Ave|Ln|Dr|Blvd|Ct|Pl|Sq|Pkwy|Hwy)\.)"
+    rf"(?:,? (?:(?:apt|flat|suite|unit) \w+))?",
+    re.UNICODE,
+)
+_NAME_WORD = r"[A-Z](?:'[A-Z])?[a-z]+"
+_NAME_CTX = re.compile(  # a name in free text, only where the words before say it is one
+    rf"(?:\b(?:[Mm]y name is|[Nn]ame:|[Dd]ear|[Ss]incerely,?)(?: (?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?)?|"
+    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?) ({_NAME_WORD}(?:[ -]{_NAME_WORD}){{0,2}})(?![\w@])"
+    rf"|\b(?:I'm|I am|[Tt]his is|[Ii]t's) ({_NAME_WORD} {_NAME_WORD})(?![\w@.-]\w)",
+    re.UNICODE,
 )
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _I)
 _IBAN_LENGTHS = {
@@ -127,6 +170,17 @@ _SECRETS = [
         (r"(?<!\w)(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})(?!\w)", _A),
         (r"(?<![\w-])xox[abposr]-[A-Za-z0-9-]{10,200}", _A),
         (r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])", _A),
+        (r"(?<![\w-])glpat-[A-Za-z0-9_-]{20,60}(?![\w-])", _A),  # GitLab
+        (r"(?<![\w.-])SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}(?![\w-])", _A),  # SendGrid
+        (r"(?<![\w-])npm_[A-Za-z0-9]{36}(?![\w-])", _A),
+        (
+            r"(?<![A-Za-z0-9])(?:AC|SK)(?=[0-9a-f]{0,31}[a-f])(?=[0-9a-f]{0,31}\d)[0-9a-f]{32}(?![A-Za-z0-9])",
+            _A,
+        ),  # Twilio
+        (
+            r"(?<![a-z])(?:AccountKey|SharedAccessKey|SharedAccessSignature)=([A-Za-z0-9+/%&=:._-]{20,400}?)(?=;|\s|[\"']|$)",
+            _I,
+        ),
         (r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}", _A),
         (r"\b(?:bearer|basic)\s+([A-Za-z0-9._~+/=-]{12,500})", _I),
         (
@@ -139,7 +193,7 @@ _SECRETS = [
 ]
 _SECRET_PREFIX = re.compile(
     r"-----BEGIN [A-Z ]*-----|sk-(?:proj-|ant-)?|[sr]k_(?:live|test)_|AKIA|ASIA|"
-    r"gh[pousr]_|github_pat_|xox[a-z]-|AIza|eyJ",
+    r"gh[pousr]_|github_pat_|xox[a-z]-|AIza|eyJ|glpat-|SG\.|npm_|(?:AC|SK)(?=[0-9a-f]{32}$)",
     _A,
 )
 _DATE = re.compile(
@@ -156,7 +210,100 @@ _DOB_AFTER = re.compile(
 )
 _GAP_BREAK = re.compile(r"[.!?;](?:\s|$)|\n\s*\n|(?<![\w.@+-])\d+(?![\w@])")
 _TOKEN = re.compile(r"\d+|[A-Za-z]+", _A)
+_NUMBER_RUN = re.compile(r"(?<![\w.+-])\+?(?:\(\d+\)|\d)(?:[ .-]?(?:\(\d+\)|\d))*(?![\w-]|\.\d)", _A)
 _POOLS = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_STREETS = "Alder Birch Cedar Elm Hazel Juniper Linden Maple Oak Rowan Willow Aspen Heather Meadow Orchard".split()
+_CITIES = "Ashford Brookfield Clearwater Dunmore Fairview Glenwood Harbourne Kingsbridge Lakeside Millbrook".split()
+_NOT_A_NAME_PART = {"will", "may", "mark", "bill", "rose", "grace", "hope", "joy", "june", "april", "august", "dawn"}
+
+# JSON keys / argument names (snake_cased) that say what their value is: the whole value is one of that type.
+_FIELDS = {
+    **dict.fromkeys(
+        "full_name fullname first_name firstname given_name last_name lastname surname family_name middle_name "
+        "maiden_name account_holder cardholder card_holder policyholder policy_holder beneficiary insured".split(),
+        "PERSON",
+    ),
+    **dict.fromkeys(
+        "address addr street street_address address_line address_line_1 address_line_2 address_1 address_2 "
+        "line_1 line_2 city town postcode post_code postal_code zip zip_code zipcode".split(),
+        "ADDRESS",
+    ),
+    **dict.fromkeys(
+        "phone phone_number phonenumber mobile mobile_number cell cell_phone telephone tel fax home_phone "
+        "work_phone contact_number".split(),
+        "PHONE",
+    ),
+    **dict.fromkeys("email email_address e_mail mail".split(), "EMAIL"),
+    **dict.fromkeys("date_of_birth dob birth_date birthdate birthday born born_on".split(), "DOB"),
+    **dict.fromkeys("ssn social_security_number social_security ss_number".split(), "SSN"),
+    **dict.fromkeys("ni_number nino national_insurance_number national_insurance".split(), "NINO"),
+    **dict.fromkeys("iban".split(), "IBAN"),
+    **dict.fromkeys("card card_number cardnumber credit_card credit_card_number cc_number pan card_no".split(), "CARD"),
+}
+_PERSON_ROLES = (
+    "customer client patient contact holder account_holder card_holder beneficiary employee caller insured "
+    "applicant recipient sender policyholder claimant owner member guest passenger driver agent_customer"
+).split()
+_PERSON_NAME = re.compile(r"[^\W\d_]+(?:['.-][^\W\d_]+)*\.?(?: [^\W\d_]+(?:['.-][^\W\d_]+)*\.?){0,4}")
+_CAPITALISED = re.compile(r"[A-Z][^\W\d_]+(?:['-][^\W\d_]+)*(?: [A-Z][^\W\d_]+(?:['-][^\W\d_]+)*){1,3}")
+
+
+def _field_type(key: str, value: str) -> str | None:
+    """The type a JSON key says its value holds (``customer_name`` -> PERSON), if the value fits that type."""
+    k = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower().replace("-", "_").replace(" ", "_").strip("_")
+    kind = _FIELDS.get(k)
+    if kind is None and k.endswith("_name") and k[:-5] in _PERSON_ROLES:
+        kind = "PERSON"
+    if kind is None and k.endswith("_address") and k[:-8] in ("home", "billing", "shipping", "mailing", "postal"):
+        kind = "ADDRESS"
+    if kind is None and k in ("name", "display_name", "contact") and _CAPITALISED.fullmatch(value):
+        kind = "PERSON"  # a bare "name" is a person's only when it reads like one: "Maria Gonzalez", not "home"
+    digits = len(_digits(value))
+    fits = {
+        "PERSON": lambda: _PERSON_NAME.fullmatch(value) is not None and len(value) >= 2,
+        "ADDRESS": lambda: len(value) >= 3 and any(c.isalnum() for c in value),
+        "PHONE": lambda: 7 <= digits <= 15 and not re.search(r"[A-Za-z]{2}", value),
+        "EMAIL": lambda: "@" in value,
+        "DOB": lambda: _parse_date(value) is not None,
+        "SSN": lambda: digits == 9 and len(value) <= 11,
+        "NINO": lambda: re.fullmatch(r"[A-Za-z]{2} ?\d\d ?\d\d ?\d\d ?[A-Da-d]", value) is not None,
+        "IBAN": lambda: iban_valid(value),
+        "CARD": lambda: 13 <= digits <= 19 and luhn_valid(value) and not re.search(r"[A-Za-z]", value),
+    }
+    return kind if kind is not None and fits[kind]() else None
+
+
+def _normalize(kind: str, text: str) -> str:
+    """The form under which one value written several ways gets one pseudonym."""
+    if kind in ("CARD", "SSN"):
+        return _digits(text)
+    if kind == "PHONE":
+        digits = _digits(text)
+        return digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+    if kind in ("IBAN", "NINO"):
+        return "".join(text.split()).upper()
+    if kind == "DOB":
+        parsed = _parse_date(text)
+        return parsed[0].isoformat() if parsed else text
+    if kind in ("EMAIL", "PERSON"):
+        return " ".join(text.lower().split())
+    return " ".join(text.split()).rstrip(".")
+
+
+def _date_readings(text: str) -> list[str]:
+    """Every ISO date ``text`` may mean: 03/04/1985 is 4 March or 3 April, depending on who wrote it."""
+    parsed = _parse_date(text)
+    if parsed is None:
+        return []
+    readings = [parsed[0].isoformat()]
+    m = re.fullmatch(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})", text.strip())
+    if m and int(m.group(1)) <= 12 and int(m.group(3)) <= 12 and m.group(1) != m.group(3):
+        d, mo = parsed[0].month, parsed[0].day  # the other order
+        try:
+            readings.append(date(parsed[0].year, mo, d).isoformat())
+        except ValueError:
+            pass
+    return readings
 
 
 @dataclass(frozen=True)
@@ -259,6 +406,7 @@ class Pseudonyms:
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], str | None] = {}  # (type, normalized value) -> pseudonym, once made
         self.surfaces: dict[str, tuple[str, str]] = {}  # each way a value was written -> (type, normalized)
+        self.aliases: dict[tuple[str, str], tuple[str, str]] = {}  # another reading of a value -> its slot
         self._taken: set[tuple[str, str]] = set()
         self._numbers: Counter[str] = Counter()
         self._pattern: re.Pattern[str] | None = None
@@ -277,6 +425,48 @@ class Pseudonyms:
         for m in self._pattern.finditer(text):
             kind, norm = self.surfaces[m.group()]
             found.append(Detection(m.start(), m.end(), kind, m.group(), norm))
+        return found + self._other_formats(text)
+
+    def slot(self, kind: str, norm: str) -> tuple[str, str] | None:
+        """The slot of a value already found, under its normalized form or another reading of it."""
+        if (kind, norm) in self.values:
+            return kind, norm
+        if kind == "PHONE" and len(norm.lstrip("0")) >= 7:  # 020 7946 0958 is +44 20 7946 0958
+            bare = norm.lstrip("0")
+            for k, n in self.values:
+                other = n.lstrip("0")
+                if k == "PHONE" and min(len(bare), len(other)) >= 9 and (bare.endswith(other) or other.endswith(bare)):
+                    return k, n
+        return self.aliases.get((kind, norm))
+
+    def _other_formats(self, text: str) -> list[Detection]:
+        """Known phones, SSNs, cards and birth dates written another way: 5551234567 after +1 555 123 4567,
+        123456789 after 123-45-6789, 1985-03-12 after 12/03/1985 or 12 March 1985."""
+        kinds = {k for k, _ in self.values}
+        found: list[Detection] = []
+        if kinds & {"PHONE", "SSN", "CARD"}:
+            for m in _NUMBER_RUN.finditer(text):
+                tokens = [(m.start() + t.start(), m.start() + t.end()) for t in re.finditer(r"\S+", m.group())]
+                i = 0
+                while i < len(tokens):  # the longest run of whole tokens, from the left, that is a known value
+                    for j in range(min(len(tokens), i + 8), i, -1):
+                        start, end = tokens[i][0], tokens[j - 1][1]
+                        digits = _digits(text[start:end])
+                        slot = (self.slot("SSN", digits) if len(digits) == 9 else None) or (
+                            self.slot("CARD", digits) if 13 <= len(digits) <= 19 else None
+                        )
+                        if slot is None and 7 <= len(digits) <= 15:
+                            slot = self.slot("PHONE", _normalize("PHONE", digits))
+                        if slot is not None:
+                            found.append(Detection(start, end, slot[0], text[start:end], slot[1]))
+                            i = j - 1
+                            break
+                    i += 1
+        if "DOB" in kinds:
+            for m in _DATE.finditer(text):
+                slot = next(filter(None, (self.slot("DOB", r) for r in _date_readings(m.group()))), None)
+                if slot is not None:
+                    found.append(Detection(m.start(), m.end(), "DOB", m.group(), slot[1]))
         return found
 
 
@@ -329,6 +519,24 @@ class Scrubber:
 
         for m in _EMAIL.finditer(text):
             yield det(m.start(), m.end(), "EMAIL", m.group().lower())
+        for m in _PHONE_NATIONAL.finditer(text):
+            digits = _digits(m.group())
+            if (
+                10 <= len(digits) <= 11
+                and digits[1] != "0"
+                and not _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start())
+            ):
+                yield det(m.start(), m.end(), "PHONE", _digits(m.group()))
+        for m in (*_NINO.finditer(text), *_NINO_CTX.finditer(text)):
+            g = 1 if m.re is _NINO_CTX else 0
+            if g or m.group()[:2] not in _NINO_BAD:
+                yield det(m.start(g), m.end(g), "NINO", _normalize("NINO", m.group(g)))
+        for m in _ADDRESS.finditer(text):
+            yield det(m.start(), m.end(), "ADDRESS", _normalize("ADDRESS", m.group()))
+        for m in _NAME_CTX.finditer(text):
+            g = 1 if m.group(1) else 2
+            if m.group(g).split()[0].lower() not in _NOT_A_NAME_PART:
+                yield det(m.start(g), m.end(g), "PERSON", _normalize("PERSON", m.group(g)))
         for m in (*_PHONE_INTL.finditer(text), *_PHONE_US.finditer(text), *_PHONE_CTX.finditer(text)):
             g = 1 if m.re is _PHONE_CTX else 0
             digits = _digits(m.group(g))
@@ -397,6 +605,11 @@ class Scrubber:
         prefix = f"{key}: " if key else ""
         text, bare = prefix + text, text
         found = [d for d in self._candidates(text) if d.type in self.types]
+        value = bare.strip()
+        kind = _field_type(key, value) if key and value else None
+        if kind in self.types:  # the key says what the whole value is: {"name": "Maria Gonzalez"}
+            start = len(prefix) + bare.index(value)
+            found.append(Detection(start, start + len(value), kind, value, _normalize(kind, value)))
         if self._analyzer is not None:
             entities, threshold, language = self._presidio
             found += [
@@ -464,6 +677,13 @@ class Scrubber:
         if kind == "DOB":
             year = int(norm[:4]) if norm[:4].isdigit() else 1980
             return date(min(max(year + r.randint(-3, 3), 1900), 2099), r.randint(1, 12), r.randint(1, 28)).isoformat()
+        if kind == "NINO":
+            letters = "ABCEGHJKLMNPRSTWXYZ"
+            return (
+                r.choice(letters) + r.choice(letters.replace("O", "")) + f"{r.randrange(10**6):06d}" + r.choice("ABCD")
+            )
+        if kind == "ADDRESS":
+            return ", ".join(self._fake_address_part(part.strip()) for part in norm.split(",") if part.strip())
         if kind == "PERSON":
             return " ".join(
                 r.choice(_FIRST if i < len(norm.split()) - 1 else _LAST).capitalize()
@@ -471,18 +691,41 @@ class Scrubber:
             )
         return ""
 
+    def _fake_address_part(self, part: str) -> str:
+        seed = hmac.new(self._key, f"ADDRESS\0{part.lower()}".encode("utf-8", "surrogatepass"), hashlib.sha256)
+        r = random.Random(int.from_bytes(seed.digest(), "big"))
+        street = re.fullmatch(r"\d+[A-Za-z]?,? (?:.+ )?(\S+)", part)
+        if street:
+            suffix = street.group(1) if re.fullmatch(_STREET_SUFFIX, street.group(1).lower().rstrip(".")) else "Street"
+            return f"{r.randint(1, 199)} {r.choice(_STREETS)} {suffix}"
+        if re.fullmatch(r"[^\W\d_]+(?:[ '-][^\W\d_]+)*", part):
+            return r.choice(_CITIES)
+        return "".join(r.choice(next((p for p in _POOLS if c in p), c)) for c in part)
+
     def _pseudonym(self, d: Detection, mapping: Pseudonyms, make: bool = True) -> str:
         """The pseudonym of ``d``'s value; ``make=False`` only records the value (made later, after every
         original is known, so that no fake equals another original)."""
-        slot = (d.type, d.norm)
+        slot = mapping.slot(d.type, d.norm) or (d.type, d.norm)  # 020 7946 0958 after +44 20 7946 0958
         core = mapping.values.setdefault(slot, None)
-        if len(d.text) >= 4 and d.text not in mapping.surfaces:
-            mapping.surfaces[d.text], mapping._pattern = slot, None
+        for surface in self._surfaces(d):
+            if surface not in mapping.surfaces:
+                mapping.surfaces[surface], mapping._pattern = slot, None
+        if d.type == "DOB":
+            for reading in _date_readings(d.text)[1:]:
+                mapping.aliases.setdefault(("DOB", reading), slot)
+        if d.type == "ADDRESS" and "," in d.text:  # each part is a value too: "12 Elm Street" alone elsewhere
+            for part in d.text.split(","):
+                if len(part.strip()) >= 5 and any(c.isalpha() for c in part):
+                    self._pseudonym(
+                        Detection(0, 0, "ADDRESS", part.strip(), _normalize("ADDRESS", part)), mapping, make
+                    )
         if core is None and make:
             for attempt in range(50 if self.mode == "fake" else 0):
                 core = self._fake(d.type, d.norm, attempt)
-                if core and (d.type, core) not in mapping._taken and (d.type, core) not in mapping.values:
-                    break
+                if d.type == "ADDRESS" or (
+                    core and (d.type, core) not in mapping._taken and (d.type, core) not in mapping.values
+                ):
+                    break  # an address' fake is made part by part, so its parts alone get the same fakes
             else:
                 mapping._numbers[d.type] += 1
                 core = f"<{d.type}_{mapping._numbers[d.type]}>"
@@ -491,13 +734,28 @@ class Scrubber:
         return core or ""
 
     @staticmethod
+    def _surfaces(d: Detection) -> list[str]:
+        """How ``d``'s value may be written again: as found, as JSON escapes it, and a name's parts alone."""
+        out = [d.text, json.dumps(d.text)[1:-1]] if len(d.text) >= 4 else []
+        if d.type == "PERSON" and " " in d.text:
+            out += [w for w in d.text.split() if len(w) >= 3 and w[0].isupper() and w.lower() not in _NOT_A_NAME_PART]
+        return out
+
+    @staticmethod
     def _render(d: Detection, core: str) -> str:
-        if core.startswith("<") or d.type not in ("PHONE", "CARD", "SSN", "IBAN", "DOB"):
+        if d.type == "PERSON" and not core.startswith("<") and " " not in d.text.strip():
+            parts, fakes = d.norm.split(), core.split()  # "Maria" alone, after "Maria Gonzalez"
+            word = d.text.strip().lower()
+            return fakes[parts.index(word)] if word in parts and len(parts) == len(fakes) else fakes[0]
+        if core.startswith("<") or d.type not in ("PHONE", "CARD", "SSN", "IBAN", "DOB", "NINO"):
             return core.upper() if d.type == "EMAIL" and d.text.isupper() else core
         if d.type == "DOB":
             return _render_date(d.text, date.fromisoformat(core))
-        is_slot = str.isdigit if d.type != "IBAN" else str.isalnum
+        is_slot = str.isdigit if d.type not in ("IBAN", "NINO") else str.isalnum
         slots = [i for i, c in enumerate(d.text) if is_slot(c) and c.isascii()]
+        if d.type == "PHONE" and slots and len(slots) != len(core):  # 020 7946 0958 is +44 20 7946 0958
+            lead, body = ("0" if d.text[slots[0]] == "0" else ""), core.lstrip("0")
+            core = lead + body[len(body) - len(slots) + len(lead) :] if len(slots) - len(lead) <= len(body) else body
         if len(slots) < len(core) or (d.type != "PHONE" and len(slots) != len(core)):
             return core
         chars = list(d.text)
@@ -517,6 +775,7 @@ class Scrubber:
         try:
             text = text if isinstance(text, str) else "" if text is None else str(text)
             mapping = mapping if mapping is not None else Pseudonyms()
+            self._learn_json_fields(text, mapping)
             out, last = [], 0
             for d in self.detect(text, mapping, key=key):
                 out += [text[last : d.start], self._render(d, self._pseudonym(d, mapping))]
@@ -528,6 +787,20 @@ class Scrubber:
             if counts is not None:
                 counts["_errors"] += 1
             return REDACTED
+
+    def _learn_json_fields(self, text: str, mapping: Pseudonyms) -> None:
+        """Record the values of a JSON text's typed fields ({"name": ..., "address": ...}), so that scrubbing the
+        text as text replaces them (and the same values elsewhere)."""
+        value = _loads(text) if text.lstrip()[:1] in ("{", "[") else None
+        if isinstance(value, dict | list):
+
+            def learn(s: str, key: str | None) -> str:
+                kind = _field_type(key, s.strip()) if key and s.strip() else None
+                if kind in self.types:
+                    self._pseudonym(Detection(0, 0, kind, s.strip(), _normalize(kind, s.strip())), mapping, make=False)
+                return s
+
+            _walk(value, learn, None)
 
     def _scrub_json_text(self, text: str, mapping: Pseudonyms, counts: Counter[str]) -> str:
         """A tool result scrubbed as text; if that broke its JSON, its strings are scrubbed one by one instead."""
@@ -555,6 +828,7 @@ class Scrubber:
 
         def find(text: str, key: str | None) -> str:  # pass 1: learn every value, so pass 2 finds it everywhere
             strings[0] += 1
+            self._learn_json_fields(text, mapping)
             for d in self.detect(text, mapping, key=key):
                 self._pseudonym(d, mapping, make=False)
             return text
