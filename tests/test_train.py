@@ -403,8 +403,10 @@ def test_resume_never_trains_past_max_steps_logs_each_step_once_and_reports_tota
 
     assert 0 < seconds_at(2) < seconds_at(4) and first["train_seconds"] >= seconds_at(4)  # both parts' time
     monkeypatch.undo()
-    at_four = seconds_at(4)
+    at_four, trained = seconds_at(4), adapter_weights(out / "checkpoint-4")
     metrics = train_sft(replace(config, resume=True))  # checkpoint-4 is complete: nothing left to train
+    saved = adapter_weights(out)
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     assert metrics["steps"] == 4 and metrics["resumed_from"].endswith("checkpoint-4")
     assert metrics["train_loss"] == pytest.approx(first["train_loss"], rel=1e-4)
     assert metrics["train_seconds"] >= at_four
