@@ -214,6 +214,8 @@ LOOK_ALIKES = [
     "12 items in stock, 3 boxes Street Fighter",
     "Room 4, floor 12, building 7",
     "ISBN 0-306-40615-2 and ref 01-2345-67",
+    "I'm Fine Thanks, This is Claim Support. It's Monday Morning",
+    "model T5 3XL, size XL 2XL, Q3 2024 report",
 ]
 
 
@@ -231,6 +233,8 @@ def test_new_look_alikes_are_not_scrubbed():
         ("Dear Mr. O'Brien, your claim", "O'Brien", "PERSON"),
         ("Send it to 12 Elm Street, please", "12 Elm Street", "ADDRESS"),
         ("I live at 221B Baker St. in London", "221B Baker St.", "ADDRESS"),
+        ("4 Station Road, Leeds LS1 4DY", "LS1 4DY", "ADDRESS"),
+        ("postcode SW1A 1AA", "SW1A 1AA", "ADDRESS"),
     ],
 )
 def test_names_and_addresses_in_free_text_with_context(text, value, kind):
