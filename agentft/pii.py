@@ -213,8 +213,10 @@ class Scrubber:
         """Non-overlapping values in ``text`` (longest first, then by ``PII_TYPES`` order), sorted by position.
 
         ``mapping`` adds occurrences of values it already holds; ``key`` (a JSON key or argument name such as
-        ``date_of_birth``) is context for the whole value.
+        ``date_of_birth``) is context for the whole value. In a JSON text, typed fields count ({"name": ...}).
         """
+        mapping = mapping if mapping is not None else Pseudonyms()
+        self._learn_json_fields(text, mapping)
         prefix = f"{key}: " if key else ""
         text, bare = prefix + text, text
         found = [d for d in candidates(text) if d.type in self.types]
@@ -242,7 +244,7 @@ class Scrubber:
             Detection(d.start - len(prefix), d.end - len(prefix), *(d.type, d.text, d.norm))
             for d in found
             if d.start >= len(prefix)
-        ] + (mapping.known(bare) if mapping is not None else [])
+        ] + mapping.known(bare)
         rank = {t: i for i, t in enumerate(PII_TYPES)}
         chosen: list[Detection] = []  # sorted by start, non-overlapping
         for d in sorted(found, key=lambda d: (d.start - d.end, rank.get(d.type, len(rank)), d.start)):
@@ -349,7 +351,8 @@ class Scrubber:
     @staticmethod
     def _surfaces(d: Detection) -> list[str]:
         """How ``d``'s value may be written again: as found, as JSON escapes it, and a name's parts alone."""
-        out = [d.text, json.dumps(d.text)[1:-1]] if len(d.text) >= 4 else []
+        short = 2 if d.type in ("PERSON", "ADDRESS") else 4  # "Léa", "Wu", "Ely": a typed field's value
+        out = [d.text, json.dumps(d.text)[1:-1]] if len(d.text) >= short else []
         if d.type == "PERSON" and " " in d.text:
             out += [w for w in d.text.split() if len(w) >= 3 and w[0].isupper() and w.lower() not in _NOT_A_NAME_PART]
         return out
@@ -388,7 +391,6 @@ class Scrubber:
         try:
             text = text if isinstance(text, str) else "" if text is None else str(text)
             mapping = mapping if mapping is not None else Pseudonyms()
-            self._learn_json_fields(text, mapping)
             out, last = [], 0
             for d in self.detect(text, mapping, key=key):
                 out += [text[last : d.start], self._render(d, self._pseudonym(d, mapping))]
@@ -441,7 +443,6 @@ class Scrubber:
 
         def find(text: str, key: str | None) -> str:  # pass 1: learn every value, so pass 2 finds it everywhere
             strings[0] += 1
-            self._learn_json_fields(text, mapping)
             for d in self.detect(text, mapping, key=key):
                 self._pseudonym(d, mapping, make=False)
             return text

@@ -88,11 +88,11 @@ _UK_POSTCODE = re.compile(  # "LS1 4DY", "SW1A 1AA": a UK postcode area, then th
     r"TR|TS|TW|UB|WA|WC|WD|WF|WN|WR|WS|WV|YO|ZE|[BEGLMNSW])\d[A-Z\d]? \d[ABD-HJLNP-UW-Z]{2}(?![A-Za-z0-9])",
     _A,
 )
-_NAME_WORD = r"[A-Z](?:'[A-Z])?[a-z]+"
+_NAME_WORD = r"(?!(?:Mr|Mrs|Ms|Miss|Mx|Dr)\b)[A-ZÀ-ÖØ-ÞĀ-ž](?:'[A-Z])?[a-zß-öø-ÿĀ-ž]+(?:[A-Z][a-zß-öø-ÿĀ-ž]+)?"
 _NAME_CTX = re.compile(  # a name in free text, only where the words before say it is one
     rf"(?:\b(?:[Mm]y name is|[Nn]ame:|[Dd]ear|[Ss]incerely,?)(?: (?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?)?|"
     rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?) ({_NAME_WORD}(?:[ -]{_NAME_WORD}){{0,2}})(?![\w@])"
-    rf"|\b(?:I'm|I am|[Tt]his is|[Ii]t's) ({_NAME_WORD} {_NAME_WORD})(?![\w@.-]\w)",
+    rf"|\b(?:I'm|I am|[Tt]his is|[Ii]t's) ({_NAME_WORD}(?:-{_NAME_WORD})? {_NAME_WORD}(?:-{_NAME_WORD})?)(?![\w@.-]\w)",
     re.UNICODE,
 )
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])", _I)
@@ -203,7 +203,7 @@ _PERSON_ROLES = (
     "applicant recipient sender policyholder claimant owner member guest passenger driver agent_customer"
 ).split()
 _PERSON_NAME = re.compile(r"[^\W\d_]+(?:['.-][^\W\d_]+)*\.?(?: [^\W\d_]+(?:['.-][^\W\d_]+)*\.?){0,4}")
-_CAPITALISED = re.compile(r"[A-Z][^\W\d_]+(?:['-][^\W\d_]+)*(?: [A-Z][^\W\d_]+(?:['-][^\W\d_]+)*){1,3}")
+_CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:['-][^\W\d_]+)*(?: [A-ZÀ-ÖØ-Þ][^\W\d_]+(?:['-][^\W\d_]+)*){1,3}")
 
 
 def _field_type(key: str, value: str) -> str | None:

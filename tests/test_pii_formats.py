@@ -3,8 +3,11 @@ and secret types the first scrubber missed, and the served-log path."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +242,33 @@ def test_new_look_alikes_are_not_scrubbed():
 )
 def test_names_and_addresses_in_free_text_with_context(text, value, kind):
     assert (kind, value) in {(d.type, d.text) for d in Scrubber().detect(text)}
+
+
+NAMES_DATA = Path(__file__).parent / "data" / "pii_names_labelled.jsonl"
+NAMES_RECORDS = [json.loads(line) for line in NAMES_DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_names_set_is_what_the_script_makes():
+    spec = importlib.util.spec_from_file_location("make_pii_names_set", NAMES_DATA.with_name("make_pii_names_set.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate() == NAMES_RECORDS
+
+
+def test_recall_on_names_addresses_and_new_formats():
+    scrubber = Scrubber(mode="placeholder")
+    found, total, missed = Counter[str](), Counter[str](), []
+    for record in NAMES_RECORDS:
+        detections = scrubber.detect(record["text"])
+        assert record["spans"] or scrubber.scrub_text(record["text"]) == record["text"], record["text"]
+        for span in record["spans"]:
+            group = f"{span['type']} ({record['where']})"
+            total[group] += 1
+            hit = any(d.start <= span["start"] and d.end >= span["end"] for d in detections)
+            found[group] += hit
+            if not hit and record["where"] != "bare":
+                missed.append((group, record["text"]))
+    print("\n" + ", ".join(f"{g}: {found[g]}/{total[g]}" for g in sorted(total)))
+    structured = [g for g in total if "(bare)" not in g]
+    assert sum(found[g] for g in structured) >= 0.99 * sum(total[g] for g in structured), missed
+    assert all(found[g] == total[g] for g in structured if g.startswith(("PERSON (json)", "ADDRESS (json)"))), missed

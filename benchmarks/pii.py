@@ -1,0 +1,50 @@
+"""PII recall per type and look-alikes changed, on the two labelled sets in tests/data/ (pure CPU, a few seconds).
+
+Run: .venv/bin/python benchmarks/pii.py
+``pii_labelled.jsonl`` (860 records: emails, phones, cards, SSNs, IBANs, IPs, secrets, dates of birth, 200
+look-alikes) and ``pii_names_labelled.jsonl`` (names and addresses in tool JSON and in free text, national phone
+layouts, UK NI numbers, the newer secret types, 12 look-alikes). A span counts as found when one detection covers
+it; "bare" free-text names (no cue such as "my name is") are what only an NER plug-in would find.
+"""
+
+import json
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+
+
+def measure(path: Path) -> None:
+    from agentft.pii import Scrubber
+
+    scrubber = Scrubber(mode="placeholder")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    found, total, changed = Counter[str](), Counter[str](), 0
+    negatives = 0
+    started = time.perf_counter()
+    for record in records:
+        detections = scrubber.detect(record["text"])
+        if not record["spans"]:
+            negatives += 1
+            changed += scrubber.scrub_text(record["text"]) != record["text"]
+        for span in record["spans"]:
+            group = f"{span['type']} ({record.get('where', 'text')})"
+            total[group] += 1
+            found[group] += any(d.start <= span["start"] and d.end >= span["end"] for d in detections)
+    seconds = time.perf_counter() - started
+    print(f"\n{path.name}: {len(records)} records, {sum(total.values())} spans, {seconds:.2f} s")
+    for group in sorted(total):
+        print(f"  {group:<22} {found[group]:>4}/{total[group]:<4} {found[group] / total[group]:.1%}")
+    print(f"  look-alikes changed: {changed}/{negatives}")
+
+
+def main() -> None:
+    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    measure(DATA / "pii_labelled.jsonl")
+    measure(DATA / "pii_names_labelled.jsonl")
+
+
+if __name__ == "__main__":
+    main()
