@@ -1,4 +1,5 @@
-"""PII recall per type and look-alikes changed, on the two labelled sets in tests/data/ (pure CPU, a few seconds).
+"""PII recall per type and look-alikes changed, on the two labelled sets in tests/data/ (pure CPU, a few seconds),
+and the time ``scrub_trajectory`` takes on a claims-like conversation.
 
 Run: .venv/bin/python benchmarks/pii.py
 ``pii_labelled.jsonl`` (860 records: emails, phones, cards, SSNs, IBANs, IPs, secrets, dates of birth, 200
@@ -40,10 +41,48 @@ def measure(path: Path) -> None:
     print(f"  look-alikes changed: {changed}/{negatives}")
 
 
+def scrub_speed(n: int = 500) -> None:
+    """Time ``scrub_trajectory`` on a claims-like conversation: get_customer JSON, free text, another format."""
+    from agentft.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
+    from agentft.pii import Scrubber
+    from agentft.trajectory import Trajectory
+
+    customer = {
+        "customer_id": "CUS-0042",
+        "name": "Maria Gonzalez",
+        "address": "12 Elm Street, Springfield",
+        "email": "maria.g@example.com",
+        "date_of_birth": "1985-03-12",
+        "ssn": "123-45-6789",
+        "card_number": "4111111111111111",
+        "phone": "+1 555 123 4567",
+    }
+    trajectory = Trajectory(
+        id="t",
+        env="claims",
+        task_id="claims-0001",
+        policy="bench",
+        messages=[
+            UserMessage(content="Hi, I'm Maria Gonzalez, born 12/03/1985. Claim CLM-123456 please."),
+            AssistantMessage(
+                content="", tool_calls=[ToolCall.create("c1", "get_customer", {"email": customer["email"]})]
+            ),
+            ToolMessage(content=json.dumps(customer), tool_call_id="c1", name="get_customer"),
+            AssistantMessage(content="Thanks Maria, I have 12 Elm Street and 5551234567 on file."),
+        ],
+    )
+    scrubber = Scrubber(key="bench")
+    started = time.perf_counter()
+    for _ in range(n):
+        scrubber.scrub_trajectory(trajectory)
+    print(f"\nscrub_trajectory: {(time.perf_counter() - started) / n * 1000:.2f} ms per trajectory ({n} runs)")
+
+
 def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     measure(DATA / "pii_labelled.jsonl")
     measure(DATA / "pii_names_labelled.jsonl")
+    scrub_speed()
 
 
 if __name__ == "__main__":
