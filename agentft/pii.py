@@ -120,7 +120,9 @@ class Pseudonyms:
         found = []
         for m in self._pattern.finditer(text):
             kind, norm = self.surfaces[m.group()]
-            found.append(Detection(m.start(), m.end(), kind, m.group(), norm))
+            quoted = int(m.group()[0] == '"')  # a postcode is found again only as a JSON string, not in amounts
+            start, end = m.start() + quoted, m.end() - quoted
+            found.append(Detection(start, end, kind, text[start:end], norm))
         return found + self._other_formats(text)
 
     def slot(self, kind: str, norm: str) -> tuple[str, str] | None:
@@ -351,6 +353,8 @@ class Scrubber:
     @staticmethod
     def _surfaces(d: Detection) -> list[str]:
         """How ``d``'s value may be written again: as found, as JSON escapes it, and a name's parts alone."""
+        if d.type == "ADDRESS" and not re.search(r"[^\W\d_]", d.text):  # "62704": POL-62704 or 62704.0 is no zip
+            return [json.dumps(d.text)]
         short = 2 if d.type in ("PERSON", "ADDRESS") else 4  # "Léa", "Wu", "Ely": a typed field's value
         out = [d.text, json.dumps(d.text)[1:-1]] if len(d.text) >= short else []
         if d.type == "PERSON" and " " in d.text:
@@ -406,16 +410,19 @@ class Scrubber:
     def _learn_json_fields(self, text: str, mapping: Pseudonyms) -> None:
         """Record the values of a JSON text's typed fields ({"name": ..., "address": ...}), so that scrubbing the
         text as text replaces them (and the same values elsewhere)."""
-        value = _loads(text) if text.lstrip()[:1] in ("{", "[") else None
-        if isinstance(value, dict | list):
 
-            def learn(s: str, key: str | None) -> str:
-                kind = _field_type(key, s.strip()) if key and s.strip() else None
-                if kind in self.types:
-                    self._pseudonym(Detection(0, 0, kind, s.strip(), _normalize(kind, s.strip())), mapping, make=False)
-                return s
+        def learn(s: str, key: str | None) -> str:
+            kind = _field_type(key, s.strip()) if key and s.strip() else None
+            if kind in self.types:
+                self._pseudonym(Detection(0, 0, kind, s.strip(), _normalize(kind, s.strip())), mapping, make=False)
+            return s
 
-            _walk(value, learn, None)
+        try:
+            value = _loads(text) if text.lstrip()[:1] in ("{", "[") else None
+            if isinstance(value, dict | list):
+                _walk(value, learn, None)
+        except RecursionError:  # nested past Python's limit: no typed fields, its strings are still scrubbed as text
+            pass
 
     def _scrub_json_text(self, text: str, mapping: Pseudonyms, counts: Counter[str]) -> str:
         """A tool result scrubbed as text; if that broke its JSON, its strings are scrubbed one by one instead."""

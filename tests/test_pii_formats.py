@@ -81,6 +81,18 @@ def test_served_logs_keep_no_name_or_address(tmp_path):
     assert record.metadata["pii_replaced"]["PERSON"] >= 4
 
 
+def test_numeric_postcodes_are_not_replaced_in_ids_or_amounts():
+    record = {"zip": "12345", "policy_id": "POL-12345", "amount": 12345.0}
+    clean = json.loads(Scrubber(mode="placeholder").scrub_text(json.dumps(record)))
+    assert clean == {"zip": "<ADDRESS_1>", "policy_id": "POL-12345", "amount": 12345.0}
+
+
+def test_deeply_nested_json_is_still_scrubbed_as_text():
+    deep = "[" * 900 + '"ada.berg12@example.com"' + "]" * 900
+    out = Scrubber(mode="placeholder").scrub_text(deep)
+    assert out == deep.replace("ada.berg12@example.com", "<EMAIL_1>")
+
+
 def test_typed_fields_need_a_value_of_their_type():
     scrubber = Scrubber(mode="placeholder")
     kept = {
