@@ -203,6 +203,7 @@ _PERSON_ROLES = (
     "customer client patient contact holder account_holder card_holder beneficiary employee caller insured "
     "applicant recipient sender policyholder claimant owner member guest passenger driver agent_customer"
 ).split()
+_NO_VALUE = set("unknown|none|null|nil|n/a|na|anonymous|redacted|withheld|not given|not provided|tbd|-|?".split("|"))
 _PERSON_NAME = re.compile(r"[^\W\d_]+(?:['.-][^\W\d_]+)*\.?(?: [^\W\d_]+(?:['.-][^\W\d_]+)*\.?){0,4}")
 _CAPITALISED = re.compile(r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:['-][^\W\d_]+)*(?: [A-ZÀ-ÖØ-Þ][^\W\d_]+(?:['-][^\W\d_]+)*){1,3}")
 
@@ -217,6 +218,8 @@ def _field_type(key: str, value: str) -> str | None:
         kind = "ADDRESS"
     if kind is None and k in ("name", "display_name", "contact") and _CAPITALISED.fullmatch(value):
         kind = "PERSON"  # a bare "name" is a person's only when it reads like one: "Maria Gonzalez", not "home"
+    if kind in ("PERSON", "ADDRESS") and value.lower().strip(" .") in _NO_VALUE:
+        return None
     digits = len(_digits(value))
     fits = {
         "PERSON": lambda: _PERSON_NAME.fullmatch(value) is not None and len(value) >= 2,

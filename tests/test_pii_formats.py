@@ -104,6 +104,8 @@ def test_typed_fields_need_a_value_of_their_type():
         "ssn": "on file",
         "username": "mgonzalez",
         "ip_address": "not recorded",
+        "customer_name": "unknown",
+        "address": "n/a",
     }
     assert json.loads(scrubber.scrub_text(json.dumps(kept))) == kept
     changed = json.loads(scrubber.scrub_text(json.dumps({"fullName": "José Núñez", "zip_code": "SW1A 1AA"})))
