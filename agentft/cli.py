@@ -449,7 +449,12 @@ def dataset_sft(
         f"{len(dataset.train)} train + {len(dataset.validation)} validation rows -> {out} "
         f"(dropped: {dropped}); card: {out}/README.md"
     )
-    for path in dataset.stats.get("torn_files", []):
+    _warn_torn(dataset.stats)
+
+
+def _warn_torn(stats: dict[str, Any]) -> None:
+    """Name every source file whose last record was cut short (skipped): a lost record is said, not hidden."""
+    for path in stats.get("torn_files", []):
         console.print(
             f"warning: {path} ends in a torn or zero-filled record, skipped (counted as torn_line)",
             markup=False,
@@ -482,6 +487,7 @@ def dataset_dpo(
         f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
         f"trajectories ({dataset.stats['failing']} failing) -> {out}"
     )
+    _warn_torn(dataset.stats)
 
 
 @dataset_app.command("export")

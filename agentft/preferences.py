@@ -394,9 +394,11 @@ def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | 
     from dataclasses import asdict
 
     from agentft.datasets import load_sources
+    from agentft.trajectory import ReadReport
 
     config = config or PreferenceConfig()
-    trajectories, files = load_sources(sources)
+    reports: dict[Path, ReadReport] = {}
+    trajectories, files = load_sources(sources, reports)
     pairs = mine_pairs(trajectories, config)
     kinds: dict[str, int] = defaultdict(int)
     for pair in pairs:
@@ -406,6 +408,8 @@ def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | 
         "by_kind": dict(kinds),
         "trajectories": len(trajectories),
         "failing": sum(not _good(t) for t in trajectories),
+        # a record cut short by a killed writer (or a zero-filled end) is a record lost: say so
+        "torn_files": [str(path) for path, report in reports.items() if report.torn_tail],
     }
     return PreferenceDataset(pairs, files, asdict(config), stats)
 

@@ -293,6 +293,13 @@ def test_a_torn_or_zero_filled_end_is_counted_and_printed_not_dropped_silently(t
     assert str(source) in result.output.replace("\n", "")
     card = (tmp_path / "sft" / "README.md").read_text()
     assert "| torn_line | 1 |" in card
+    # DPO mining reads the same sources and says the same.
+    assert build_dpo_dataset([toy_run], PreferenceConfig(perturbations=True)).stats["torn_files"] == [str(source)]
+    result = CliRunner().invoke(
+        app, ["dataset", "dpo", "--from", str(toy_run), "--out", str(tmp_path / "dpo"), "--perturb"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "torn or zero-filled" in result.output and str(source) in result.output.replace("\n", "")
 
 
 def _break(trajectory, how):
