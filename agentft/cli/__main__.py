@@ -1,0 +1,3 @@
+from agentft.cli import main
+
+main()
