@@ -1,13 +1,15 @@
-"""The runner: many episodes stepped in lockstep, every pending model turn of a step in one policy call.
+"""The runner: many episodes at once, their model turns batched.
 
-On a CPU, batching is the difference between minutes and hours (one padded ``generate`` over 16
-conversations gives several times the tokens/s of one). Slots are refilled as episodes finish, so the
-batch stays full. ``batch_size=1`` is the per-episode sequential loop, kept as the benchmark baseline.
+On a CPU, batching is the difference between minutes and hours (one forward pass over 16 conversations gives
+several times the tokens/s of one). Slots are refilled as episodes finish, so the batch stays full.
+``batch_size=1`` is the per-episode sequential loop, kept as the benchmark baseline.
 
-Each episode is a ``Rollout`` of the episode kernel (``agentft.kernel``): the runner only batches the model
-calls; what a turn does (tools, guard, simulated user, errors) is the kernel's one ``step``. What the model
-does wrong never stops a run; an environment that fails ends that episode with status ``error`` (not
-scored, reported apart); the others go on.
+Each episode is a ``Rollout`` of the episode kernel (``agentft.kernel``): the runner only schedules the model
+calls; what a turn does (tools, guard, simulated user, errors) is the kernel's one ``step``. A continuous policy
+(``HFPolicy`` with its engine) takes each episode's next turn as soon as the episode needs it, and hands back
+turns as they finish, so no episode waits for the slowest generation of a batch; any other policy is driven in
+lockstep (every pending turn in one ``act`` call). What the model does wrong never stops a run; an environment
+that fails ends that episode with status ``error`` (not scored, reported apart); the others go on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from agentft.envs import Environment, Task
 from agentft.guard import Guard
 from agentft.kernel import Rollout, close_rollout, open_rollout, step, tools_key
-from agentft.policies.base import Policy, TaskAwarePolicy
+from agentft.messages import Message
+from agentft.policies.base import ContinuousPolicy, Policy, Reply, TaskAwarePolicy
+from agentft.tools import ToolSpec
 from agentft.trajectory import Trajectory, episode_id
 
 __all__ = ["EpisodeSpec", "RunConfig", "run_episodes", "plan_episodes"]
@@ -68,43 +72,44 @@ def run_episodes(
     config = config or RunConfig()
     name = policy_name or policy.name
     guard = Guard(env) if config.guard else None
+    active: dict[str, Rollout] = {}
+    """Live episodes by their key in this run (episode ids could repeat if a spec does)."""
+    if isinstance(policy, ContinuousPolicy) and policy.continuous:
+        driver: ContinuousPolicy | _Lockstep = policy
+    else:
+        driver = _Lockstep(policy, lambda key: active[key].task)
     queue = deque(specs)
-    active: list[Rollout] = []
+    opened = 0
+    waiting: set[str] = set()
+    """Episodes whose turn is with the policy."""
     done: list[Trajectory] = []
     try:
         while queue or active:
             while queue and len(active) < config.batch_size:
                 spec = queue.popleft()
-                active.append(
-                    open_rollout(
-                        env,
-                        spec.task,
-                        seed=spec.seed,
-                        attempt=spec.attempt,
-                        guard=guard,
-                        max_steps=config.max_steps,
-                        timeout_s=config.episode_timeout_s,
-                        id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt),
-                    )
+                rollout = open_rollout(
+                    env,
+                    spec.task,
+                    seed=spec.seed,
+                    attempt=spec.attempt,
+                    guard=guard,
+                    max_steps=config.max_steps,
+                    timeout_s=config.episode_timeout_s,
+                    id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt),
                 )
-            groups: dict[str, list[Rollout]] = {}
-            for rollout in active:
-                if rollout.status is None:
-                    groups.setdefault(tools_key(rollout.tools), []).append(rollout)
-            for group in groups.values():
-                clock = time.perf_counter()
-                conversations = [rollout.messages for rollout in group]
-                if isinstance(policy, TaskAwarePolicy):  # an oracle: told each episode's own task
-                    replies = policy.act_on_tasks(conversations, group[0].tools, [rollout.task for rollout in group])
-                else:
-                    replies = policy.act(conversations, group[0].tools)
-                share = (time.perf_counter() - clock) / len(group)
-                for rollout, reply in zip(group, replies, strict=True):
-                    if reply.latency_s is None:
-                        reply = reply.model_copy(update={"latency_s": share})
-                    step(rollout, reply)
-            finished = [close_rollout(rollout, name) for rollout in active if rollout.status is not None]
-            active = [rollout for rollout in active if rollout.status is None]
+                active[f"{opened}:{rollout.id}"] = rollout
+                opened += 1
+            for key, rollout in active.items():
+                if rollout.status is None and key not in waiting:
+                    driver.submit(key, rollout.messages, rollout.tools)
+                    waiting.add(key)
+            for key, reply in driver.poll():
+                waiting.discard(key)
+                step(active[key], reply)
+            finished = []
+            for key in [key for key, rollout in active.items() if rollout.status is not None]:
+                finished.append(close_rollout(active.pop(key), name))
+                driver.release(key)
             if finished:
                 done.extend(finished)
                 if on_finish is not None:
@@ -113,3 +118,40 @@ def run_episodes(
         if guard is not None:
             guard.close()
     return done
+
+
+class _Lockstep:
+    """Drives a policy that only has ``act``: every pending turn goes in one call per tool set (an oracle is told
+    each episode's task), and all of them come back together."""
+
+    def __init__(self, policy: Policy, task_of: Callable[[str], Task]) -> None:
+        self.policy = policy
+        self.task_of = task_of
+        self.pending: dict[str, tuple[list[Message], list[ToolSpec]]] = {}
+
+    def submit(self, key: str, conversation: list[Message], tools: list[ToolSpec]) -> None:
+        self.pending[key] = (conversation, tools)
+
+    def poll(self) -> list[tuple[str, Reply]]:
+        groups: dict[str, list[str]] = {}
+        for key, (_, tools) in self.pending.items():
+            groups.setdefault(tools_key(tools), []).append(key)
+        replies: list[tuple[str, Reply]] = []
+        for keys in groups.values():
+            conversations = [self.pending[key][0] for key in keys]
+            tools = self.pending[keys[0]][1]
+            clock = time.perf_counter()
+            if isinstance(self.policy, TaskAwarePolicy):  # an oracle: told each episode's own task
+                group = self.policy.act_on_tasks(conversations, tools, [self.task_of(key) for key in keys])
+            else:
+                group = self.policy.act(conversations, tools)
+            share = (time.perf_counter() - clock) / len(keys)
+            for key, reply in zip(keys, group, strict=True):
+                if reply.latency_s is None:
+                    reply = reply.model_copy(update={"latency_s": share})
+                replies.append((key, reply))
+        self.pending.clear()
+        return replies
+
+    def release(self, key: str) -> None:
+        pass

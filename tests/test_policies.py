@@ -170,13 +170,17 @@ def test_openai_policy_unreachable_server_is_a_clear_error():
         policy.act([USER])
 
 
-def test_shared_prefix_cache_gives_the_same_tokens(tiny, tools):
+def test_the_engine_and_transformers_generate_give_the_same_replies(tiny, tools):
     system = {"role": "system", "content": "You are the claims desk. " * 20}
     conversations = [[system, {"role": "user", "content": f"Check claim CLM-{i}" + "!" * i}] for i in range(6)]
-    plain = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, reuse_prefix=False)
-    cached = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, batch_size=4)
-    assert cached._shared_prefix([cached.prompt_text(c, tools) for c in conversations]).endswith("<|im_end|>\n")
-    expected = [r.text for r in plain.act(conversations, tools)]
-    assert [r.text for r in cached.act(conversations, tools)] == expected
-    assert [r.text for r in cached.act(conversations, tools)] == expected  # from the kept prefix state
-    assert len(cached._prefix_cache) == 1
+    legacy = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, batch_size=4, engine=False)
+    engine = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=10, batch_size=4)
+    assert not legacy.continuous and engine.continuous
+    expected = [r.text for r in legacy.act(conversations, tools)]
+    assert [r.text for r in legacy.act(conversations, tools)] == expected  # from the kept opening's cache
+    assert len(legacy._legacy._prefix_cache) == 1
+    replies = engine.act(conversations, tools)
+    assert [r.text for r in replies] == expected
+    assert [r.text for r in engine.act(conversations, tools)] == expected  # now from resident sequences
+    assert engine.engine.stats["cached_tokens"] > engine.engine.stats["prefill_tokens"]
+    assert all(r.latency_s and r.latency_s > 0 for r in replies)

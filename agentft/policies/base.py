@@ -11,7 +11,7 @@ from agentft.errors import FormatError, UserError
 from agentft.messages import AssistantMessage, Message
 from agentft.tools import ToolSpec
 
-__all__ = ["Policy", "Reply", "TaskAwarePolicy", "load_policy"]
+__all__ = ["Policy", "Reply", "TaskAwarePolicy", "ContinuousPolicy", "load_policy"]
 
 ToolSchemas = Sequence[ToolSpec]
 
@@ -52,6 +52,29 @@ class TaskAwarePolicy(Policy, Protocol):
         self, conversations: Sequence[Sequence[Message]], tools: ToolSchemas | None, tasks: Sequence[Any]
     ) -> list[Reply]:
         """One reply per conversation, each knowing its ``Task``."""
+        ...
+
+
+@runtime_checkable
+class ContinuousPolicy(Policy, Protocol):
+    """A policy whose turns join a running batch (``HFPolicy`` with its engine): the runner submits each
+    episode's next turn as soon as the episode needs one, instead of waiting for a whole batch of turns."""
+
+    @property
+    def continuous(self) -> bool:
+        """False when this instance can only ``act`` (e.g. a model the engine cannot run)."""
+        ...
+
+    def submit(self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None) -> None:
+        """Queue the next turn of episode ``key``."""
+        ...
+
+    def poll(self) -> list[tuple[str, Reply]]:
+        """Generate until at least one queued turn is done; those turns' replies, by key."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Episode ``key`` ended: whatever is kept for it can go."""
         ...
 
 

@@ -1,9 +1,15 @@
-"""The transformers backend: batched, left-padded generation with the KV cache, greedy by default."""
+"""The transformers backend: continuous batching with key/value caches kept across turns (``agentft.engine``).
+
+Greedy by default. ``engine=False`` (and models the engine cannot run, e.g. sliding-window attention) generate
+with transformers' ``generate`` in sorted, left-padded sub-batches, reusing the cache of the opening every prompt
+shares: the path the benchmarks compare the engine against.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,18 +28,22 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     seconds: float = 0.0
-    """This row's own share of its sub-batch's time: the time until it stopped generating (the sub-batch's time
-    scaled by its tokens over the longest row's), not the wait for longer rows."""
+    """This row's own model time: the forward passes it took part in, not its wait for other rows."""
+    cached_tokens: int = 0
+    """Prompt tokens whose keys and values were reused (an earlier turn, or an opening shared with others)."""
 
 
 class HFPolicy:
-    """A local causal LM (embedded name or directory), optionally with a LoRA adapter.
+    """A local causal LM (embedded name or directory), optionally with a LoRA adapter (merged for speed).
 
-    Prompts of a batch are sorted by length and generated in sub-batches of ``batch_size`` so that
-    padding stays small; generation stops at the end-of-turn token. The turns every prompt of a call
-    shares (the system prompt and tool list, typically half of an agent's context) are encoded once and
-    their key/value cache is reused across the batch and across calls (``reuse_prefix``). ``dtype`` is
-    float32, bfloat16 or auto (bf16 on a GPU or on a CPU that multiplies bf16 natively, else fp32).
+    ``batch_size`` turns generate at once; with the engine, a turn that ends leaves the batch and a waiting one
+    joins at the next token, and every episode's conversation stays cached between its turns (``max_resident``
+    conversations; memory grows with them). ``dtype`` is float32, bfloat16 or auto (bf16 on a GPU or on a CPU
+    that multiplies bf16 natively, else fp32). ``temperature`` > 0 samples (``top_p``, ``seed``: every episode
+    draws from its own generator, seeded from ``seed`` and the episode's key, so reruns repeat).
+
+    Two ways to drive it: ``act`` (a batch of conversations, one reply each: any caller) and ``submit`` /
+    ``poll`` / ``release`` (the runner's continuous mode: a turn submitted while others generate joins them).
     """
 
     def __init__(
@@ -44,90 +54,182 @@ class HFPolicy:
         max_new_tokens: int = 256,
         batch_size: int = 16,
         temperature: float = 0.0,
+        top_p: float = 1.0,
         dtype: str = "float32",
         device: str = "cpu",
         seed: int = 0,
-        reuse_prefix: bool = True,
+        engine: bool = True,
+        max_resident: int = 64,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
+        from agentft.engine import Engine, supports
         from agentft.models import load_model
 
         self.name = f"hf:{model}" + (f"@{adapter}" if adapter else "")
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.temperature = temperature
+        self.top_p = top_p
         self.seed = seed
-        self.reuse_prefix = reuse_prefix
-        self._prefix_cache: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
         self.model, self.tokenizer = loaded or load_model(
             model, adapter=adapter, dtype=dtype, device=device, merge=True
         )
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self._stop_ids = sorted({i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0})
+        self.engine = (
+            Engine(self.model, self._stop_ids, max_batch=batch_size, slots=max_resident)
+            if engine and supports(self.model)
+            else None
+        )
+        self._legacy = _LegacyGenerate(self) if self.engine is None else None
+        self._submitted: dict[int, tuple[str, Any, ToolSchemas | None]] = {}
+        self._calls = 0
+
+    @property
+    def continuous(self) -> bool:
+        """Whether turns can join a running batch (``submit``/``poll``); else the runner calls ``act``."""
+        return self.engine is not None
 
     def prompt_text(self, conversation: Sequence[Message | dict[str, Any]], tools: ToolSchemas | None) -> str:
         return self.tokenizer.apply_chat_template(
             to_hf(conversation), tools=openai_tools(tools) or None, add_generation_prompt=True, tokenize=False
         )
 
+    # ---- a batch at a time ------------------------------------------------------------------------------
     def act(
         self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
     ) -> list[Reply]:
-        prompts = [self.prompt_text(conversation, tools) for conversation in conversations]
-        replies = []
-        for generation in self.generate(prompts):
-            parsed = parse_reply(generation.text, tools)
-            replies.append(
-                Reply(
-                    message=parsed.message,
-                    errors=parsed.errors,
-                    text=generation.text,
-                    prompt_tokens=generation.prompt_tokens,
-                    completion_tokens=generation.completion_tokens,
-                    latency_s=generation.seconds,
-                )
-            )
-        return replies
+        generations = self.generate([self.prompt_text(conversation, tools) for conversation in conversations])
+        return [self._reply(generation, tools) for generation in generations]
 
     def generate(
         self, prompts: Sequence[str], *, max_new_tokens: int | None = None, min_new_tokens: int | None = None
     ) -> list[Generation]:
-        """Generate a completion for each prompt (already rendered text), in the given order."""
+        """A completion for each prompt (already rendered text), in the given order."""
+        if self._legacy is not None:
+            return self._legacy.generate(prompts, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+        assert self.engine is not None
+        self._calls += 1
+        requests = [
+            self._request(prompt, f"act/{self._calls}/{index}", None, max_new_tokens, min_new_tokens)
+            for index, prompt in enumerate(prompts)
+        ]
+        return [self._generation(result) for result in self.engine.run(requests)]
+
+    # ---- continuous: the runner submits turns as its episodes need them -------------------------------------
+    def submit(self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None) -> None:
+        """Queue the next turn of the conversation ``key``; it joins the generating batch at the next step."""
+        assert self.engine is not None, "submit needs the engine (HFPolicy(engine=True) and a model it supports)"
+        turn = sum(1 for message in conversation if getattr(message, "role", None) == "assistant")
+        request = self._request(self.prompt_text(conversation, tools), f"{key}/{turn}", key, None, None)
+        self._submitted[self.engine.submit(request).id] = (key, request, tools)
+
+    def poll(self) -> list[tuple[str, Reply]]:
+        """Generate until at least one submitted turn is done; returns those turns' replies by key."""
+        assert self.engine is not None
+        while self.engine.busy:
+            finished = self.engine.step()
+            if finished:
+                replies = []
+                for handle in finished:
+                    key, _, tools = self._submitted.pop(handle.id)
+                    replies.append((key, self._reply(self._generation(handle.result), tools)))
+                return replies
+        return []
+
+    def release(self, key: str) -> None:
+        """The episode ``key`` ended: its cached conversation is the first to give way."""
+        if self.engine is not None:
+            self.engine.release(key)
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def _request(
+        self, prompt: str, seed_key: str, session: str | None, max_new_tokens: int | None, min_new_tokens: int | None
+    ) -> Any:
+        from agentft.engine import Request
+
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return Request(
+            prompt=ids,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            min_new_tokens=min_new_tokens or 0,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=zlib.crc32(f"{self.seed}/{seed_key}".encode()),
+            session=session,
+        )
+
+    def _generation(self, result: Any) -> Generation:
+        tokens = result.tokens
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False).split(END_OF_TURN)[0]
+        return Generation(
+            text=text,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=len(tokens),
+            seconds=result.seconds,
+            cached_tokens=result.cached_tokens,
+        )
+
+    @staticmethod
+    def _reply(generation: Generation, tools: ToolSchemas | None) -> Reply:
+        parsed = parse_reply(generation.text, tools)
+        return Reply(
+            message=parsed.message,
+            errors=parsed.errors,
+            text=generation.text,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            latency_s=generation.seconds,
+        )
+
+
+class _LegacyGenerate:
+    """transformers' ``generate``: prompts sorted by length in left-padded sub-batches of ``batch_size``, the
+    opening every prompt shares encoded once and its cache reused across the batch and across calls."""
+
+    def __init__(self, policy: HFPolicy) -> None:
+        self.policy = policy
+        self._prefix_cache: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
+
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int | None = None, min_new_tokens: int | None = None
+    ) -> list[Generation]:
         import torch
 
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        policy, tokenizer = self.policy, self.policy.tokenizer
+        lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         results: list[Generation | None] = [None] * len(prompts)
         options: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens or self.max_new_tokens,
-            "eos_token_id": self._stop_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "do_sample": self.temperature > 0,
+            "max_new_tokens": max_new_tokens or policy.max_new_tokens,
+            "eos_token_id": policy._stop_ids,
+            "pad_token_id": tokenizer.pad_token_id,
+            "do_sample": policy.temperature > 0,
         }
-        if self.temperature > 0:
-            options["temperature"] = self.temperature
-            torch.manual_seed(self.seed)
+        if policy.temperature > 0:
+            options.update(temperature=policy.temperature, top_p=policy.top_p)
+            torch.manual_seed(policy.seed)
         else:
             # Clear sampling defaults a model's generation_config may carry, so greedy is warning-free.
             options.update(temperature=None, top_p=None, top_k=None)
         if min_new_tokens:
             options["min_new_tokens"] = min_new_tokens
-        prefix = self._shared_prefix(prompts) if self.reuse_prefix else ""
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        prefix = self._shared_prefix(prompts)
+        for start in range(0, len(order), policy.batch_size):
+            chunk = order[start : start + policy.batch_size]
             clock = time.perf_counter()
             with torch.inference_mode():
                 if prefix:
                     prompt_width, output = self._generate_after_prefix(prefix, [prompts[i] for i in chunk], options)
                 else:
-                    encoded = self.tokenizer(
+                    encoded = tokenizer(
                         [prompts[i] for i in chunk],
                         return_tensors="pt",
                         padding=True,
                         padding_side="left",
                         add_special_tokens=False,
-                    ).to(self.model.device)
-                    prompt_width, output = encoded["input_ids"].shape[1], self.model.generate(**encoded, **options)
+                    ).to(policy.model.device)
+                    prompt_width, output = encoded["input_ids"].shape[1], policy.model.generate(**encoded, **options)
             elapsed = time.perf_counter() - clock
             finished = [
                 self._finish(row, lengths[index])
@@ -135,11 +237,13 @@ class HFPolicy:
             ]
             longest = max(max(g.completion_tokens for g in finished), 1)
             for generation, index in zip(finished, chunk, strict=True):
+                # Its own share: the sub-batch's time scaled by its tokens over the longest row's.
                 generation.seconds = elapsed * max(generation.completion_tokens, 1) / longest
                 results[index] = generation
         return [r for r in results if r is not None]
 
-    def _shared_prefix(self, prompts: Sequence[str]) -> str:
+    @staticmethod
+    def _shared_prefix(prompts: Sequence[str]) -> str:
         """The longest run of whole turns every prompt starts with (the system prompt and tools, at least)."""
         common = os.path.commonprefix(list(prompts))
         boundary = common.rfind(END_OF_TURN + "\n")
@@ -149,10 +253,11 @@ class HFPolicy:
         """Token ids and key/value tensors of a prefix, computed once and kept for the next calls."""
         cached = self._prefix_cache.get(prefix)
         if cached is None:
-            ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
-                self.model.device
+            model = self.policy.model
+            ids = self.policy.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
+                model.device
             )
-            cache = self.model(input_ids=ids, use_cache=True).past_key_values
+            cache = model(input_ids=ids, use_cache=True).past_key_values
             cached = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
             if len(self._prefix_cache) >= 4:
                 self._prefix_cache.pop(next(iter(self._prefix_cache)))
@@ -168,33 +273,33 @@ class HFPolicy:
         import torch
         from transformers import StaticCache
 
+        model, tokenizer = self.policy.model, self.policy.tokenizer
         prefix_ids, layers = self._prefix_state(prefix)
-        rests = self.tokenizer([p[len(prefix) :] for p in prompts], add_special_tokens=False)["input_ids"]
+        rests = tokenizer([p[len(prefix) :] for p in prompts], add_special_tokens=False)["input_ids"]
         width = max(len(r) for r in rests)
-        pad = self.tokenizer.pad_token_id
+        pad = tokenizer.pad_token_id
         rows, masks = [], []
         for rest in rests:
             gap = width - len(rest)
             rows.append(prefix_ids.tolist() + [pad] * gap + rest)
             masks.append([1] * len(prefix_ids) + [0] * gap + [1] * len(rest))
-        device = self.model.device
         batch = len(prompts)
         # Preallocated: a growing cache would copy every row's keys and values at each new token (measured:
         # three quarters of the decode time at batch 27 with a 600-token prefix).
-        cache = StaticCache(config=self.model.config, max_cache_len=len(rows[0]) + options["max_new_tokens"])
+        cache = StaticCache(config=model.config, max_cache_len=len(rows[0]) + options["max_new_tokens"])
         for layer, (keys, values) in zip(cache.layers, layers, strict=True):
             layer.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1))
-        input_ids = torch.tensor(rows, device=device)
-        output = self.model.generate(
-            input_ids=input_ids, attention_mask=torch.tensor(masks, device=device), cache=cache, **options
+        input_ids = torch.tensor(rows, device=model.device)
+        output = model.generate(
+            input_ids=input_ids, attention_mask=torch.tensor(masks, device=model.device), cache=cache, **options
         )
         return input_ids.shape[1], output
 
     def _finish(self, tokens: list[int], prompt_tokens: int) -> Generation:
         # Keep the end-of-turn token in the count (it was generated), drop the padding after it.
         for position, token in enumerate(tokens):
-            if token in self._stop_ids:
+            if token in self.policy._stop_ids:
                 tokens = tokens[: position + 1]
                 break
-        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        text = self.policy.tokenizer.decode(tokens, skip_special_tokens=False)
         return Generation(text=text.split(END_OF_TURN)[0], prompt_tokens=prompt_tokens, completion_tokens=len(tokens))

@@ -1,0 +1,568 @@
+"""The generation engine: key/value caches kept across turns, and continuous batching, on a CPU or a GPU.
+
+Why its own engine: transformers' continuous batching (``transformers.generation.continuous_batching``) runs on
+CUDA and XPU only, vLLM and SGLang need a GPU, and ``model.generate`` re-encodes every prompt and waits for the
+longest row of its batch. An agent's turns are long prompts that grow by a few dozen tokens per turn (a tool
+result, the user's reply), so on a CPU the work that matters is not re-reading them.
+
+**Layout.** Every sequence lives in a *slot*: one row of a preallocated key/value buffer per layer,
+``[slots, kv_heads, capacity, head_dim]``, its token at position ``p`` stored at index ``p``. Rows ``[0, n)``
+are the ones generating: the decode batch is the view ``buffer[:n]``, with no copy. A sequence that finished its
+turn stays resident ("parked") in a later row until its slot is needed. Attention uses an explicit mask (key
+index <= the query's position), so rows of different lengths share one forward pass without padding their caches.
+
+**Reuse.** A new request looks among the resident sequences for the one sharing the longest token prefix with its
+prompt: its own previous turn (the whole conversation so far), or any sequence with the same opening (system
+prompt and tools). It takes a parked slot over in place when it continues that sequence, or copies the shared
+prefix into a free slot, and prefills only the rest. Requests that arrive together and share an opening no
+resident sequence holds get it encoded once first. The result is exact: a cached key/value at position ``p``
+depends only on tokens ``0..p``, which match.
+
+**Scheduling.** ``step()`` admits waiting requests while slots are free (a batched prefill: queries left-padded,
+logits only at each row's last token), then runs one decode step over every generating row. A row that samples a
+stop token or reaches its limit leaves the batch at once, and a waiting request takes its place at the next
+step, so no row waits for the longest generation of its batch.
+
+Models: decoder-only transformers whose attention layers all attend to the full context and accept a 4D mask
+and explicit position ids (Llama, Qwen2, Mistral without a sliding window, SmolLM2, ...); ``supports(model)``
+says whether a model qualifies. Sampling is per row (temperature, top-p, seed) and can record each sampled
+token's log-probability under the distribution it was drawn from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any, Literal
+
+__all__ = ["Request", "Result", "Handle", "Engine", "supports"]
+
+Finish = Literal["stop", "length", "cancelled"]
+
+
+@dataclass
+class Request:
+    """One completion to generate from a prompt given as token ids."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    min_new_tokens: int = 0
+    """Stop tokens are not sampled before this many tokens."""
+    temperature: float = 0.0
+    """0: greedy. Above 0: sampled from softmax(logits / temperature)."""
+    top_p: float = 1.0
+    seed: int | None = None
+    """Seed of this row's own random generator (sampled rows): the same seed draws the same tokens."""
+    logprobs: bool = False
+    """Record each generated token's log-probability (under the distribution it was drawn from)."""
+    allowed: Callable[[list[int]], Sequence[int] | None] | None = None
+    """Given the tokens generated so far, the token ids allowed next (None: any)."""
+    on_token: Callable[[int], None] | None = None
+    """Called with every generated token id (stop token included) as it comes, from the generating thread."""
+    session: str | None = None
+    """A name for the conversation this turn belongs to; ``Engine.release(session)`` frees its slot first."""
+
+
+@dataclass
+class Result:
+    tokens: list[int]
+    """The generated token ids, the stop token included when the row stopped on one."""
+    finish: Finish
+    prompt_tokens: int
+    cached_tokens: int
+    """Prompt tokens whose keys and values came from a resident sequence rather than a new prefill."""
+    seconds: float
+    """The time of the forward passes this row took part in (not its wait in the queue)."""
+    logprobs: list[float] | None = None
+
+
+class Handle:
+    """A submitted request: its result once ``done``; ``cancel()`` stops it at the next step."""
+
+    _ids = count()
+
+    def __init__(self, request: Request) -> None:
+        if not request.prompt:
+            raise ValueError("a request needs at least one prompt token")
+        if request.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        self.id = next(self._ids)
+        self.request = request
+        self.result: Result | None = None
+        self._cancelled = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
+@dataclass
+class _Row:
+    """What a slot holds: the tokens whose keys and values are cached, and the request generating in it."""
+
+    tokens: list[int] = field(default_factory=list)
+    handle: Handle | None = None
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    pending: int | None = None
+    """The last sampled token: generated, not yet in the cache (the next decode step's input)."""
+    cached_tokens: int = 0
+    seconds: float = 0.0
+    generator: Any = None
+    used: float = 0.0
+    """When the slot last served a request (least recently used slots are taken first)."""
+    session: str | None = None
+    released: bool = False
+
+
+def supports(model: Any) -> bool:
+    """Whether the engine can run ``model``: every attention layer attends to the full context."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types):
+        return False
+    return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
+
+
+class _SlotCache:
+    """The key/value buffers, in the shape transformers' attention layers call: ``update`` stores the new keys
+    and values of rows ``[lo, hi)`` at their own positions and returns those rows' whole (viewed) cache."""
+
+    def __init__(self, slots: int, capacity: int) -> None:
+        self.slots = slots
+        self.capacity = capacity
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.lo = self.hi = self.width = 0
+        self.rows: Any = None
+        self.positions: Any = None
+
+    def bind(self, lo: int, hi: int, positions: Any, width: int) -> None:
+        import torch
+
+        self.lo, self.hi, self.width = lo, hi, width
+        self.rows = torch.arange(lo, hi, device=positions.device)[:, None]
+        self.positions = positions
+
+    def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if layer_idx == len(self.keys):  # first forward: allocate this layer's buffers
+            batch, heads, _, dim = key_states.shape
+            shape = (self.slots, heads, self.capacity, dim)
+            self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
+            self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[self.rows, :, self.positions] = key_states.transpose(1, 2)
+        values[self.rows, :, self.positions] = value_states.transpose(1, 2)
+        return keys[self.lo : self.hi, :, : self.width], values[self.lo : self.hi, :, : self.width]
+
+    def grow(self, *, slots: int | None = None, capacity: int | None = None) -> None:
+        """More slots or longer ones; what is cached stays."""
+        import torch
+
+        slots, capacity = slots or self.slots, capacity or self.capacity
+        for buffers in (self.keys, self.values):
+            for i, old in enumerate(buffers):
+                new = torch.zeros((slots, old.shape[1], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
+                new[: self.slots, :, : self.capacity] = old
+                buffers[i] = new
+        self.slots, self.capacity = slots, capacity
+
+    def copy(self, source: int, target: int, length: int) -> None:
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                buffer[target, :, :length] = buffer[source, :, :length]
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        for buffers in (self.keys, self.values):
+            for buffer in buffers:
+                saved = buffer[a, :, :length].clone()
+                buffer[a, :, :length] = buffer[b, :, :length]
+                buffer[b, :, :length] = saved
+
+    # What transformers may ask of a cache besides ``update``.
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+    is_compileable = False
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token lists (binary search over C-speed slice comparisons)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class Engine:
+    """Continuous batching over one model with resident key/value caches. Not thread-safe: one thread steps it
+    (``Handle.cancel`` may be called from any thread).
+
+    ``max_batch`` rows generate at once; ``slots`` sequences stay resident (default ``max_batch``; each slot
+    holds up to the longest sequence seen, so memory is slots x length x the model's key/value size per token).
+    ``max_prefill_tokens`` bounds the tokens (padding included) of one prefill forward pass.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        stop_ids: Sequence[int],
+        *,
+        max_batch: int = 32,
+        slots: int | None = None,
+        max_prefill_tokens: int = 4096,
+        shared_prefix_min: int = 32,
+    ) -> None:
+        if not supports(model):
+            raise ValueError(
+                f"the engine needs full attention in every layer; {type(model).__name__} has sliding-window "
+                "layers (use HFPolicy(engine=False))"
+            )
+        import torch
+
+        self.model = model
+        self.stop_ids = frozenset(stop_ids)
+        self._stop_tensor = torch.tensor(sorted(self.stop_ids), dtype=torch.long, device=self._device)
+        self.max_batch = max(1, max_batch)
+        self.slots = max(self.max_batch, slots or self.max_batch)
+        """Most sequences resident at once; buffers grow to it as conversations arrive."""
+        self.max_prefill_tokens = max(1, max_prefill_tokens)
+        self.shared_prefix_min = shared_prefix_min
+        self.cache = _SlotCache(self.max_batch, 256)
+        self.rows = [_Row() for _ in range(self.max_batch)]
+        self.active = 0
+        """Rows [0, active) are generating."""
+        self.waiting: list[Handle] = []
+        self.stats = {"prefill_tokens": 0, "cached_tokens": 0, "decode_steps": 0, "generated_tokens": 0}
+        impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        self._bool_mask = impl in ("sdpa", "flash_attention_2", "flex_attention")
+
+    # ---- public API -------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> Handle:
+        handle = Handle(request)
+        self.waiting.append(handle)
+        return handle
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.active)
+
+    def step(self) -> list[Handle]:
+        """Admit what fits, run one decode step; returns the handles that finished in it."""
+        import torch
+
+        finished = self._drop_cancelled()
+        with torch.inference_mode():
+            finished += self._admit()
+            if self.active:
+                finished += self._decode()
+        return finished
+
+    def run(self, requests: Sequence[Request]) -> list[Result]:
+        """Generate every request (continuously batched); results in the order given."""
+        handles = [self.submit(request) for request in requests]
+        while not all(handle.done for handle in handles):
+            self.step()
+        return [handle.result for handle in handles]  # type: ignore[misc]
+
+    def release(self, session: str) -> None:
+        """The conversation ``session`` will not come back: its parked slot is the first to be reused."""
+        for row in self.rows[self.active :]:
+            if row.session == session:
+                row.released = True
+
+    def clear(self) -> None:
+        """Forget every resident sequence (e.g. after the model's weights changed)."""
+        if self.active:
+            raise RuntimeError("cannot clear the engine while rows are generating")
+        self.rows = [_Row() for _ in self.rows]
+
+    # ---- admission --------------------------------------------------------------------------------------
+    def _drop_cancelled(self) -> list[Handle]:
+        finished = []
+        for handle in [h for h in self.waiting if h.cancelled]:
+            self.waiting.remove(handle)
+            handle.result = Result([], "cancelled", len(handle.request.prompt), 0, 0.0)
+            finished.append(handle)
+        return finished
+
+    def _admit(self) -> list[Handle]:
+        if not self.waiting or self.active >= self.max_batch:
+            return []
+        self._encode_shared_opening()
+        admitted: list[Handle] = []
+        while self.waiting and self.active + len(admitted) < self.max_batch:
+            if not self._place(self.waiting[0]):
+                break
+            admitted.append(self.waiting.pop(0))
+        if not admitted:
+            return []
+        # The admitted rows go to [active, active + k), shortest rest first: a forward pass reads a contiguous
+        # block of rows, and neighbours of similar length waste little padding.
+        slot_of = {row.handle.id: slot for slot, row in enumerate(self.rows) if row.handle is not None}
+        admitted.sort(key=lambda h: self._rest(slot_of[h.id]))
+        for offset, handle in enumerate(admitted):
+            target = self.active + offset
+            self._swap(next(s for s in range(target, len(self.rows)) if self.rows[s].handle is handle), target)
+        self._prefill(self.active, self.active + len(admitted))
+        self.active += len(admitted)
+        return self._retire()
+
+    def _place(self, handle: Handle) -> bool:
+        """Give the handle a slot: the parked sequence it continues, taken over in place, or a free slot seeded
+        with the longest prefix any resident sequence shares with the prompt. False when every slot is taken."""
+        prompt = handle.request.prompt
+        best, best_length = -1, 0
+        for slot, row in enumerate(self.rows):
+            if not row.tokens:
+                continue
+            length = _common_prefix(row.tokens, prompt)
+            takeover = self._parked(slot) and (length == len(row.tokens) or row.released)
+            if length > best_length or (length == best_length and length and takeover):
+                best, best_length = slot, length
+        best_length = min(best_length, len(prompt) - 1)  # at least one token to prefill: it gives the logits
+        if best >= 0 and best_length > 0 and self._parked(best):
+            row = self.rows[best]
+            if best_length == len(row.tokens) or row.released:
+                self._claim(best, handle, best_length)
+                return True
+        free = self._free_slot(exclude=best)
+        if free is None:
+            return False
+        if best >= 0 and best_length > 0:
+            self.cache.copy(best, free, best_length)
+            self.rows[free].tokens = self.rows[best].tokens[:best_length]
+        else:
+            best_length = 0
+        self._claim(free, handle, best_length)
+        return True
+
+    def _parked(self, slot: int) -> bool:
+        return slot >= self.active and self.rows[slot].handle is None
+
+    def _free_slot(self, exclude: int = -1) -> int | None:
+        """An empty slot, else a released one, else a new one (up to ``slots``), else the least recently used
+        parked one. None when every slot is generating."""
+        parked = [s for s in range(self.active, len(self.rows)) if self._parked(s) and s != exclude]
+        for slot in parked:
+            if not self.rows[slot].tokens or self.rows[slot].released:
+                return slot
+        if len(self.rows) < self.slots:
+            added = min(self.max_batch, self.slots - len(self.rows))
+            self.cache.grow(slots=len(self.rows) + added)
+            self.rows += [_Row() for _ in range(added)]
+            return len(self.rows) - added
+        return min(parked, key=lambda s: self.rows[s].used) if parked else None
+
+    def _claim(self, slot: int, handle: Handle, cached: int) -> None:
+        import torch
+
+        request = handle.request
+        row = self.rows[slot]
+        row.tokens = row.tokens[:cached] if cached else []
+        row.handle, row.generated, row.logprobs, row.pending = handle, [], [], None
+        row.cached_tokens, row.seconds, row.used = cached, 0.0, time.monotonic()
+        row.session, row.released = request.session, False
+        row.generator = None
+        if request.temperature > 0:
+            row.generator = torch.Generator(device=self._device)
+            row.generator.manual_seed(request.seed if request.seed is not None else torch.seed())
+
+    def _encode_shared_opening(self) -> None:
+        """Several waiting requests share an opening no resident sequence holds: encode it once, parked, for
+        them to copy (the system prompt and tools of a fresh batch of episodes)."""
+        window = [h.request.prompt for h in self.waiting[: self.max_batch - self.active]]
+        if len(window) < 2:
+            return
+        length = min(len(prompt) - 1 for prompt in window)
+        for prompt in window[1:]:
+            length = min(length, _common_prefix(window[0], prompt))
+        opening = window[0][:length]
+        source, resident = -1, 0
+        for slot, row in enumerate(self.rows):
+            if row.tokens and (shared := _common_prefix(row.tokens, opening)) > resident:
+                source, resident = slot, shared
+        slot = self._free_slot(exclude=source)
+        if length - resident < self.shared_prefix_min or slot is None:
+            return
+        if resident:
+            self.cache.copy(source, slot, resident)
+        row = self.rows[slot]
+        row.tokens, row.session, row.released, row.used = opening[:resident], None, False, time.monotonic()
+        self._forward(slot, [(opening[resident:], resident)], logits=False)
+        row.tokens = opening
+        self.stats["prefill_tokens"] += length - resident
+
+    # ---- forward passes ---------------------------------------------------------------------------------
+    @property
+    def _device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def _forward(self, lo: int, rows: Sequence[tuple[list[int], int]], *, logits: bool = True) -> Any:
+        """One forward pass over slots ``[lo, lo + len(rows))``: each row's new tokens at positions from its
+        start. Queries are left-padded (a padding query writes past its row's end, where nothing reads).
+        Returns the logits at each row's last token (float32), or None."""
+        import torch
+
+        width = max(len(tokens) for tokens, _ in rows)
+        needed = max(start + width for _, start in rows)
+        if needed > self.cache.capacity:  # grow by at least a quarter, in steps of 256 positions
+            capacity = -(-max(needed, self.cache.capacity * 5 // 4) // 256) * 256
+            self.cache.grow(capacity=capacity)
+        ids, positions = [], []
+        for tokens, start in rows:
+            pad = width - len(tokens)
+            ids.append([tokens[0]] * pad + list(tokens))
+            positions.append([start + len(tokens) + j for j in range(pad)] + list(range(start, start + len(tokens))))
+        device = self._device
+        input_ids = torch.tensor(ids, device=device)
+        position_ids = torch.tensor(positions, device=device)
+        span = int(position_ids.max()) + 1
+        mask = torch.arange(span, device=device)[None, None, None, :] <= position_ids[:, None, :, None]
+        if not self._bool_mask:
+            dtype = next(self.model.parameters()).dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+        self.cache.bind(lo, lo + len(rows), position_ids, span)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return output.logits[:, -1, :].float() if logits else None
+
+    def _prefill(self, lo: int, hi: int) -> None:
+        """Encode the uncached rest of the prompts in slots [lo, hi) (sorted by length), in forward passes of at
+        most ``max_prefill_tokens`` tokens with padding, and sample each row's first token."""
+        start = lo
+        while start < hi:
+            end = start + 1
+            while end < hi and (end + 1 - start) * self._rest(end) <= self.max_prefill_tokens:
+                end += 1
+            clock = time.perf_counter()
+            rows = [
+                (self.rows[s].handle.request.prompt[self.rows[s].cached_tokens :], self.rows[s].cached_tokens)
+                for s in range(start, end)
+            ]
+            logits = self._forward(start, rows)
+            for slot in range(start, end):
+                self.rows[slot].tokens = list(self.rows[slot].handle.request.prompt)
+            self._sample(list(range(start, end)), logits, time.perf_counter() - clock)
+            self.stats["prefill_tokens"] += sum(len(tokens) for tokens, _ in rows)
+            self.stats["cached_tokens"] += sum(cached for _, cached in rows)
+            start = end
+
+    def _rest(self, slot: int) -> int:
+        row = self.rows[slot]
+        return len(row.handle.request.prompt) - row.cached_tokens
+
+    def _decode(self) -> list[Handle]:
+        clock = time.perf_counter()
+        rows = []
+        for slot in range(self.active):
+            row = self.rows[slot]
+            rows.append(([row.pending], len(row.tokens)))
+        logits = self._forward(0, rows)
+        for slot in range(self.active):
+            row = self.rows[slot]
+            row.tokens.append(row.pending)
+        self._sample(list(range(self.active)), logits, time.perf_counter() - clock)
+        self.stats["decode_steps"] += 1
+        return self._retire()
+
+    def _sample(self, slots: list[int], logits: Any, seconds: float) -> None:
+        import torch
+
+        for index, slot in enumerate(slots):
+            row = self.rows[slot]
+            request = row.handle.request
+            scores = logits[index]
+            if len(row.generated) < request.min_new_tokens:
+                scores = scores.index_fill(0, self._stop_tensor, float("-inf"))
+            if request.allowed is not None:
+                allowed = request.allowed(row.generated)
+                if allowed:
+                    keep = torch.tensor(list(allowed), device=scores.device, dtype=torch.long)
+                    scores = torch.full_like(scores, float("-inf")).index_copy(0, keep, scores[keep])
+            if request.temperature > 0:
+                scores = scores / request.temperature
+                probs = torch.softmax(scores, dim=-1)
+                if request.top_p < 1.0:
+                    ordered, order = torch.sort(probs, descending=True)
+                    beyond = torch.cumsum(ordered, dim=-1) - ordered > request.top_p
+                    ordered[beyond] = 0.0
+                    probs = torch.zeros_like(probs).scatter(0, order, ordered)
+                    probs = probs / probs.sum()
+                token = int(torch.multinomial(probs, 1, generator=row.generator))
+            else:
+                token = int(torch.argmax(scores))
+            if request.logprobs:
+                row.logprobs.append(float(torch.log_softmax(scores, dim=-1)[token]))
+            row.generated.append(token)
+            row.pending = token
+            row.seconds += seconds
+            if request.on_token is not None:
+                request.on_token(token)
+        self.stats["generated_tokens"] += len(slots)
+
+    def _retire(self) -> list[Handle]:
+        """End the rows that stopped, hit their limit or were cancelled; park them after the generating ones."""
+        finished = []
+        slot = 0
+        while slot < self.active:
+            row = self.rows[slot]
+            handle = row.handle
+            assert handle is not None
+            request = handle.request
+            finish: Finish | None = None
+            if handle.cancelled:
+                finish = "cancelled"
+            elif row.pending in self.stop_ids:
+                finish = "stop"
+            elif len(row.generated) >= request.max_new_tokens:
+                finish = "length"
+            if finish is None:
+                slot += 1
+                continue
+            handle.result = Result(
+                tokens=row.generated,
+                finish=finish,
+                prompt_tokens=len(request.prompt),
+                cached_tokens=row.cached_tokens,
+                seconds=row.seconds,
+                logprobs=row.logprobs if request.logprobs else None,
+            )
+            row.handle, row.pending, row.generator, row.used = None, None, None, time.monotonic()
+            finished.append(handle)
+            self.active -= 1
+            if slot != self.active:
+                self._swap(slot, self.active)
+        return finished
+
+    def _swap(self, a: int, b: int) -> None:
+        if a == b:
+            return
+        length = max(len(self.rows[a].tokens), len(self.rows[b].tokens))
+        if length and self.cache.keys:
+            self.cache.swap(a, b, length)
+        self.rows[a], self.rows[b] = self.rows[b], self.rows[a]

@@ -1,0 +1,176 @@
+"""The generation engine on tiny-test: cached turns equal full re-encoding, continuous batching equals one at a
+time, and a finished or cancelled row frees its slot."""
+
+import pytest
+import torch
+
+from agentft.engine import Engine, Request, supports
+
+
+@pytest.fixture(scope="module")
+def model_and_stops(tiny):
+    model, tokenizer = tiny
+    stops = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
+    return model, tokenizer, stops
+
+
+def encode(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def hf_greedy(model, prompt, n, stops):
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=0,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+PROMPTS = [
+    "<|im_start|>system\nYou are the claims desk.<|im_end|>\n<|im_start|>user\nCheck claim CLM-1<|im_end|>\n",
+    "<|im_start|>system\nYou are the claims desk.<|im_end|>\n<|im_start|>user\nFile a claim for 300<|im_end|>\n",
+    "hello world",
+    "a",
+    "the quick brown fox jumps over the lazy dog " * 3,
+    "<|im_start|>user\nWho am I?<|im_end|>\n",
+]
+
+
+def test_the_engine_supports_full_attention_models_only(model_and_stops):
+    model, _, _ = model_and_stops
+    assert supports(model)
+
+    class Sliding:
+        config = type("C", (), {"sliding_window": 512, "layer_types": ["sliding_attention"]})()
+
+    assert not supports(Sliding())
+    with pytest.raises(ValueError, match="full attention"):
+        Engine(Sliding(), [0])
+
+
+def test_continuous_batching_equals_one_at_a_time_and_transformers_generate(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    prompts = [encode(tokenizer, p) for p in PROMPTS]
+    limits = [3, 17, 9, 30, 5, 12]  # rows end at different steps: later requests join as they leave
+    batched = Engine(model, stops, max_batch=3).run([Request(p, n) for p, n in zip(prompts, limits, strict=True)])
+    for prompt, limit, result in zip(prompts, limits, batched, strict=True):
+        alone = Engine(model, stops, max_batch=1).run([Request(prompt, limit)])[0]
+        assert result.tokens == alone.tokens == hf_greedy(model, prompt, limit, stops)
+        assert result.finish == ("stop" if result.tokens[-1] in stops else "length")
+        assert result.prompt_tokens == len(prompt)
+    # Sampled rows draw from their own seeded generators: the same tokens whatever their neighbours.
+    sampled = [Request(p, 20, temperature=1.0, seed=i, logprobs=True) for i, p in enumerate(prompts)]
+    together = Engine(model, stops, max_batch=4).run(sampled)
+    for request, result in zip(sampled, together, strict=True):
+        alone = Engine(model, stops, max_batch=1).run([request])[0]
+        assert result.tokens == alone.tokens
+        assert result.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+        assert len(result.logprobs) == len(result.tokens) and all(lp <= 0 for lp in result.logprobs)
+    assert len({tuple(r.tokens) for r in together}) > 1
+
+
+def test_turns_reuse_their_cache_and_equal_a_full_reencoding(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    kept = Engine(model, stops, max_batch=2, slots=8)
+    conversations = [encode(tokenizer, p) for p in PROMPTS[:4]]
+    resident = [0] * 4
+    for turn in range(3):
+        requests = [Request(c, 8 + turn, temperature=0.8, seed=turn * 10 + i) for i, c in enumerate(conversations)]
+        cached = kept.run(requests)
+        fresh = [Engine(model, stops, max_batch=1).run([r])[0] for r in requests]
+        assert [r.tokens for r in cached] == [r.tokens for r in fresh]
+        if turn:  # each conversation continues its own resident sequence: only the new tokens are prefilled
+            assert [r.cached_tokens for r in cached] == resident
+        assert all(r.cached_tokens == 0 for r in fresh)
+        # Resident: the prompt and what was generated, but the last token (sampled, never fed back).
+        resident = [len(c) + len(r.tokens) - 1 for c, r in zip(conversations, cached, strict=True)]
+        # The next turn: the reply (re-encoded), then a tool result, as a chat template would append them.
+        conversations = [
+            c + r.tokens[:-1] + encode(tokenizer, f"<|im_end|>\n<|im_start|>tool\nresult {turn}<|im_end|>\n")
+            for c, r in zip(conversations, cached, strict=True)
+        ]
+    assert kept.stats["cached_tokens"] > kept.stats["prefill_tokens"]
+
+
+def test_requests_sharing_an_opening_encode_it_once(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    opening = "<|im_start|>system\n" + "You are the claims desk. Follow the rules. " * 8 + "<|im_end|>\n"
+    prompts = [encode(tokenizer, opening + f"<|im_start|>user\nclaim {i}<|im_end|>\n") for i in range(5)]
+    engine = Engine(model, stops, max_batch=5, slots=8)
+    results = engine.run([Request(p, 6) for p in prompts])
+    shared = len(encode(tokenizer, opening))
+    assert all(r.cached_tokens >= shared - 2 for r in results)
+    assert engine.stats["prefill_tokens"] < sum(len(p) for p in prompts) / 2
+    assert [r.tokens for r in results] == [hf_greedy(model, p, 6, stops) for p in prompts]
+
+
+def test_evicted_conversations_are_recomputed_exactly(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    engine = Engine(model, stops, max_batch=1, slots=2)  # three conversations, two slots: one gives way
+    prompts = [encode(tokenizer, p) for p in PROMPTS[2:5]]
+    first = engine.run([Request(p, 5) for p in prompts])
+    longer = [p + r.tokens for p, r in zip(prompts, first, strict=True)]
+    again = engine.run([Request(p, 5) for p in longer])
+    assert [r.tokens for r in again] == [hf_greedy(model, p, 5, stops) for p in longer]
+    assert any(r.cached_tokens == 0 for r in again)  # the one that gave way was prefilled again
+
+
+def test_a_finished_or_cancelled_row_frees_its_slot_at_the_next_step(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    engine = Engine(model, stops, max_batch=2)
+    long_a = engine.submit(Request(encode(tokenizer, "a"), 50))
+    short = engine.submit(Request(encode(tokenizer, "hello world"), 3))
+    queued = engine.submit(Request(encode(tokenizer, "the quick brown fox"), 50))
+    engine.step()  # admits two (the prefill samples their first token), decodes their second
+    assert engine.active == 2 and queued in engine.waiting
+    finished = engine.step()  # the short row reaches its limit and leaves
+    assert finished == [short] and short.result.finish == "length" and len(short.result.tokens) == 3
+    engine.step()  # the queued request takes the freed slot
+    assert queued not in engine.waiting and engine.active == 2
+    long_a.cancel()
+    finished = engine.step()
+    assert long_a in finished and long_a.result.finish == "cancelled"
+    assert engine.active == 1
+    waiting = engine.submit(Request(encode(tokenizer, "x"), 3))
+    waiting.cancel()  # cancelled before it ever ran
+    assert waiting in engine.step() and waiting.result.finish == "cancelled" and waiting.result.tokens == []
+    while engine.busy:
+        engine.step()
+    assert queued.result.finish in ("stop", "length")
+
+
+def test_min_new_tokens_and_allowed_tokens(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    prompt = encode(tokenizer, "hello")
+    forced = [5, 6, 7]
+    result = Engine(model, stops).run(
+        [Request(prompt, 6, min_new_tokens=6, allowed=lambda done: [forced[len(done)]] if len(done) < 3 else None)]
+    )[0]
+    assert result.tokens[:3] == forced and len(result.tokens) == 6 and not set(result.tokens) & set(stops)
+    with pytest.raises(ValueError, match="at least one prompt token"):
+        Engine(model, stops).submit(Request([], 5))
+
+
+def test_the_runner_gives_the_same_episodes_continuous_or_in_lockstep(tiny):
+    from agentft.policies.hf import HFPolicy
+    from agentft.runner import RunConfig, plan_episodes, run_episodes
+    from agentft.toy_env import OrdersEnvironment
+
+    env = OrdersEnvironment(n_train=7)
+    specs = plan_episodes(env.tasks("train"), k=2)
+    config = RunConfig(max_steps=3, batch_size=5)
+    runs = {}
+    for continuous in (True, False):
+        policy = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=16, batch_size=3, engine=continuous)
+        assert policy.continuous is continuous
+        trajectories = run_episodes(env, policy, specs, config, policy_name="tiny")
+        runs[continuous] = {t.id: [m.model_dump() for m in t.messages] for t in trajectories}
+        assert all(t.usage.model_seconds > 0 for t in trajectories)
+    assert len(runs[True]) == len(specs) and runs[True] == runs[False]
