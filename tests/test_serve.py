@@ -212,7 +212,7 @@ def test_langchain_chat_openai_bind_tools(scripted):
 
 def test_concurrent_requests_share_generation_batches(scripted):
     url, engine, _ = scripted
-    before = engine.stats.batches
+    before, admitted = engine.stats.batches, sum(engine.stats.adapters.values())
     oa = client(url)
 
     def ask(i: int) -> str:
@@ -223,7 +223,8 @@ def test_concurrent_requests_share_generation_batches(scripted):
         answers = list(pool.map(ask, range(8)))
     assert answers == [f"Hello! You said: n{i}" for i in range(8)]
     sizes = list(engine.stats.batch_sizes)[before:]
-    assert max(sizes) > 1 and sum(sizes) == 8
+    assert max(sizes) > 1  # rows generating together at some step
+    assert sum(engine.stats.adapters.values()) - admitted == 8
     text = metrics(url)
     ones = sample(text, "agentft_batch_size_bucket", le="1.0")
     assert ones is not None
@@ -514,6 +515,7 @@ def test_scripted_backend_cancellation_is_seen_while_generating():
 
     class Control:
         def __init__(self) -> None:
+            self.request = GenRequest([], None, "", 1, 100)
             self.flag = threading.Event()
 
         @property
@@ -526,8 +528,10 @@ def test_scripted_backend_cancellation_is_seen_while_generating():
     control = Control()
     threading.Timer(0.05, control.flag.set).start()
     started = time.monotonic()
-    output = backend.generate([GenRequest([], None, "", 1, 100)], [control])[0]
-    assert output.finish == "cancelled" and time.monotonic() - started < 0.4
+    backend.start([control])
+    while not (finished := backend.step()):
+        pass
+    assert finished[0][1].finish == "cancelled" and time.monotonic() - started < 0.4
 
 
 def test_a_replayed_history_is_bounded_in_size_and_by_the_request_timeout(tmp_path):

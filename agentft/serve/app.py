@@ -57,7 +57,9 @@ def create_app(
         if backend is None:
             from agentft.serve.backends import HFBackend
 
-            backend = HFBackend(config.model, config.adapters, dtype=config.dtype, device=config.device)
+            backend = HFBackend(
+                config.model, config.adapters, dtype=config.dtype, device=config.device, max_batch=config.max_batch
+            )
         engine = Engine(backend, max_batch=config.max_batch, batch_wait_ms=config.batch_wait_ms)
     if engine.metrics is None:
         engine.metrics = metrics

@@ -1,12 +1,13 @@
 """Model backends of the server: a transformers model with LoRA adapters, and a scripted one for tests.
 
-``HFBackend`` loads the base model once; with adapters it wraps it in a peft ``PeftModel``, loads each adapter
-by name (``load_adapter``), and per batch either activates one (``set_adapter``) or runs the base model with the
-adapters disabled (``disable_adapter()``). Generation is greedy (or sampled at the batch's temperature), left
-padded, and watched token by token by ``_Rows`` (a stopping criterion): it streams each row's new text out, ends
-a row at its own token limit or when its request is cancelled, and ends the whole batch once every row is done.
-For ``tool_choice="required"`` ``_ToolNameConstraint`` masks the logits so that the reply starts with one of the
-declared tool names.
+``HFBackend`` loads the base model once; with adapters it wraps it in a peft ``PeftModel`` and loads each adapter
+by name. Every adapter (and the base) has its own ``agentft.engine.Engine``: rows join and leave at any token,
+and a conversation that comes back (a client resending its history, an agent run's next turn) or shares an
+opening with another reuses its cached keys and values, which are only valid under the weights that computed
+them. A step runs each engine with rows under its adapter (``set_adapter``, or the base with the adapters
+disabled). Rows stream their new text out as it comes; ``tool_choice="required"`` restricts a row's first
+tokens to one of the declared tool names. A model the engine cannot run (sliding-window attention) generates
+each joining group with transformers' ``generate`` instead, one group at a time.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentft.chat_format import END_OF_TURN, render
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, to_hf
-from agentft.serve.engine import GenOutput, GenRequest, RowControl
+from agentft.serve.engine import GenOutput, GenRequest, Row
 
 __all__ = ["HFBackend", "ScriptedBackend", "NAME_SUFFIX"]
 
@@ -31,88 +33,36 @@ NAME_SUFFIX = '", "arguments": '
 """What follows a tool name chosen under tool_choice=required (the prompt ends with ``{"name": "``)."""
 
 
-def _rows_criterion(
-    tokenizer: Any,
-    lock: threading.Lock,
-    requests: Sequence[GenRequest],
-    controls: Sequence[RowControl],
-    stop_ids: set[int],
-) -> Any:
-    import torch
-    from transformers import StoppingCriteria
+def _name_choices(choices: list[list[int]]) -> Any:
+    """The ``allowed`` function of a row that must start with one of these token sequences (tool names)."""
 
-    class _Rows(StoppingCriteria):
-        def __init__(self) -> None:
-            self.tokens: list[list[int]] = [[] for _ in requests]
-            self.counts = [0] * len(requests)
-            self.finish: list[str | None] = [None] * len(requests)
-            self.sent = [0] * len(requests)
+    def allowed(done: list[int]) -> list[int] | None:
+        live = [c for c in choices if c[: len(done)] == done]
+        if not live or any(len(c) == len(done) for c in live):
+            return None
+        return sorted({c[len(done)] for c in live})
 
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            last = input_ids[:, -1].tolist()
-            for row, token in enumerate(last):
-                if self.finish[row] is not None:
-                    continue
-                self.counts[row] += 1
-                if token in stop_ids:
-                    self.finish[row] = "stop"
-                else:
-                    self.tokens[row].append(token)
-                    if requests[row].stream:
-                        self._emit(row)
-                    if self.counts[row] >= requests[row].max_new_tokens:
-                        self.finish[row] = "length"
-                if controls[row].cancelled:
-                    self.finish[row] = "cancelled"
-            return torch.tensor([f is not None for f in self.finish], dtype=torch.bool, device=input_ids.device)
-
-        def _emit(self, row: int) -> None:
-            with lock:
-                text = tokenizer.decode(self.tokens[row], skip_special_tokens=False)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                return
-            text = text.split(END_OF_TURN)[0]
-            if len(text) > self.sent[row]:
-                controls[row].emit(text[self.sent[row] :])
-                self.sent[row] = len(text)
-
-        def outputs(self) -> list[GenOutput]:
-            out = []
-            for row in range(len(requests)):
-                with lock:
-                    text = tokenizer.decode(self.tokens[row], skip_special_tokens=False)
-                finish = self.finish[row] or ("cancelled" if controls[row].cancelled else "length")
-                out.append(
-                    GenOutput(text=text.split(END_OF_TURN)[0], completion_tokens=self.counts[row], finish=finish)
-                )  # type: ignore[arg-type]
-            return out
-
-    return _Rows()
+    return allowed
 
 
-def _name_constraint(prompt_len: int, choices: list[list[list[int]] | None]) -> Any:
-    import torch
-    from transformers import LogitsProcessor
+class _Stream:
+    """Turns a row's tokens into text deltas: never half of a multi-byte character, nothing after end-of-turn."""
 
-    class _ToolNameConstraint(LogitsProcessor):
-        """Rows with choices may only continue along one of their token sequences, until one is complete."""
+    def __init__(self, backend: HFBackend, row: Row) -> None:
+        self.backend, self.row = backend, row
+        self.tokens: list[int] = []
+        self.sent = 0
 
-        def __call__(self, input_ids: Any, scores: Any) -> Any:
-            for row, options in enumerate(choices):
-                if not options:
-                    continue
-                done = input_ids[row, prompt_len:].tolist()
-                live = [c for c in options if c[: len(done)] == done]
-                if not live or any(len(c) == len(done) for c in live):
-                    choices[row] = None
-                    continue
-                allowed = torch.tensor(sorted({c[len(done)] for c in live}), device=scores.device)
-                masked = torch.full_like(scores[row], float("-inf"))
-                masked[allowed] = scores[row, allowed]
-                scores[row] = masked
-            return scores
-
-    return _ToolNameConstraint()
+    def __call__(self, token: int) -> None:
+        if token in self.backend.stop_ids:
+            return
+        self.tokens.append(token)
+        text = self.backend.decode(self.tokens)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return
+        if len(text) > self.sent:
+            self.row.emit(text[self.sent :])
+            self.sent = len(text)
 
 
 class HFBackend:
@@ -125,13 +75,20 @@ class HFBackend:
         *,
         dtype: str = "float32",
         device: str = "cpu",
+        max_batch: int = 16,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
+        from agentft.engine import supports
         from agentft.models import load_model
 
         self.model_name = str(model)
         self.adapters = list(adapters or {})
         base, self.tokenizer = loaded or load_model(model, dtype=dtype, device=device)
+        if not supports(base):
+            raise UserError(
+                f"agentft serve runs models whose attention layers all see the whole context; {model} has "
+                "sliding-window layers"
+            )
         if adapters:
             from peft import PeftModel
 
@@ -151,6 +108,9 @@ class HFBackend:
         end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
         self.stop_ids = {i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0}
         self._lock = threading.Lock()  # a fast tokenizer must not be used by two threads at once
+        self.max_batch = max_batch
+        self._engines: dict[str | None, Any] = {}
+        self._rows: dict[int, tuple[Row, Any]] = {}
 
     def render(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None) -> str:
         return self.tokenizer.apply_chat_template(
@@ -169,43 +129,60 @@ class HFBackend:
         self.model.set_adapter(name)
         return contextlib.nullcontext()
 
-    def generate(self, requests: Sequence[GenRequest], controls: Sequence[RowControl]) -> list[GenOutput]:
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
+    def decode(self, tokens: list[int]) -> str:
         with self._lock:
-            encoded = self.tokenizer(
-                [r.prompt for r in requests],
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-            ).to(self.model.device)
-            choices = [
-                [self.tokenizer(name + NAME_SUFFIX, add_special_tokens=False)["input_ids"] for name in r.name_choices]
-                if r.name_choices
-                else None
-                for r in requests
-            ]
-        prompt_len = encoded["input_ids"].shape[1]
-        rows = _rows_criterion(self.tokenizer, self._lock, requests, controls, self.stop_ids)
-        temperature = requests[0].temperature
-        options: dict[str, Any] = {
-            "max_new_tokens": max(r.max_new_tokens for r in requests),
-            "eos_token_id": sorted(self.stop_ids),
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "do_sample": temperature > 0,
-            "stopping_criteria": StoppingCriteriaList([rows]),
-        }
-        if temperature > 0:
-            options["temperature"] = temperature
-        else:
-            options.update(temperature=None, top_p=None, top_k=None)
-        if any(choices):
-            options["logits_processor"] = LogitsProcessorList([_name_constraint(prompt_len, choices)])
-        with torch.inference_mode(), self._adapter(requests[0].adapter):
-            self.model.generate(**encoded, **options)
-        return rows.outputs()
+            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        return text.split(END_OF_TURN)[0]
+
+    def start(self, rows: Sequence[Row]) -> None:
+        from agentft.engine import Engine, Request
+
+        for row in rows:
+            request = row.request
+            with self._lock:
+                prompt = self.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+                choices = [
+                    self.tokenizer(name + NAME_SUFFIX, add_special_tokens=False)["input_ids"]
+                    for name in request.name_choices or ()
+                ]
+            engine = self._engines.get(request.adapter)
+            if engine is None:
+                engine = self._engines[request.adapter] = Engine(
+                    self.model, sorted(self.stop_ids), max_batch=self.max_batch, slots=2 * self.max_batch
+                )
+            handle = engine.submit(
+                Request(
+                    prompt=prompt,
+                    max_new_tokens=request.max_new_tokens,
+                    temperature=request.temperature,
+                    allowed=_name_choices(choices) if choices else None,
+                    on_token=_Stream(self, row) if request.stream else None,
+                )
+            )
+            self._rows[handle.id] = (row, handle)
+
+    def step(self) -> list[tuple[Row, GenOutput]]:
+        finished: list[tuple[Row, GenOutput]] = []
+        for adapter, engine in self._engines.items():
+            if not engine.busy:
+                continue
+            for row, handle in self._rows.values():
+                if row.cancelled:
+                    handle.cancel()
+            with self._adapter(adapter):
+                done = engine.step()
+            for handle in done:
+                row, _ = self._rows.pop(handle.id)
+                result = handle.result
+                assert result is not None
+                finished.append((row, GenOutput(self.decode(result.tokens), len(result.tokens), result.finish)))
+        return finished
+
+    def abort(self) -> list[Row]:
+        rows = [row for row, _ in self._rows.values()]
+        self._rows.clear()
+        self._engines.clear()  # their state may be half-updated: start again from empty caches
+        return rows
 
 
 Script = Callable[[GenRequest], str] | Sequence[str] | str
@@ -235,7 +212,9 @@ class ScriptedBackend:
         self.context_length = context_length
         self.token_delay_s = token_delay_s
         self.batches: list[dict[str, Any]] = []
+        """Rows handed over together: their number and adapter."""
         self.cancelled_rows = 0
+        self._running: list[_ScriptedRow] = []
 
     def render(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None) -> str:
         return render(messages, tools, add_generation_prompt=True)
@@ -253,35 +232,47 @@ class ScriptedBackend:
             text = self.script[min(turn, len(self.script) - 1)]
         return text.removeprefix(request.forced_prefix) if request.forced_prefix else text
 
-    def generate(self, requests: Sequence[GenRequest], controls: Sequence[RowControl]) -> list[GenOutput]:
-        self.batches.append({"size": len(requests), "adapter": requests[0].adapter})
-        pieces = [_PIECE.findall(self._text(r)) for r in requests]
-        counts = [0] * len(requests)
-        finish: list[str | None] = [None] * len(requests)
-        for step in range(max(r.max_new_tokens for r in requests)):
-            for row, request in enumerate(requests):
-                if finish[row] is not None:
-                    continue
-                if controls[row].cancelled:
-                    finish[row] = "cancelled"
-                    self.cancelled_rows += 1
-                elif step >= len(pieces[row]):
-                    finish[row] = "stop"
-                    counts[row] += 1  # the end-of-turn token
-                else:
-                    counts[row] += 1
-                    if request.stream:
-                        controls[row].emit(pieces[row][step])
-                    if counts[row] >= request.max_new_tokens:
-                        finish[row] = "length"
-            if all(f is not None for f in finish):
-                break
-            if self.token_delay_s:
-                time.sleep(self.token_delay_s)
-        return [
-            GenOutput(text="".join(p[:c]), completion_tokens=c, finish=f or "length")  # type: ignore[arg-type]
-            for p, c, f in zip(pieces, counts, finish, strict=True)
-        ]
+    def start(self, rows: Sequence[Row]) -> None:
+        self.batches.append({"size": len(rows), "adapter": rows[0].request.adapter if rows else None})
+        for row in rows:
+            self._running.append(_ScriptedRow(row, _PIECE.findall(self._text(row.request))))
+
+    def step(self) -> list[tuple[Row, GenOutput]]:
+        finished: list[tuple[Row, GenOutput]] = []
+        for state in list(self._running):
+            row, request = state.row, state.row.request
+            finish: str | None = None
+            if row.cancelled:
+                finish = "cancelled"
+                self.cancelled_rows += 1
+            elif state.count >= len(state.pieces):
+                finish = "stop"
+                state.count += 1  # the end-of-turn token
+            else:
+                if request.stream:
+                    row.emit(state.pieces[state.count])
+                state.count += 1
+                if state.count >= request.max_new_tokens:
+                    finish = "length"
+            if finish is not None:
+                self._running.remove(state)
+                text = "".join(state.pieces[: min(state.count, len(state.pieces))])
+                finished.append((row, GenOutput(text=text, completion_tokens=state.count, finish=finish)))  # type: ignore[arg-type]
+        if self._running and self.token_delay_s:
+            time.sleep(self.token_delay_s)
+        return finished
+
+    def abort(self) -> list[Row]:
+        rows = [state.row for state in self._running]
+        self._running.clear()
+        return rows
+
+
+@dataclass
+class _ScriptedRow:
+    row: Row
+    pieces: list[str]
+    count: int = 0
 
 
 _PIECE = re.compile(r"\s*\S+|\s+$")

@@ -1,21 +1,21 @@
-"""The dynamic batcher: concurrent requests share one ``generate`` call.
+"""The batcher: concurrent requests generate together, each joining and leaving at its own token.
 
-Every model turn (a chat completion, or one step of an agent run) becomes a ``WorkItem`` in one queue. A single
-background asyncio task takes the first pending item, waits up to ``batch_wait_ms`` for company (or until
-``max_batch`` items are pending), drops the items whose client went away or timed out, groups the rest by
-(adapter, temperature) and runs each group as one batched generation in a worker thread
-(``asyncio.to_thread``), so the event loop keeps accepting requests meanwhile. Requests that arrive during a
-generation wait for the next batch, which is therefore as large as the load makes it.
+Every model turn (a chat completion, or one step of an agent run) becomes a ``WorkItem``. One generation thread
+runs the ``Backend`` step by step: when it is idle, the first item waits up to ``batch_wait_ms`` for company (or
+until ``max_batch`` are pending); while it generates, pending items join at the next step, up to ``max_batch``
+rows; a row that finishes (its stop token, its limit, or its client gone) leaves at once. The event loop only
+queues items and awaits their futures, so it keeps accepting requests meanwhile.
 
-The model itself is a ``Backend``: ``HFBackend`` (transformers + peft) or ``ScriptedBackend`` (fixed text, for
-tests). A backend generates a list of ``GenRequest`` rows and reports, per row, the text and why it stopped;
-``RowControl`` lets it stream text out of the worker thread and see a cancellation while it runs.
+The model itself is a ``Backend``: ``HFBackend`` (transformers + peft over ``agentft.engine``: continuous
+batching, each adapter's conversations cached across requests) or ``ScriptedBackend`` (fixed text, for tests).
+A backend is stepwise: ``start`` hands it rows, ``step`` advances every row by one token and returns the
+finished ones. A row is a ``WorkItem`` seen through ``Row``: its request, ``emit`` for streamed text, and
+``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 
 from agentft.messages import Message
 
-__all__ = ["GenRequest", "GenOutput", "RowControl", "Backend", "WorkItem", "Engine"]
+__all__ = ["GenRequest", "GenOutput", "Row", "Backend", "WorkItem", "Engine"]
 
 log = logging.getLogger("agentft.serve")
 Finish = Literal["stop", "length", "cancelled"]
@@ -59,13 +59,17 @@ class GenOutput:
     finish: Finish
 
 
-class RowControl(Protocol):
-    """What a backend may do with one row while it generates (called from the worker thread)."""
+class Row(Protocol):
+    """A row as a backend sees it (called from the generation thread)."""
+
+    request: GenRequest
 
     @property
     def cancelled(self) -> bool: ...
 
-    def emit(self, text: str) -> None: ...
+    def emit(self, text: str) -> None:
+        """Stream a piece of generated text to the client."""
+        ...
 
 
 class Backend(Protocol):
@@ -79,8 +83,16 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def generate(self, requests: Sequence[GenRequest], controls: Sequence[RowControl]) -> list[GenOutput]:
-        """Generate every row (all share one adapter and temperature); runs in a worker thread."""
+    def start(self, rows: Sequence[Row]) -> None:
+        """Begin generating these rows (they join the running ones at the next step)."""
+        ...
+
+    def step(self) -> list[tuple[Row, GenOutput]]:
+        """Advance every row by one token; return the rows that finished, with their output."""
+        ...
+
+    def abort(self) -> list[Row]:
+        """Drop every row (after a failed step); returns them."""
         ...
 
 
@@ -121,7 +133,9 @@ class WorkItem:
 @dataclass
 class EngineStats:
     batches: int = 0
+    """Generation steps."""
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    """Rows generating together, per step."""
     adapters: Counter[str] = field(default_factory=Counter)
     cancelled: Counter[str] = field(default_factory=Counter)
     """Cancelled items by stage: ``queued`` (dropped before a batch) or ``running`` (stopped mid-generation)."""
@@ -130,7 +144,7 @@ class EngineStats:
 
 
 class Engine:
-    """Queue + batcher around one ``Backend``; ``start()`` inside the serving event loop."""
+    """Queue + generation thread around one ``Backend``; ``start()`` inside the serving event loop."""
 
     def __init__(
         self, backend: Backend, *, max_batch: int = 16, batch_wait_ms: float = 5.0, metrics: Any = None
@@ -141,10 +155,11 @@ class Engine:
         self.metrics = metrics
         self.stats = EngineStats()
         self._pending: deque[WorkItem] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.running: list[WorkItem] = []
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -152,99 +167,101 @@ class Engine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="agentft-batcher")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="agentft-generation", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
         for item in [*self._pending, *self.running]:
             item.cancel()
             item._resolve(RuntimeError("the server is shutting down"))
         self._pending.clear()
+        self.running = []
 
     def submit(self, request: GenRequest) -> WorkItem:
-        if self._loop is None or self._wakeup is None:
+        if self._loop is None or self._thread is None:
             raise RuntimeError("Engine.start() was not called (it runs in the app's lifespan)")
         item = WorkItem(request, self._loop)
-        self._pending.append(item)
-        self._wakeup.set()
+        with self._wakeup:
+            self._pending.append(item)
+            self._wakeup.notify()
         return item
 
-    async def _collect(self) -> list[WorkItem]:
-        assert self._wakeup is not None
-        while True:
-            while not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            deadline = self._pending[0].enqueued + self.batch_wait_s
-            while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                self._wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), left)
-            batch: list[WorkItem] = []
-            while self._pending and len(batch) < self.max_batch:
+    # ---- the generation thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            joining = self._take()
+            try:
+                if joining:
+                    self.backend.start(joining)
+                    self.running += joining
+                    for item in joining:
+                        item.started = True
+                        self.stats.adapters[item.request.adapter or "<base>"] += 1
+                if not self.running:
+                    continue
+                self.stats.batches += 1
+                self.stats.batch_sizes.append(len(self.running))
+                if self.metrics is not None:
+                    self.metrics.batch(len(self.running))
+                finished = self.backend.step()
+            except Exception as exc:  # never let the thread die: fail the rows of this step, serve the next
+                log.exception("generation failed for %d rows", len(self.running))
+                for row in self.backend.abort():
+                    self._resolve(row, exc)  # type: ignore[arg-type]
+                for item in self.running:
+                    self._resolve(item, exc)
+                self.running = []
+                continue
+            for row, output in finished:
+                self.running.remove(row)  # type: ignore[arg-type]
+                self._finish(row, output)  # type: ignore[arg-type]
+
+    def _take(self) -> list[WorkItem]:
+        """The pending items that join now: none while full; when idle, wait for the first and its company."""
+        with self._wakeup:
+            if not self.running:
+                while not self._pending and not self._stopping:
+                    self._wakeup.wait()
+                if self._stopping:
+                    return []
+                deadline = self._pending[0].enqueued + self.batch_wait_s
+                while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._wakeup.wait(left)
+            joining: list[WorkItem] = []
+            while self._pending and len(self.running) + len(joining) < self.max_batch:
                 item = self._pending.popleft()
                 if item.cancelled:
                     self._count_cancel("queued")
-                    item._resolve(GenOutput("", 0, "cancelled"))
+                    self._resolve(item, GenOutput("", 0, "cancelled"))
                 else:
-                    batch.append(item)
-            if batch:
-                return batch
+                    joining.append(item)
+            return joining
+
+    def _finish(self, item: WorkItem, output: GenOutput) -> None:
+        if output.finish == "cancelled":
+            self._count_cancel("running")
+        else:
+            self.stats.prompt_tokens += item.request.prompt_tokens
+            self.stats.completion_tokens += output.completion_tokens
+            if self.metrics is not None:
+                self.metrics.tokens(item.request.prompt_tokens, output.completion_tokens)
+        self._resolve(item, output)
+
+    def _resolve(self, item: WorkItem, result: GenOutput | BaseException) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(item._resolve, result)
+        except RuntimeError:  # the event loop has closed: nobody is waiting any more
+            pass
 
     def _count_cancel(self, stage: str) -> None:
         self.stats.cancelled[stage] += 1
         if self.metrics is not None:
             self.metrics.cancelled(stage)
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._collect()
-            try:
-                groups: dict[tuple[str | None, float], list[WorkItem]] = {}
-                for item in batch:
-                    groups.setdefault((item.request.adapter, item.request.temperature), []).append(item)
-                self.stats.batches += 1
-                self.stats.batch_sizes.append(len(batch))
-                if self.metrics is not None:
-                    self.metrics.batch(len(batch))
-                for (adapter, _temperature), items in groups.items():
-                    await self._generate(adapter, items)
-            except Exception as exc:  # never let the batcher die: fail this batch, serve the next
-                log.exception("the batcher failed on a batch of %d", len(batch))
-                for item in batch:
-                    item._resolve(exc)
-
-    async def _generate(self, adapter: str | None, items: list[WorkItem]) -> None:
-        for item in [i for i in items if i.cancelled]:  # left while an earlier group was generating
-            self._count_cancel("queued")
-            item._resolve(GenOutput("", 0, "cancelled"))
-        items = [item for item in items if not item.cancelled]
-        if not items:
-            return
-        self.running = items
-        for item in items:
-            item.started = True
-        self.stats.adapters[adapter or "<base>"] += 1
-        try:
-            outputs = await asyncio.to_thread(self.backend.generate, [i.request for i in items], items)
-        except Exception as exc:  # a backend failure fails its rows, never the batcher
-            log.exception("generation failed for a batch of %d", len(items))
-            for item in items:
-                item._resolve(exc)
-            return
-        finally:
-            self.running = []
-        for item, output in zip(items, outputs, strict=True):
-            if output.finish == "cancelled":
-                self._count_cancel("running")
-            else:
-                self.stats.prompt_tokens += item.request.prompt_tokens
-                self.stats.completion_tokens += output.completion_tokens
-                if self.metrics is not None:
-                    self.metrics.tokens(item.request.prompt_tokens, output.completion_tokens)
-            item._resolve(output)

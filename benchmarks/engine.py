@@ -1,0 +1,88 @@
+"""The generation engine against transformers' generate, side by side: the quickstart's evaluation.
+
+Run: .venv/bin/python benchmarks/engine.py --adapter runs/quickstart/adapter-sft [--tasks 27 90]
+     [--dtype bfloat16 float32]
+
+For each dtype and task count, the same claims test tasks are evaluated twice with the same model (merged LoRA
+adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at once, greedy):
+- ``generate``: ``HFPolicy(engine=False)``, transformers' ``generate`` in lockstep batches with the shared
+  opening's cache (the engine before this one);
+- ``engine``: ``HFPolicy()``, continuous batching with each episode's cache kept across turns.
+Prints episodes/min, generated tokens/s, mean own model time per turn, success and compliance with 95% intervals,
+and how many episodes came out identical (every message the same) under both.
+"""
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agentft.envs import load_environment  # noqa: E402
+from agentft.models import cpu_has_native_bf16, load_model  # noqa: E402
+from agentft.policies.hf import HFPolicy  # noqa: E402
+from agentft.runner import RunConfig, plan_episodes, run_episodes  # noqa: E402
+from agentft.stats import format_rate  # noqa: E402
+from agentft.summary import summarize_run  # noqa: E402
+
+
+def measure(env, policy, tasks, batch):
+    started = time.perf_counter()
+    trajectories = run_episodes(env, policy, plan_episodes(tasks), RunConfig(batch_size=batch))
+    seconds = time.perf_counter() - started
+    summary = summarize_run(trajectories)
+    tokens = sum(t.usage.completion_tokens for t in trajectories)
+    return seconds, tokens, summary, {t.task_id: [m.model_dump() for m in t.messages] for t in trajectories}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--adapter", required=True, help="the quickstart's SFT adapter (runs/quickstart/adapter-sft)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--tasks", type=int, nargs="+", default=[27, 90])
+    parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    args = parser.parse_args()
+
+    env = load_environment("claims")
+    print(
+        f"# claims {args.split}, SFT adapter {args.adapter}, <= {args.max_new_tokens} new tokens per turn, "
+        f"{args.batch} episodes at once; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"native bf16: {cpu_has_native_bf16()}, {time.strftime('%Y-%m-%d')}"
+    )
+    print("| dtype | tasks | engine | seconds | episodes/min | tokens/s | s/turn | success | compliance | identical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dtype in args.dtype:
+        loaded = load_model(args.model, adapter=args.adapter, dtype=dtype, merge=True)
+        policies = {
+            "generate": HFPolicy(
+                args.model, loaded=loaded, engine=False, batch_size=args.batch, max_new_tokens=args.max_new_tokens
+            ),
+            "engine": HFPolicy(args.model, loaded=loaded, batch_size=args.batch, max_new_tokens=args.max_new_tokens),
+        }
+        for policy in policies.values():
+            policy.generate(["warm-up"], max_new_tokens=2)
+        for n in args.tasks:
+            tasks = env.tasks(args.split)[:n]
+            rows, messages, speed = {}, {}, {}
+            for label, policy in policies.items():
+                seconds, tokens, summary, messages[label] = measure(env, policy, tasks, args.batch)
+                speed[label] = len(tasks) / seconds * 60
+                rows[label] = (
+                    f"| {dtype} | {len(tasks)} | {label} | {seconds:.0f} | {speed[label]:.1f} | {tokens / seconds:.0f} "
+                    f"| {summary.mean_turn_latency_s:.2f} "
+                    f"| {format_rate(summary.success_rate, summary.success_ci)} "
+                    f"| {format_rate(summary.compliance_rate, summary.compliance_ci)} |"
+                )
+            same = sum(messages["engine"][task] == messages["generate"].get(task) for task in messages["engine"])
+            for label in policies:
+                print(rows[label] + f" {same}/{len(tasks)} |", flush=True)
+            ratio = speed["engine"] / speed["generate"]
+            print(f"<!-- {dtype}, {len(tasks)} tasks: engine / generate = {ratio:.2f}x episodes/min -->")
+
+
+if __name__ == "__main__":
+    main()
