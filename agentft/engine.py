@@ -453,11 +453,16 @@ class Engine:
 
     def _prefill(self, lo: int, hi: int) -> None:
         """Encode the uncached rest of the prompts in slots [lo, hi) (sorted by length), in forward passes of at
-        most ``max_prefill_tokens`` tokens with padding, and sample each row's first token."""
+        most ``max_prefill_tokens`` tokens and about a fifth of padding at most, and sample each row's first
+        token. (Prefill is compute-bound on a CPU: padding costs as much as real tokens.)"""
         start = lo
         while start < hi:
-            end = start + 1
-            while end < hi and (end + 1 - start) * self._rest(end) <= self.max_prefill_tokens:
+            end, real = start + 1, self._rest(start)
+            while end < hi:  # the next row joins unless the pass gets too big or mostly padding
+                padded = (end + 1 - start) * self._rest(end)
+                if padded > self.max_prefill_tokens or padded > 1.25 * (real + self._rest(end)) + 64:
+                    break
+                real += self._rest(end)
                 end += 1
             clock = time.perf_counter()
             rows = [
