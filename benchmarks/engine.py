@@ -9,7 +9,7 @@ adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at o
   opening's cache (the engine before this one);
 - ``engine``: ``HFPolicy()``, continuous batching with each episode's cache kept across turns.
 Prints episodes/min, generated tokens/s, mean own model time per turn, success and compliance with 95% intervals,
-and how many episodes came out identical (every message the same) under both.
+and how many episodes came out identical (every message the same) to the first engine's.
 """
 
 import argparse
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--engines", nargs="+", default=["generate", "engine"], help="generate, engine")
     args = parser.parse_args()
 
     env = load_environment("claims")
@@ -57,12 +58,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype in args.dtype:
         loaded = load_model(args.model, adapter=args.adapter, dtype=dtype, merge=True)
-        policies = {
-            "generate": HFPolicy(
-                args.model, loaded=loaded, engine=False, batch_size=args.batch, max_new_tokens=args.max_new_tokens
-            ),
-            "engine": HFPolicy(args.model, loaded=loaded, batch_size=args.batch, max_new_tokens=args.max_new_tokens),
-        }
+        options = {"batch_size": args.batch, "max_new_tokens": args.max_new_tokens}
+        policies = {}
+        if "generate" in args.engines:
+            policies["generate"] = HFPolicy(args.model, loaded=loaded, engine=False, **options)
+        if "engine" in args.engines:
+            policies["engine"] = HFPolicy(args.model, loaded=loaded, **options)
         for policy in policies.values():
             policy.generate(["warm-up"], max_new_tokens=2)
         for n in args.tasks:
@@ -77,11 +78,14 @@ def main() -> None:
                     f"| {format_rate(summary.success_rate, summary.success_ci)} "
                     f"| {format_rate(summary.compliance_rate, summary.compliance_ci)} |"
                 )
-            same = sum(messages["engine"][task] == messages["generate"].get(task) for task in messages["engine"])
+            reference = messages[next(iter(policies))]
             for label in policies:
+                same = sum(messages[label][task] == reference.get(task) for task in messages[label])
                 print(rows[label] + f" {same}/{len(tasks)} |", flush=True)
-            ratio = speed["engine"] / speed["generate"]
-            print(f"<!-- {dtype}, {len(tasks)} tasks: engine / generate = {ratio:.2f}x episodes/min -->")
+            first = next(iter(policies))
+            for label in list(policies)[1:]:
+                ratio = speed[label] / speed[first]
+                print(f"<!-- {dtype}, {len(tasks)} tasks: {label} / {first} = {ratio:.2f}x episodes/min -->")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""`agentft serve` under load: 16 concurrent clients vs one client at a time, on the embedded SmolLM2.
+"""`agentft serve` under load: 1, 16 and 32 concurrent clients, on the embedded SmolLM2.
 
-Run: .venv/bin/python benchmarks/serve.py [--model smollm2-135m] [--requests 32] [--max-tokens 48]
-The server runs in this process (real uvicorn on loopback, the dynamic batcher, max_batch 16); clients are the
+Run: .venv/bin/python benchmarks/serve.py [--model smollm2-135m] [--requests 64] [--max-tokens 48]
+The server runs in this process (real uvicorn on loopback, continuous batching, max_batch 32); clients are the
 unmodified `openai` client in threads. Every request is a tool-call turn: a claims question with two tools
-offered. Prints turns/s, p50/p95 latency, the mean generation batch and how many replies were tool calls, for
-concurrency 1 and 16, and the throughput ratio.
+offered. Prints turns/s, p50/p95 latency, the mean rows per generation step and how many replies were tool
+calls, per concurrency, and throughput and p95 against one client.
 """
 
 import argparse
@@ -91,44 +91,51 @@ def run(client: openai.OpenAI, model: str, requests: int, concurrency: int, max_
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--concurrency", default="1,16,32")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
     parser.add_argument(
         "--batch-wait-ms",
         type=float,
-        default=100.0,
+        default=10.0,
         help="how long the batcher waits for company once a turn is pending",
     )
     args = parser.parse_args()
 
     pull(args.model)
     with tempfile.TemporaryDirectory() as logs:
-        app = create_app(ServeConfig(model=args.model, max_batch=16, batch_wait_ms=args.batch_wait_ms, log_dir=logs))
+        config = ServeConfig(model=args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, log_dir=logs)
+        app = create_app(config)
         engine = app.state.serve.engine
         with serve_in_thread(app) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
             run(client, args.model, 2, 2, 8)  # warm-up
             print(
-                f"# agentft serve, {args.model}, {args.requests} tool-call turns, max_tokens {args.max_tokens}, "
+                f"# agentft serve, {args.model} ({args.dtype}), {args.requests} tool-call turns, "
+                f"max_tokens {args.max_tokens}, "
                 f"greedy; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                 f"{time.strftime('%Y-%m-%d')}"
             )
-            print("| concurrency | wall s | turns/s | p50 s | p95 s | mean batch | tool-call replies |")
+            print("| concurrency | wall s | turns/s | p50 s | p95 s | mean rows per step | tool-call replies |")
             print("|---|---|---|---|---|---|---|")
             rows = {}
             for concurrency in (int(c) for c in args.concurrency.split(",")):
-                before = len(engine.stats.batch_sizes)
+                steps, rows_stepped = engine.stats.batches, engine.stats.rows
                 row = run(client, args.model, args.requests, concurrency, args.max_tokens)
-                sizes = list(engine.stats.batch_sizes)[before:]
+                mean_rows = (engine.stats.rows - rows_stepped) / max(1, engine.stats.batches - steps)
                 rows[concurrency] = row
                 print(
                     f"| {concurrency} | {row['wall']:.1f} | {row['turns_per_s']:.2f} | {row['p50']:.2f} | "
-                    f"{row['p95']:.2f} | {statistics.mean(sizes):.1f} | {row['tool_calls']}/{args.requests} |"
+                    f"{row['p95']:.2f} | {mean_rows:.1f} | {row['tool_calls']}/{args.requests} |"
                 )
-            if len(rows) >= 2:
-                low, high = min(rows), max(rows)
-                print(f"throughput ratio {high} vs {low}: {rows[high]['turns_per_s'] / rows[low]['turns_per_s']:.2f}x")
+            low = min(rows)
+            for high in sorted(rows)[1:]:
+                speedup = rows[high]["turns_per_s"] / rows[low]["turns_per_s"]
+                print(
+                    f"{high} vs {low} clients: {speedup:.2f}x turns/s, p95 {rows[high]['p95'] / rows[low]['p95']:.2f}x"
+                )
 
 
 if __name__ == "__main__":

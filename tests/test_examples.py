@@ -19,6 +19,7 @@ FAST_ARGS = {
     "09_quickstart.py": ["--model", "tiny-test", "--budget", "fast"],
     "10_held_out.py": [],
     "11_own_environment.py": ["--model", "tiny-test", "--steps", "2"],
+    "12_fast_rollouts.py": ["--model", "tiny-test", "--tasks", "3"],
 }
 
 

@@ -222,7 +222,7 @@ def test_concurrent_requests_share_generation_batches(scripted):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, range(8)))
     assert answers == [f"Hello! You said: n{i}" for i in range(8)]
-    sizes = list(engine.stats.batch_sizes)[before:]
+    sizes = list(engine.stats.batch_sizes)[-(engine.stats.batches - before) :]
     assert max(sizes) > 1  # rows generating together at some step
     assert sum(engine.stats.adapters.values()) - admitted == 8
     text = metrics(url)
@@ -326,7 +326,7 @@ def test_tiny_model_streaming_equals_the_plain_reply_and_batching_is_exact(tiny_
         oa.chat.completions.create(model="style-a", messages=p, max_tokens=12).choices[0].message.content
         for p in prompts
     ]
-    before = len(engine.stats.batch_sizes)
+    before = engine.stats.batches
     with ThreadPoolExecutor(4) as pool:
         together = list(
             pool.map(
@@ -337,9 +337,27 @@ def test_tiny_model_streaming_equals_the_plain_reply_and_batching_is_exact(tiny_
             )
         )
     assert together == alone  # left-padded batches give the same greedy text
-    assert max(list(engine.stats.batch_sizes)[before:]) > 1
+    assert max(list(engine.stats.batch_sizes)[-(engine.stats.batches - before) :]) > 1
     stream = oa.chat.completions.create(model="style-a", messages=prompts[0], max_tokens=12, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == alone[0]
+
+
+def test_a_client_that_leaves_frees_its_row_in_the_engine(tiny_server):
+    url, engine, _ = tiny_server
+    backend = engine.backend
+    cancelled = engine.stats.cancelled["running"]
+    body = {"model": "tiny-test", "messages": [{"role": "user", "content": "go on"}], "max_tokens": 1900}
+    with pytest.raises(httpx.TimeoutException):  # the client gives up while its 1,900 tokens generate
+        httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=body, timeout=0.5)
+    deadline = time.monotonic() + 30
+    while (engine.running or backend._rows) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine.running and not backend._rows
+    assert engine.stats.cancelled["running"] == cancelled + 1
+    # The freed row is parked, not lost: the same conversation again starts from its cached prompt.
+    reply = client(url).chat.completions.create(model="tiny-test", messages=body["messages"], max_tokens=3)
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert backend._engines[None].stats["cached_tokens"] > 0
 
 
 # ---- agent runs and the guard on the claims environment ---------------------------------------------------

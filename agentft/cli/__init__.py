@@ -628,7 +628,9 @@ def serve(
     ] = None,
     guard: GuardOption = False,
     max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
-    batch_wait_ms: Annotated[float, typer.Option(help="how long a batch waits for more requests")] = 100.0,
+    batch_wait_ms: Annotated[
+        float, typer.Option(help="when idle, how long the first request waits for others to start with it")
+    ] = 10.0,
     max_concurrency: Annotated[int, typer.Option(help="requests admitted at once; more get 429")] = 64,
     timeout: Annotated[float, typer.Option(help="seconds per request (a whole agent run included); then 504")] = 120.0,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body; larger gets 413")] = 1_000_000,

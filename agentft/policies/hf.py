@@ -82,7 +82,8 @@ class HFPolicy:
             else None
         )
         self._legacy = _LegacyGenerate(self) if self.engine is None else None
-        self._submitted: dict[int, tuple[str, Any, ToolSchemas | None]] = {}
+        self._submitted: dict[int, tuple[Any, str, ToolSchemas | None]] = {}
+        """Turns submitted and not yet polled: handle id -> (handle, episode key, tools)."""
         self._calls = 0
 
     @property
@@ -122,20 +123,23 @@ class HFPolicy:
         assert self.engine is not None, "submit needs the engine (HFPolicy(engine=True) and a model it supports)"
         turn = sum(1 for message in conversation if getattr(message, "role", None) == "assistant")
         request = self._request(self.prompt_text(conversation, tools), f"{key}/{turn}", key, None, None)
-        self._submitted[self.engine.submit(request).id] = (key, request, tools)
+        handle = self.engine.submit(request)
+        self._submitted[handle.id] = (handle, key, tools)
 
     def poll(self) -> list[tuple[str, Reply]]:
         """Generate until at least one submitted turn is done; returns those turns' replies by key."""
         assert self.engine is not None
-        while self.engine.busy:
-            finished = self.engine.step()
-            if finished:
+        while True:
+            done = [handle for handle, _, _ in self._submitted.values() if handle.done]
+            if done:
                 replies = []
-                for handle in finished:
-                    key, _, tools = self._submitted.pop(handle.id)
+                for handle in done:
+                    _, key, tools = self._submitted.pop(handle.id)
                     replies.append((key, self._reply(self._generation(handle.result), tools)))
                 return replies
-        return []
+            if not self.engine.busy:
+                return []
+            self.engine.step()
 
     def release(self, key: str) -> None:
         """The episode ``key`` ended: its cached conversation is the first to give way."""

@@ -36,7 +36,7 @@ class ServeConfig:
     guard: bool = False
     """Check the environment's rules before every write tool call of an agent run, and block violations."""
     max_batch: int = 16
-    batch_wait_ms: float = 100.0
+    batch_wait_ms: float = 10.0
     max_concurrency: int = 64
     """Requests admitted at once (queued or generating); past it a request gets 429."""
     timeout_s: float = 120.0

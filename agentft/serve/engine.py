@@ -135,7 +135,9 @@ class EngineStats:
     batches: int = 0
     """Generation steps."""
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-    """Rows generating together, per step."""
+    """Rows generating together, for the last 1000 steps."""
+    rows: int = 0
+    """Rows generating together, summed over every step (``rows / batches``: the mean per step)."""
     adapters: Counter[str] = field(default_factory=Counter)
     cancelled: Counter[str] = field(default_factory=Counter)
     """Cancelled items by stage: ``queued`` (dropped before a batch) or ``running`` (stopped mid-generation)."""
@@ -208,6 +210,7 @@ class Engine:
                     continue
                 self.stats.batches += 1
                 self.stats.batch_sizes.append(len(self.running))
+                self.stats.rows += len(self.running)
                 if self.metrics is not None:
                     self.metrics.batch(len(self.running))
                 finished = self.backend.step()
