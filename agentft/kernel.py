@@ -38,7 +38,7 @@ from agentft.guard import Guard
 from agentft.messages import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
 from agentft.policies.base import Reply
 from agentft.tools import Observation, Toolset, ToolSpec
-from agentft.trajectory import Event, Score, Trajectory, Usage
+from agentft.trajectory import Event, Score, Trajectory, TurnTokens, Usage
 
 __all__ = ["Rollout", "open_rollout", "step", "close_rollout", "FORMAT_HINT", "SIMULATED"]
 
@@ -70,6 +70,8 @@ class Rollout:
     events: list[Event] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     blocks: list[dict[str, Any]] = field(default_factory=list)
+    tokens: list[TurnTokens] | None = None
+    """The model's turns in token ids, when its policy records them."""
     status: str | None = None
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -170,6 +172,8 @@ def step(rollout: Rollout, reply: Reply) -> None:
     usage.prompt_tokens += reply.prompt_tokens
     usage.completion_tokens += reply.completion_tokens
     usage.model_seconds += reply.latency_s or 0.0
+    if reply.tokens is not None:
+        rollout.tokens = [*(rollout.tokens or []), reply.tokens.model_copy(update={"step": number})]
     clock = time.perf_counter()
     try:
         _answer(rollout, reply, number)
@@ -287,6 +291,7 @@ def close_rollout(
         tools=rollout.tools,
         messages=rollout.messages,
         events=rollout.events,
+        tokens=rollout.tokens,
         usage=rollout.usage,
         status=rollout.status or "error",
         metadata=info,

@@ -26,6 +26,7 @@ from agentft.tools import ToolSpec
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TurnTokens",
     "Event",
     "EventError",
     "Violation",
@@ -97,6 +98,26 @@ class Usage(BaseModel):
         return self.model_seconds + self.tool_seconds
 
 
+class TurnTokens(BaseModel):
+    """One assistant turn as the model read and wrote it, in token ids: what reinforcement learning trains on,
+    with no re-tokenisation of text (a rendered conversation does not always tokenise back to what was
+    sampled). Recorded by a local policy asked to (``HFPolicy(record_tokens=True)``)."""
+
+    step: int = 0
+    """The turn's index among the conversation's assistant turns."""
+    prompt_ids: list[int]
+    """The whole prompt of the turn (conversation so far, rendered with the tools and the generation prompt)."""
+    completion_ids: list[int]
+    """The sampled tokens, the stop token included when the turn ended on one."""
+    logprobs: list[float]
+    """Each completion token's log-probability under the distribution it was drawn from (softmax of the
+    logits over ``temperature``; greedy turns: temperature 1)."""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    """The turn's own sampling seed (None for greedy turns)."""
+
+
 class Trajectory(BaseModel):
     schema_version: int = SCHEMA_VERSION
     id: str
@@ -109,6 +130,8 @@ class Trajectory(BaseModel):
     tools: list[ToolSpec] = Field(default_factory=list)
     messages: list[Message] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
+    tokens: list[TurnTokens] | None = None
+    """Token-exact model turns, when the policy recorded them (``HFPolicy(record_tokens=True)``)."""
     score: Score | None = None
     usage: Usage = Field(default_factory=Usage)
     status: Status = "completed"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from agentft.engine import Engine, Request, supports
+from agentft.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -172,5 +173,57 @@ def test_the_runner_gives_the_same_episodes_continuous_or_in_lockstep(tiny):
         assert policy.continuous is continuous
         trajectories = run_episodes(env, policy, specs, config, policy_name="tiny")
         runs[continuous] = {t.id: [m.model_dump() for m in t.messages] for t in trajectories}
-        assert all(t.usage.model_seconds > 0 for t in trajectories)
+        assert all(t.usage.model_seconds > 0 and t.tokens is None for t in trajectories)  # recorded on request
     assert len(runs[True]) == len(specs) and runs[True] == runs[False]
+
+
+def assert_token_exact(model, tokenizer, turn, prompt, temperature):
+    """The recorded prompt is the rendered one, and the log-probabilities are a plain forward pass's."""
+    assert turn.prompt_ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([turn.prompt_ids + turn.completion_ids])).logits[0].float()
+    start = len(turn.prompt_ids) - 1
+    expected = torch.log_softmax(logits[start : start + len(turn.completion_ids)] / (temperature or 1.0), dim=-1)
+    expected = expected.gather(1, torch.tensor(turn.completion_ids)[:, None])[:, 0]
+    assert turn.logprobs == pytest.approx(expected.tolist(), abs=1e-4)
+    assert turn.temperature == temperature and (turn.seed is None) == (temperature == 0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_recorded_turns_are_token_exact(tiny, tmp_path, temperature):
+    from agentft.policies.hf import HFPolicy
+    from agentft.runner import RunConfig, plan_episodes, run_episodes
+    from agentft.toy_env import OrdersEnvironment
+    from agentft.trajectory import TrajectoryWriter, load_trajectories
+
+    model, tokenizer = tiny
+    policy = HFPolicy(
+        "tiny-test", loaded=tiny, max_new_tokens=12, batch_size=3, temperature=temperature, record_tokens=True
+    )
+    # Turns of growing conversations: the later ones are prefilled from the cache, and still exact.
+    conversations = [[{"role": "user", "content": f"Where is order {i}?"}] for i in range(3)]
+    for _ in range(3):
+        replies = policy.act(conversations, None)
+        for conversation, reply in zip(conversations, replies, strict=True):
+            assert_token_exact(model, tokenizer, reply.tokens, policy.prompt_text(conversation, None), temperature)
+            conversation += [reply.message.model_dump(), {"role": "user", "content": "and then?"}]
+    assert policy.engine.stats["cached_tokens"] > policy.engine.stats["prefill_tokens"]
+    # Through the runner: every turn of every episode on its trajectory, and on disk.
+    env = OrdersEnvironment(n_train=3)
+    trajectories = run_episodes(env, policy, plan_episodes(env.tasks("train"), k=2), RunConfig(max_steps=3))
+    for trajectory in trajectories:
+        turns = [i for i, m in enumerate(trajectory.messages) if m.role == "assistant"]
+        assert [t.step for t in trajectory.tokens] == list(range(len(turns)))
+        for index, turn in zip(turns, trajectory.tokens, strict=True):
+            prompt = policy.prompt_text(trajectory.messages[:index], trajectory.tools)
+            assert_token_exact(model, tokenizer, turn, prompt, temperature)
+    if temperature:  # two attempts of a task sample differently
+        by_task = {}
+        for trajectory in trajectories:
+            by_task.setdefault(trajectory.task_id, []).append(trajectory.tokens[0].completion_ids)
+        assert any(a != b for a, b in by_task.values())
+    with pytest.raises(UserError, match="record_tokens needs"):
+        HFPolicy("tiny-test", loaded=tiny, engine=False, record_tokens=True)
+    with TrajectoryWriter(tmp_path / "t.jsonl") as writer:
+        writer.write_batch(trajectories)
+    assert [t.tokens for t in load_trajectories(tmp_path / "t.jsonl")] == [t.tokens for t in trajectories]

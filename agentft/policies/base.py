@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from agentft.errors import FormatError, UserError
 from agentft.messages import AssistantMessage, Message
 from agentft.tools import ToolSpec
+from agentft.trajectory import TurnTokens
 
 __all__ = ["Policy", "Reply", "TaskAwarePolicy", "ContinuousPolicy", "load_policy"]
 
@@ -29,6 +30,7 @@ class Reply(BaseModel):
         description="this reply's own model time; None: the runner "
         "attributes an equal share of the policy call's wall time",
     )
+    tokens: TurnTokens | None = Field(None, description="the turn in token ids, when the policy records them")
 
 
 @runtime_checkable

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentft.chat_format import END_OF_TURN, parse_reply
+from agentft.errors import UserError
 from agentft.messages import Message, to_hf
 from agentft.policies.base import Reply, ToolSchemas
 from agentft.tools import openai_tools
+from agentft.trajectory import TurnTokens
 
 __all__ = ["HFPolicy", "Generation"]
 
@@ -31,6 +33,8 @@ class Generation:
     """This row's own model time: the forward passes it took part in, not its wait for other rows."""
     cached_tokens: int = 0
     """Prompt tokens whose keys and values were reused (an earlier turn, or an opening shared with others)."""
+    tokens: TurnTokens | None = None
+    """The turn in token ids (``record_tokens``)."""
 
 
 class HFPolicy:
@@ -41,6 +45,8 @@ class HFPolicy:
     conversations; memory grows with them). ``dtype`` is float32, bfloat16 or auto (bf16 on a GPU or on a CPU
     that multiplies bf16 natively, else fp32). ``temperature`` > 0 samples (``top_p``, ``seed``: every episode
     draws from its own generator, seeded from ``seed`` and the episode's key, so reruns repeat).
+    ``record_tokens`` puts every turn's prompt and completion token ids and the completion's log-probabilities
+    on its reply (``Reply.tokens``), and so on the trajectory: what reinforcement learning trains on.
 
     Two ways to drive it: ``act`` (a batch of conversations, one reply each: any caller) and ``submit`` /
     ``poll`` / ``release`` (the runner's continuous mode: a turn submitted while others generate joins them).
@@ -60,6 +66,7 @@ class HFPolicy:
         seed: int = 0,
         engine: bool = True,
         max_resident: int = 64,
+        record_tokens: bool = False,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from agentft.engine import Engine, supports
@@ -82,6 +89,12 @@ class HFPolicy:
             else None
         )
         self._legacy = _LegacyGenerate(self) if self.engine is None else None
+        if record_tokens and self.engine is None:
+            raise UserError(
+                f"record_tokens needs agentft's engine, which {model} cannot run (sliding-window attention) "
+                "or which was turned off (engine=False)"
+            )
+        self.record_tokens = record_tokens
         self._submitted: dict[int, tuple[Any, str, ToolSchemas | None]] = {}
         """Turns submitted and not yet polled: handle id -> (handle, episode key, tools)."""
         self._calls = 0
@@ -115,7 +128,10 @@ class HFPolicy:
             self._request(prompt, f"act/{self._calls}/{index}", None, max_new_tokens, min_new_tokens)
             for index, prompt in enumerate(prompts)
         ]
-        return [self._generation(result) for result in self.engine.run(requests)]
+        return [
+            self._generation(request, result)
+            for request, result in zip(requests, self.engine.run(requests), strict=True)
+        ]
 
     # ---- continuous: the runner submits turns as its episodes need them -------------------------------------
     def submit(self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None) -> None:
@@ -135,7 +151,7 @@ class HFPolicy:
                 replies = []
                 for handle in done:
                     _, key, tools = self._submitted.pop(handle.id)
-                    replies.append((key, self._reply(self._generation(handle.result), tools)))
+                    replies.append((key, self._reply(self._generation(handle.request, handle.result), tools)))
                 return replies
             if not self.engine.busy:
                 return []
@@ -160,18 +176,31 @@ class HFPolicy:
             temperature=self.temperature,
             top_p=self.top_p,
             seed=zlib.crc32(f"{self.seed}/{seed_key}".encode()),
+            logprobs=self.record_tokens,
             session=session,
         )
 
-    def _generation(self, result: Any) -> Generation:
+    def _generation(self, request: Any, result: Any) -> Generation:
         tokens = result.tokens
         text = self.tokenizer.decode(tokens, skip_special_tokens=False).split(END_OF_TURN)[0]
+        recorded = None
+        if self.record_tokens:
+            sampled = request.temperature > 0
+            recorded = TurnTokens(
+                prompt_ids=list(request.prompt),
+                completion_ids=list(tokens),
+                logprobs=list(result.logprobs or []),
+                temperature=request.temperature,
+                top_p=request.top_p,
+                seed=request.seed if sampled else None,
+            )
         return Generation(
             text=text,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=len(tokens),
             seconds=result.seconds,
             cached_tokens=result.cached_tokens,
+            tokens=recorded,
         )
 
     @staticmethod
@@ -184,6 +213,7 @@ class HFPolicy:
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
             latency_s=generation.seconds,
+            tokens=generation.tokens,
         )
 
 
