@@ -97,7 +97,10 @@ def run_episodes(
                     timeout_s=config.episode_timeout_s,
                     id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt),
                 )
-                active[f"{opened}:{rollout.id}"] = rollout
+                # The episode id is the key (a sampling policy seeds each episode from it, so a resumed run
+                # draws the same), made unique if a spec repeats.
+                key = rollout.id if rollout.id not in active else f"{rollout.id}#{opened}"
+                active[key] = rollout
                 opened += 1
             for key, rollout in active.items():
                 if rollout.status is None and key not in waiting:

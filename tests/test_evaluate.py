@@ -15,7 +15,7 @@ from agentft.policies import ScriptedPolicy
 from agentft.report import load_runs, render_report, write_report
 from agentft.runner import RunConfig, plan_episodes, run_episodes
 from agentft.toy_env import OrdersEnvironment
-from agentft.trajectory import Score, Trajectory, TrajectoryWriter, Violation
+from agentft.trajectory import Score, Trajectory, TrajectoryWriter, Violation, load_trajectories
 
 ENV = "agentft.toy_env:OrdersEnvironment"
 ORDER = re.compile(r"ORD-\d{4}")
@@ -281,9 +281,36 @@ def test_cli_eval_runs_an_hf_policy_in_bf16(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
-    assert manifest["config"]["policy_kwargs"] == {"max_new_tokens": 8, "dtype": "bfloat16"}
+    assert manifest["config"]["policy_kwargs"] == {
+        "max_new_tokens": 8,
+        "dtype": "bfloat16",
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "seed": 0,
+        "record_tokens": False,
+    }
     result = cli("eval", "--env", ENV, "--policy", "hf:tiny-test", "--dtype", "int4", "--out", tmp_path / "bad")
     assert result.returncode == 2 and "--dtype is float32, bfloat16 or auto" in result.stderr
+
+
+def test_cli_eval_samples_k_attempts_and_records_their_tokens(tmp_path):
+    args = ["--env", ENV, "--env-arg", "n_test=2", "--max-new-tokens", "8", "--max-steps", "2", "--k", "2"]
+    sampled = ["--temperature", "1.0", "--top-p", "0.95", "--record-tokens"]
+    result = cli("eval", "--policy", "hf:tiny-test", *args, *sampled, "--out", tmp_path / "sampled")
+    assert result.returncode == 0, result.stderr
+    trajectories = list(load_trajectories(tmp_path / "sampled" / "trajectories.jsonl"))
+    assert len(trajectories) == 4 and all(t.tokens and t.tokens[0].temperature == 1.0 for t in trajectories)
+    first_turns = {}
+    for t in trajectories:
+        first_turns.setdefault(t.task_id, []).append(t.tokens[0].completion_ids)
+    assert any(a != b for a, b in first_turns.values())  # the two attempts of a task sampled differently
+    # A rerun into a fresh directory draws the same: each episode's generator is seeded from its id.
+    again = cli("eval", "--policy", "hf:tiny-test", *args, *sampled, "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    redrawn = {t.id: t.tokens for t in load_trajectories(tmp_path / "again" / "trajectories.jsonl")}
+    assert redrawn == {t.id: t.tokens for t in trajectories}
+    refused = cli("eval", "--policy", "oracle", *args, "--temperature", "0.7", "--out", tmp_path / "oracle")
+    assert refused.returncode == 2 and "apply to local models" in refused.stderr
 
 
 def test_cli_report_on_a_missing_run_dir_exits_2_with_a_message(tmp_path):

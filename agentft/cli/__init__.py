@@ -115,6 +115,17 @@ Dtype = Annotated[
     str, typer.Option(help="hf: policy weights: float32, bfloat16 or auto (bf16 on a GPU or a CPU with native bf16)")
 ]
 EnvArgs = Annotated[list[str] | None, typer.Option(help="environment option KEY=VALUE (repeatable)")]
+Temperature = Annotated[
+    float, typer.Option(help="hf: 0 decodes greedily; above 0 samples, each episode from its own seeded generator")
+]
+TopP = Annotated[float, typer.Option(help="hf: nucleus sampling threshold (with --temperature)")]
+RecordTokens = Annotated[
+    bool,
+    typer.Option(
+        "--record-tokens",
+        help="hf: keep every model turn's prompt and completion token ids and log-probabilities on its trajectory",
+    ),
+]
 AllowUnscored = Annotated[
     bool,
     typer.Option(
@@ -135,6 +146,7 @@ GuardOption = Annotated[
 
 
 def _episodes_config(
+    *,
     env: str,
     policy: str,
     out: Path,
@@ -150,6 +162,9 @@ def _episodes_config(
     seed: int,
     env_arg: list[str] | None,
     dtype: str = "float32",
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    record_tokens: bool = False,
     augment: int = 0,
     augment_seed: int = 0,
     guard: bool = False,
@@ -166,6 +181,11 @@ def _episodes_config(
         raise UserError(f"--dtype is float32, bfloat16 or auto, not {dtype!r}")
     if augment < 0:
         raise UserError(f"--augment is the number of rewritten variants per task and cannot be negative, not {augment}")
+    if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
+        raise UserError(f"--temperature is 0-2 and --top-p in (0, 1], not {temperature} and {top_p}")
+    if (record_tokens or temperature) and not policy.startswith("hf:"):
+        raise UserError("--temperature, --top-p and --record-tokens apply to local models (hf:...)")
+    sampling = {"temperature": temperature, "top_p": top_p, "seed": seed, "record_tokens": record_tokens}
     return CollectConfig(
         env=env,
         policy=policy,
@@ -179,7 +199,10 @@ def _episodes_config(
         augment=augment,
         augment_seed=augment_seed,
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
-        policy_kwargs={"max_new_tokens": max_new_tokens, **({"dtype": dtype} if policy.startswith("hf:") else {})}
+        policy_kwargs={
+            "max_new_tokens": max_new_tokens,
+            **({"dtype": dtype, **sampling} if policy.startswith("hf:") else {}),
+        }
         if ":" in policy
         else {},
         run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size, guard=guard),
@@ -203,6 +226,9 @@ def collect(
     seed: Seed = 0,
     env_arg: EnvArgs = None,
     dtype: Dtype = "float32",
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    record_tokens: RecordTokens = False,
     augment: Annotated[
         int,
         typer.Option(
@@ -221,24 +247,27 @@ def collect(
 
     out = out or Path("trajectories") / f"{_slug(env)}-{_slug(policy)}"
     config = _episodes_config(
-        env,
-        policy,
-        out,
-        split,
-        n,
-        k,
-        backend,
-        workers,
-        batch_size,
-        max_steps,
-        episode_timeout,
-        max_new_tokens,
-        seed,
-        env_arg,
-        dtype,
-        augment,
-        augment_seed,
-        guard,
+        env=env,
+        policy=policy,
+        out=out,
+        split=split,
+        n=n,
+        k=k,
+        backend=backend,
+        workers=workers,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        episode_timeout=episode_timeout,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        env_arg=env_arg,
+        dtype=dtype,
+        temperature=temperature,
+        top_p=top_p,
+        record_tokens=record_tokens,
+        augment=augment,
+        augment_seed=augment_seed,
+        guard=guard,
     )
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
@@ -294,6 +323,9 @@ def eval_command(
     seed: Seed = 0,
     env_arg: EnvArgs = None,
     dtype: Dtype = "float32",
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    record_tokens: RecordTokens = False,
     guard: GuardOption = False,
     allow_unscored: AllowUnscored = False,
 ) -> None:
@@ -304,21 +336,24 @@ def eval_command(
 
     out = out or Path("runs") / "eval" / f"{_slug(env)}-{_slug(policy)}-{_slug(split)}"
     config = _episodes_config(
-        env,
-        policy,
-        out,
-        split,
-        n,
-        k,
-        backend,
-        workers,
-        batch_size,
-        max_steps,
-        episode_timeout,
-        max_new_tokens,
-        seed,
-        env_arg,
-        dtype,
+        env=env,
+        policy=policy,
+        out=out,
+        split=split,
+        n=n,
+        k=k,
+        backend=backend,
+        workers=workers,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        episode_timeout=episode_timeout,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        env_arg=env_arg,
+        dtype=dtype,
+        temperature=temperature,
+        top_p=top_p,
+        record_tokens=record_tokens,
         guard=guard,
     )
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
