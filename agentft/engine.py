@@ -169,15 +169,16 @@ class _SlotCache:
         values[self.rows, :, self.positions] = value_states.transpose(1, 2)
         return keys[self.lo : self.hi, :, : self.width], values[self.lo : self.hi, :, : self.width]
 
-    def grow(self, *, slots: int | None = None, capacity: int | None = None) -> None:
-        """More slots or longer ones; what is cached stays."""
+    def resize(self, *, slots: int | None = None, capacity: int | None = None) -> None:
+        """More slots, or longer or shorter ones; what is cached (within the new length) stays."""
         import torch
 
         slots, capacity = slots or self.slots, capacity or self.capacity
+        kept = min(capacity, self.capacity)
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
                 new = torch.zeros((slots, old.shape[1], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
-                new[: self.slots, :, : self.capacity] = old
+                new[: self.slots, :, :kept] = old[:, :, :kept]
                 buffers[i] = new
         self.slots, self.capacity = slots, capacity
 
@@ -216,8 +217,9 @@ class Engine:
     """Continuous batching over one model with resident key/value caches. Not thread-safe: one thread steps it
     (``Handle.cancel`` may be called from any thread).
 
-    ``max_batch`` rows generate at once; ``slots`` sequences stay resident (default ``max_batch``; each slot
-    holds up to the longest sequence seen, so memory is slots x length x the model's key/value size per token).
+    ``max_batch`` rows generate at once; up to ``slots`` sequences stay resident (default ``max_batch``; slots are
+    added as sequences arrive, each as long as the longest sequence resident, so memory is slots in use x that
+    length x the model's key/value size per token; the length shrinks back when long sequences are gone).
     ``max_prefill_tokens`` bounds the tokens (padding included) of one prefill forward pass.
     """
 
@@ -246,8 +248,10 @@ class Engine:
         """Most sequences resident at once; buffers grow to it as conversations arrive."""
         self.max_prefill_tokens = max(1, max_prefill_tokens)
         self.shared_prefix_min = shared_prefix_min
-        self.cache = _SlotCache(self.max_batch, 256)
-        self.rows = [_Row() for _ in range(self.max_batch)]
+        # Slots are added as sequences arrive (a few at a time): a long prompt makes every allocated slot that long,
+        # so a lone long request must not find max_batch of them allocated.
+        self.rows = [_Row() for _ in range(min(4, self.max_batch))]
+        self.cache = _SlotCache(len(self.rows), 256)
         self.active = 0
         """Rows [0, active) are generating."""
         self.waiting: list[Handle] = []
@@ -366,8 +370,8 @@ class Engine:
             if not self.rows[slot].tokens or self.rows[slot].released:
                 return slot
         if len(self.rows) < self.slots:
-            added = min(self.max_batch, self.slots - len(self.rows))
-            self.cache.grow(slots=len(self.rows) + added)
+            added = min(max(4, len(self.rows) // 2), self.slots - len(self.rows))
+            self.cache.resize(slots=len(self.rows) + added)
             self.rows += [_Row() for _ in range(added)]
             return len(self.rows) - added
         return min(parked, key=lambda s: self.rows[s].used) if parked else None
@@ -426,7 +430,7 @@ class Engine:
         needed = max(start + width for _, start in rows)
         if needed > self.cache.capacity:  # grow by at least a quarter, in steps of 256 positions
             capacity = -(-max(needed, self.cache.capacity * 5 // 4) // 256) * 256
-            self.cache.grow(capacity=capacity)
+            self.cache.resize(capacity=capacity)
         ids, positions = [], []
         for tokens, start in rows:
             pad = width - len(tokens)
@@ -562,7 +566,17 @@ class Engine:
             self.active -= 1
             if slot != self.active:
                 self._swap(slot, self.active)
+        if finished:
+            self._shrink()
         return finished
+
+    def _shrink(self) -> None:
+        """Give back memory a long sequence made every slot take: once no resident sequence needs more than a
+        third of the buffer's length, it is cut to what they need (one long request must not leave every
+        slot at its length for good)."""
+        longest = max((len(row.tokens) + 1 for row in self.rows), default=0)
+        if self.cache.capacity > max(1024, 3 * longest):
+            self.cache.resize(capacity=max(256, -(-longest * 5 // 4 // 256) * 256))
 
     def _swap(self, a: int, b: int) -> None:
         if a == b:

@@ -227,3 +227,20 @@ def test_recorded_turns_are_token_exact(tiny, tmp_path, temperature):
     with TrajectoryWriter(tmp_path / "t.jsonl") as writer:
         writer.write_batch(trajectories)
     assert [t.tokens for t in load_trajectories(tmp_path / "t.jsonl")] == [t.tokens for t in trajectories]
+
+
+def test_one_long_request_does_not_keep_every_slot_long(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    engine = Engine(model, stops, max_batch=16)
+    long_prompt = encode(tokenizer, "the quick brown fox jumps over the lazy dog " * 150)
+    assert len(long_prompt) > 1500
+    engine.run([Request(long_prompt, 4, session="long")])
+    assert engine.cache.capacity >= len(long_prompt)
+    # Only a few slots exist yet: one long request does not make sixteen slots that long.
+    assert engine.cache.keys[0].shape[:3] == (4, engine.cache.keys[0].shape[1], engine.cache.capacity)
+    # Once the long conversation has ended and short ones took its slot, the buffers shrink to fit them.
+    engine.release("long")
+    short = [encode(tokenizer, f"hello {i}") for i in range(3)]
+    results = engine.run([Request(p, 4) for p in short])
+    assert engine.cache.capacity <= 1024 and engine.cache.keys[0].shape[2] == engine.cache.capacity
+    assert [r.tokens for r in results] == [hf_greedy(model, p, 4, stops) for p in short]
