@@ -404,8 +404,10 @@ class Engine:
         for slot, row in enumerate(self.rows):
             if row.tokens and (shared := _common_prefix(row.tokens, opening)) > resident:
                 source, resident = slot, shared
+        if length - resident < self.shared_prefix_min:
+            return
         slot = self._free_slot(exclude=source)
-        if length - resident < self.shared_prefix_min or slot is None:
+        if slot is None:
             return
         if resident:
             self.cache.copy(source, slot, resident)
