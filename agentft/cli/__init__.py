@@ -101,7 +101,7 @@ PolicyOption = Annotated[
 Tasks = Annotated[int | None, typer.Option("--n", help="number of tasks (default: the whole split)")]
 Backend = Annotated[str, typer.Option(help="local | ray")]
 Workers = Annotated[int, typer.Option(help="parallel shards (processes or Ray tasks)")]
-LockstepBatch = Annotated[int, typer.Option(help="episodes stepped in lockstep per worker")]
+LockstepBatch = Annotated[int, typer.Option(help="episodes run at once per worker (their model turns are batched)")]
 EpisodeSteps = Annotated[int, typer.Option(help="most model turns per episode")]
 EpisodeTimeout = Annotated[
     float,
@@ -662,7 +662,7 @@ def serve(
         typer.Option(help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)"),
     ] = None,
     guard: GuardOption = False,
-    max_batch: Annotated[int, typer.Option(help="most model turns per generation batch")] = 16,
+    max_batch: Annotated[int, typer.Option(help="most model turns generating at once (continuous batching)")] = 16,
     batch_wait_ms: Annotated[
         float, typer.Option(help="when idle, how long the first request waits for others to start with it")
     ] = 10.0,
