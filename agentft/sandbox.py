@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -49,7 +50,7 @@ from agentft.messages import Message
 from agentft.tools import Observation, ToolSpec
 from agentft.trajectory import Score, Trajectory
 
-__all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError", "preload"]
+__all__ = ["SandboxLimits", "SandboxedEpisode", "SandboxError", "preload", "episode_dir", "sweep_episode_dirs"]
 
 _BLOCKED_EVENTS = {
     "socket.__new__": "network access",
@@ -324,6 +325,54 @@ def _installation_roots() -> list[str]:
     return [*dict.fromkeys([*prefixes, *packages, str(Path(__file__).resolve().parent)])]
 
 
+_EPISODE_DIR = re.compile(r"^agentft-.+-(\d+)-[a-z0-9_]{8}$")
+_swept = False
+
+
+def episode_dir(kind: str) -> Path:
+    """A new private directory for one episode (``agentft-KIND-PID-XXXXXXXX`` in the temp dir). Its creator's
+    pid is in the name, so a later run can tell the directories a killed run left behind (see
+    ``sweep_episode_dirs``, done once per process on the first call)."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_episode_dirs()
+    return Path(tempfile.mkdtemp(prefix=f"agentft-{kind}-{os.getpid()}-"))
+
+
+def sweep_episode_dirs(root: str | os.PathLike[str] | None = None, *, idle_s: float = 3600.0) -> list[Path]:
+    """Remove episode directories left by runs that were killed (kill -9 skips every cleanup): only ours
+    (this user's), only when the process named in the directory's name is gone, and only when nothing in
+    the directory changed for ``idle_s`` (a process in another pid namespace sharing the temp dir may
+    look gone). Returns what was removed."""
+    removed = []
+    now = time.time()
+    for path in Path(root or tempfile.gettempdir()).iterdir():
+        match = _EPISODE_DIR.match(path.name)
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            if path.stat().st_uid != os.getuid() or _alive(int(match.group(1))):
+                continue
+            newest = max([path.stat().st_mtime, *(entry.stat().st_mtime for entry in path.iterdir())])
+        except OSError:  # gone meanwhile, or unreadable: not ours to judge
+            continue
+        if now - newest >= idle_s:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but someone else's
+        return True
+    return True
+
+
 class SandboxedEpisode:
     """An ``Episode`` whose state, tools, user and scorer live in a sandboxed worker process.
 
@@ -344,7 +393,7 @@ class SandboxedEpisode:
     ) -> None:
         self.limits = limits or SandboxLimits()
         self._scorer = scorer
-        self.workdir = tempfile.mkdtemp(prefix="agentft-episode-")
+        self.workdir = str(episode_dir("episode"))
         roots = [*_installation_roots(), *map(str, read_roots)]
         roots += ["/dev/null", "/dev/urandom", "/etc/localtime", "/usr/share/zoneinfo"]
         context = _context()

@@ -46,7 +46,7 @@ from agentft.envs import Task
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage, parse_messages
 from agentft.policies.base import Reply
-from agentft.sandbox import SandboxedEpisode, SandboxLimits, preload
+from agentft.sandbox import SandboxedEpisode, SandboxLimits, episode_dir, preload
 from agentft.tools import Observation, Toolkit
 from agentft.trajectory import Event, Score, Trajectory, Violation
 
@@ -543,9 +543,7 @@ def _open_in_worker(
 def _score_in_runner(env: DatabaseEnvironment, task: Task, trajectory: Trajectory, state: bytes) -> Score:
     """Score a sandboxed episode in the runner from its final state: code that ran in the worker cannot patch
     the rules or the scorer to forge a success."""
-    episode = DatabaseEpisode(
-        env, task, Path(tempfile.mkdtemp(prefix=f"agentft-{env.name}-score-")), remove_workdir=True
-    )
+    episode = DatabaseEpisode(env, task, episode_dir(f"{env.name}-score"), remove_workdir=True)
     try:
         episode.conn.deserialize(state)
         return episode.score(trajectory)
@@ -658,8 +656,7 @@ class DatabaseEnvironment(abc.ABC):
 
     def start(self, task: Task, *, seed: int = 0) -> DatabaseEpisode | SandboxedEpisode:
         if not self.sandbox:
-            workdir = Path(tempfile.mkdtemp(prefix=f"agentft-{self.name}-"))
-            return DatabaseEpisode(self, task, workdir, remove_workdir=True)
+            return DatabaseEpisode(self, task, episode_dir(self.name), remove_workdir=True)
         preload(type(self).__module__)
         factory = functools.partial(_open_in_worker, type(self), self.init_kwargs(), self.seed_path(), task)
         packages = [  # the folders of the environment's modules, a subclass's and its bases' (data files beside them)

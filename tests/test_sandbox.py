@@ -221,3 +221,36 @@ def test_the_batch_finishes_and_each_bad_episode_is_recorded():
         assert by_tool[bad].score is None  # the sandbox failed, not the model: not scored, reported apart
     for refused in ("opens_socket", "spawns"):
         assert by_tool[refused].events[0].error == "tool_error"
+
+
+def test_episode_dirs_left_by_a_killed_run_are_swept_and_no_others(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    from agentft.sandbox import episode_dir, sweep_episode_dirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    hour_ago = time.time() - 7200
+
+    def make(name: str, old: bool) -> object:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "episode.db").write_bytes(b"state")
+        if old:
+            for item in (path / "episode.db", path):
+                os.utime(item, (hour_ago, hour_ago))
+        return path
+
+    left = make(f"agentft-episode-{gone.pid}-abcd1234", old=True)  # a killed run's: removed
+    recent = make(f"agentft-claims-score-{gone.pid}-abcd1234", old=False)  # its owner may be elsewhere: kept
+    live = make(f"agentft-episode-{os.getpid()}-abcd1234", old=True)  # this process's: kept
+    other = make("agentft-quickstart-abcd1234", old=True)  # not an episode directory: kept
+    assert sweep_episode_dirs(tmp_path) == [left]
+    assert not left.exists() and recent.exists() and live.exists() and other.exists()
+    made = episode_dir("episode")  # named with this process's pid
+    try:
+        assert made.name.startswith(f"agentft-episode-{os.getpid()}-") and made.is_dir()
+    finally:
+        made.rmdir()
