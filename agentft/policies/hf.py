@@ -46,7 +46,12 @@ class HFPolicy:
     that multiplies bf16 natively, else fp32). ``temperature`` > 0 samples (``top_p``, ``seed``: every episode
     draws from its own generator, seeded from ``seed`` and the episode's key, so reruns repeat).
     ``record_tokens`` puts every turn's prompt and completion token ids and the completion's log-probabilities
-    on its reply (``Reply.tokens``), and so on the trajectory: what reinforcement learning trains on.
+    on its reply (``Reply.tokens``), and so on the trajectory: what reinforcement learning trains on. In the
+    continuous mode it also makes an episode's turns chain in tokens: the next turn's prompt is this turn's
+    prompt, the tokens it sampled, then the new messages (tool results, the user's reply) rendered and tokenised
+    on their own, so the model reads its own sampled tokens back, not a re-tokenisation of their text (which
+    can split a word differently: 1 in 35 turns of sampled SmolLM2 episodes). One episode is then one token
+    sequence, every model token's log-prob exact in it.
 
     Two ways to drive it: ``act`` (a batch of conversations, one reply each: any caller) and ``submit`` /
     ``poll`` / ``release`` (the runner's continuous mode: a turn submitted while others generate joins them).
@@ -95,8 +100,10 @@ class HFPolicy:
                 "or which was turned off (engine=False)"
             )
         self.record_tokens = record_tokens
-        self._submitted: dict[int, tuple[Any, str, ToolSchemas | None]] = {}
-        """Turns submitted and not yet polled: handle id -> (handle, episode key, tools)."""
+        self._submitted: dict[int, tuple[Any, str, ToolSchemas | None, int]] = {}
+        """Turns submitted and not yet polled: handle id -> (handle, episode key, tools, conversation length)."""
+        self._chains: dict[str, tuple[list[int], int]] = {}
+        """``record_tokens``: each episode's tokens through its last reply, and its message count with that reply."""
         self._calls = 0
 
     @property
@@ -138,19 +145,23 @@ class HFPolicy:
         """Queue the next turn of the conversation ``key``; it joins the generating batch at the next step."""
         assert self.engine is not None, "submit needs the engine (HFPolicy(engine=True) and a model it supports)"
         turn = sum(1 for message in conversation if getattr(message, "role", None) == "assistant")
-        request = self._request(self.prompt_text(conversation, tools), f"{key}/{turn}", key, None, None)
+        text = self.prompt_text(conversation, tools)
+        chained = self._chained_ids(key, conversation, tools, text) if self.record_tokens else None
+        request = self._request(text, f"{key}/{turn}", key, None, None, ids=chained)
         handle = self.engine.submit(request)
-        self._submitted[handle.id] = (handle, key, tools)
+        self._submitted[handle.id] = (handle, key, tools, len(conversation))
 
     def poll(self) -> list[tuple[str, Reply]]:
         """Generate until at least one submitted turn is done; returns those turns' replies by key."""
         assert self.engine is not None
         while True:
-            done = [handle for handle, _, _ in self._submitted.values() if handle.done]
+            done = [handle for handle, *_ in self._submitted.values() if handle.done]
             if done:
                 replies = []
                 for handle in done:
-                    _, key, tools = self._submitted.pop(handle.id)
+                    _, key, tools, length = self._submitted.pop(handle.id)
+                    if self.record_tokens:
+                        self._chains[key] = (self._closed_turn(handle.request.prompt, handle.result.tokens), length + 1)
                     replies.append((key, self._reply(self._generation(handle.request, handle.result), tools)))
                 return replies
             if not self.engine.busy:
@@ -159,16 +170,49 @@ class HFPolicy:
 
     def release(self, key: str) -> None:
         """The episode ``key`` ended: its cached conversation is the first to give way."""
+        self._chains.pop(key, None)
         if self.engine is not None:
             self.engine.release(key)
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def _closed_turn(self, prompt: Sequence[int], completion: Sequence[int]) -> list[int]:
+        """A turn's tokens as the next turn continues them: ended by the end-of-turn token (added when the turn
+        stopped on its length limit or on another stop token, as the chat template would render it)."""
+        end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        closed = [*prompt, *completion]
+        return closed if completion and completion[-1] == end else [*closed, end]
+
+    def _chained_ids(
+        self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None, text: str
+    ) -> list[int] | None:
+        """The prompt of episode ``key``'s next turn as its last turn's tokens plus the new messages' rendering
+        (see the class docstring); None for a first turn, or when the template does not render the conversation
+        so far as a prefix of the whole (then the whole is tokenised, as for any turn without a record)."""
+        chain = self._chains.get(key)
+        if chain is None or chain[1] > len(conversation):
+            return None
+        ids, length = chain
+        before = self.tokenizer.apply_chat_template(
+            to_hf(conversation[:length]), tools=openai_tools(tools) or None, tokenize=False
+        )
+        end = before.rfind(END_OF_TURN)
+        if end < 0 or not text.startswith(before[: end + len(END_OF_TURN)]):
+            return None
+        rest = text[end + len(END_OF_TURN) :]
+        return [*ids, *self.tokenizer(rest, add_special_tokens=False)["input_ids"]]
+
     def _request(
-        self, prompt: str, seed_key: str, session: str | None, max_new_tokens: int | None, min_new_tokens: int | None
+        self,
+        prompt: str,
+        seed_key: str,
+        session: str | None,
+        max_new_tokens: int | None,
+        min_new_tokens: int | None,
+        ids: list[int] | None = None,
     ) -> Any:
         from agentft.engine import Request
 
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = ids if ids is not None else self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return Request(
             prompt=ids,
             max_new_tokens=max_new_tokens or self.max_new_tokens,

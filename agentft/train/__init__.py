@@ -1,22 +1,32 @@
-"""Fine-tuning: LoRA (or full) SFT, DPO and continued pre-training over TRL, plus memory/time planning.
+"""Fine-tuning: LoRA (or full) SFT, DPO, continued pre-training and GRPO in an environment over TRL, plus
+memory/time planning.
 
 Each method is one straight-line function over its TRL trainer; ``train_sft(config)`` etc. take the
 config dataclasses of ``agentft.train.config``. Heavy imports happen inside the functions. Each is
 registered below under its name: ``agentft train NAME`` and the recipe section ``NAME`` come from that.
 """
 
-from agentft.train.config import CPTTrainConfig, DPOTrainConfig, SFTTrainConfig, build_config, load_recipe
+from agentft.train.config import (
+    CPTTrainConfig,
+    DPOTrainConfig,
+    GRPOTrainConfig,
+    SFTTrainConfig,
+    build_config,
+    load_recipe,
+)
 from agentft.train.methods import METHODS, Method, register_method
 
 __all__ = [
     "SFTTrainConfig",
     "DPOTrainConfig",
     "CPTTrainConfig",
+    "GRPOTrainConfig",
     "build_config",
     "load_recipe",
     "train_sft",
     "train_dpo",
     "train_cpt",
+    "train_grpo",
     "METHODS",
     "Method",
     "register_method",
@@ -41,6 +51,12 @@ def train_cpt(config: CPTTrainConfig) -> dict:
     return run(config)
 
 
+def train_grpo(config: GRPOTrainConfig) -> dict:
+    from agentft.train.grpo import train_grpo as run
+
+    return run(config)
+
+
 register_method("sft", SFTTrainConfig, train_sft, help="Supervised fine-tuning on assistant turns (LoRA by default).")
 register_method(
     "dpo", DPOTrainConfig, train_dpo, help="Direct preference optimization, usually from an SFT adapter (--adapter)."
@@ -50,4 +66,11 @@ register_method(
     CPTTrainConfig,
     train_cpt,
     help="Domain adaptation: continued pre-training on raw documents (LoRA by default).",
+)
+register_method(
+    "grpo",
+    GRPOTrainConfig,
+    train_grpo,
+    help="Online GRPO in an environment: sampled episodes scored by the task's checks and the rules, "
+    "usually from an SFT adapter (--adapter).",
 )

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,16 @@ def data_files(directory: str | Path, names: tuple[str, ...] = ("train.jsonl", "
     return [directory / n for n in names if (directory / n).exists()]
 
 
+_PANELS = (
+    ("loss", (("loss", "train loss"), ("eval_loss", "validation loss"))),
+    ("reward (mean, ±1 sd)", (("reward", "reward"),)),
+    ("rate", (("success", "success"), ("compliance", "compliance"))),
+    ("KL to reference", (("kl", "KL"),)),
+    ("rollout tokens/s", (("rollout/tokens_per_s", "sampled tokens/s"),)),
+)
+"""The training curves: one panel per group of logged metrics, drawn when the run logged any of them."""
+
+
 def _plot(out: Path) -> None:
     import matplotlib
 
@@ -265,38 +276,51 @@ def _plot(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    if train:
-        axis.plot(*zip(*train, strict=True), label="train loss")
-    if evals:
-        axis.plot(*zip(*evals, strict=True), "o-", label="validation loss")
-    axis.set_xlabel("step")
-    axis.set_ylabel("loss")
-    axis.set_title(out.name)
-    if train or evals:
-        axis.legend()
+    panels = [(title, series) for title, series in _PANELS if any(key in r for r in rows for key, _ in series)]
+    panels = panels or [_PANELS[0]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for axis, (title, series) in zip(axes[0], panels, strict=True):
+        for key, label in series:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            axis.plot(steps, values, "o-" if key == "eval_loss" or len(points) < 30 else "-", label=label)
+            if key == "reward":
+                spread = [r.get("reward_std", 0.0) for r in rows if key in r]
+                low = [v - d for v, d in zip(values, spread, strict=True)]
+                high = [v + d for v, d in zip(values, spread, strict=True)]
+                axis.fill_between(steps, low, high, alpha=0.2)
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
+    figure.suptitle(out.name)
     figure.tight_layout()
     figure.savefig(out / "loss.png", dpi=100)
     plt.close(figure)
 
 
 def finish_run(
-    trainer: Any, tokenizer: Any, config: TrainConfig, *, kind: str, inputs: list[Path], metrics: dict[str, Any]
+    trainer: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    *,
+    kind: str,
+    inputs: list[Path],
+    metrics: dict[str, Any],
+    outputs: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Save the adapter (or model) and tokenizer, the loss curve and the manifest; drop finished checkpoints."""
+    """Save the adapter (or model) and tokenizer, the training curves and the manifest (with the method's own
+    ``outputs`` beside the adapter's files); drop finished checkpoints."""
     out = Path(config.out)
     metrics["precision"] = "bf16 mixed" if trainer.args.bf16 else "fp32"
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     if (out / "metrics.jsonl").exists():
         _plot(out)
-    outputs = [
-        p
-        for p in (out / "adapter_model.safetensors", out / "model.safetensors", out / "metrics.jsonl", out / "loss.png")
-        if p.exists()
-    ]
+    standard = (out / "adapter_model.safetensors", out / "model.safetensors", out / "metrics.jsonl", out / "loss.png")
+    outputs = [p for p in (*standard, *outputs) if p.exists()]
     write_manifest(
         out, kind=kind, config={**asdict(config), "method": kind}, inputs=inputs, outputs=outputs, metrics=metrics
     )

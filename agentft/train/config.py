@@ -21,6 +21,7 @@ __all__ = [
     "SFTTrainConfig",
     "DPOTrainConfig",
     "CPTTrainConfig",
+    "GRPOTrainConfig",
     "load_recipe",
     "build_config",
     "RECIPES",
@@ -117,6 +118,44 @@ class CPTTrainConfig(TrainConfig):
     docs: str = _help("directory of raw documents (.md, .txt) for continued pre-training", "docs", required=True)
     block_size: int = _help("tokens per training block", 512)
     lr: float = _help("peak learning rate", 2e-4)
+
+
+@dataclass
+class GRPOTrainConfig(TrainConfig):
+    env: str = _help(
+        "environment the episodes run in: a built-in name (claims) or an import path (pkg.module:factory)",
+        "claims",
+        required=True,
+    )
+    split: str = _help("the tasks trained on (their phrasings should not be in the split you report)", "train")
+    n: int | None = _help("use the first n tasks of the split (None: all)", None)
+    group_size: int = _help("episodes sampled per task in a step: advantages compare them with each other", 4)
+    batch_size: int = _help("episodes per forward/backward pass (divides tasks_per_step x group_size)", 8)
+    tasks_per_step: int = _help("tasks per optimizer step (a step trains on tasks_per_step x group_size episodes)", 2)
+    temperature: float = _help("sampling temperature of the rollouts (the loss uses the same)", 1.0)
+    top_p: float = _help("nucleus sampling of the rollouts", 1.0)
+    max_new_tokens: int = _help("most tokens per model turn", 256)
+    max_turns: int = _help("most model turns per episode", 12)
+    guard: bool = _help("run the rollouts with the guard on (calls that break a rule are blocked)", False)
+    reward: str = _help(
+        "reward of an episode: 'default' (success within policy 1, a violation -violation_penalty, "
+        "else 0), 'partial' (within policy: half for the right end state, half for the right reads and "
+        "reply), or an import path pkg.module:function(trajectory) -> float",
+        "default",
+    )
+    violation_penalty: float = _help("reward of an episode that broke a rule is minus this", 0.5)
+    beta: float = _help("KL coefficient to the reference: the adapter training starts from, else the base model", 0.04)
+    epsilon: float = _help("clipping of the probability ratio (PPO-style)", 0.2)
+    loss_type: str = _help("TRL's GRPO loss: dapo (token-level), grpo (per-sequence mean), dr_grpo, bnpo", "dapo")
+    rollout_dtype: str = _help(
+        "dtype of the rollout copy of the model: float32, bfloat16 or auto (bf16 on a GPU or a bf16 CPU)", "auto"
+    )
+    share_prefix: bool = _help(
+        "run the opening a step's episodes share (system prompt, tools) once per forward pass; same log-probs", True
+    )
+    lr: float = _help("peak learning rate", 2e-5)
+    logging_steps: int = _help("log every N steps", 1)
+    save_steps: int = _help("checkpoint every N steps", 10)
 
 
 def load_recipe(name_or_path: str, method: str) -> dict[str, Any]:

@@ -7,9 +7,7 @@ and the reference is the base model with the adapter disabled. Either way no sec
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from agentft.train.common import (
     trainer_arguments,
 )
 from agentft.train.config import DPOTrainConfig
-from agentft.train.prefix import sharing_backbone
+from agentft.train.prefix import score_completions_only, sharing_backbone
 
 __all__ = ["train_dpo"]
 
@@ -33,26 +31,6 @@ __all__ = ["train_dpo"]
 def _reward_margins(out: Path) -> list[float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [r["rewards/margins"] for r in rows if "rewards/margins" in r]
-
-
-@contextlib.contextmanager
-def _score_completions_only() -> Iterator[None]:
-    """TRL's fused LM head scores only the completion tokens on Triton devices and every position elsewhere
-    (fixed tile shapes for compilers such as XLA). Eager CPU runs gain from the compact path too: measured on
-    SmolLM2 pairs, the head took 4.7 of 10 s per step scoring all ~900 positions for ~60 completion tokens.
-    The log-probs are the same (unscored positions are zeros either way). TRL's kernels keep their own
-    device check, so they stay on the torch path."""
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None:  # a TRL without the switch: nothing to change
-        yield
-        return
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def _pairs_seen(config: DPOTrainConfig, pairs: int) -> float:
@@ -73,11 +51,11 @@ def _trainer_class(share_prefix: bool) -> type:
         policy and the reference pass run that common opening once per batch (same log-probs)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-            with sharing_backbone(self.model), _score_completions_only():
+            with sharing_backbone(self.model), score_completions_only():
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         def compute_ref_log_probs(self, model, inputs):  # noqa: ANN001
-            with sharing_backbone(self.model), _score_completions_only():
+            with sharing_backbone(self.model), score_completions_only():
                 return super().compute_ref_log_probs(model, inputs)
 
     return SharedPrefixDPOTrainer
