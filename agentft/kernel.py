@@ -219,7 +219,7 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
         name, arguments = call.function.name, dict(call.function.arguments)
         pending = Event(step=step, name=name, call_id=call.id, arguments=arguments, effect=effects.get(name))
         blocks = (
-            rollout.guard.check(rollout.messages, rollout.events, rollout.task, pending, _snapshot(rollout.episode))
+            rollout.guard.check(rollout.messages, rollout.events, rollout.task, pending, snapshot(rollout.episode))
             if rollout.guard
             else []
         )
@@ -258,7 +258,7 @@ def _run_calls(rollout: Rollout, message: AssistantMessage, *, step: int, replay
             return
 
 
-def _snapshot(episode: Any) -> bytes | None:
+def snapshot(episode: Any) -> bytes | None:
     """The episode's state for the guard's rules, when the episode can give it (``snapshot()``)."""
     snapshot = getattr(episode, "snapshot", None)
     return snapshot() if callable(snapshot) else None
@@ -305,7 +305,7 @@ def close_rollout(
     try:
         if trajectory.status != "error":
             if judge is not None:
-                violations = judge.violations(trajectory.messages, trajectory.events, task, _snapshot(rollout.episode))
+                violations = judge.violations(trajectory.messages, trajectory.events, task, snapshot(rollout.episode))
                 trajectory.score = Score(
                     success=None, compliant=not violations, violations=violations, details={"scored": "compliance only"}
                 )

@@ -10,6 +10,9 @@ calls; what a turn does (tools, guard, simulated user, errors) is the kernel's o
 turns as they finish, so no episode waits for the slowest generation of a batch; any other policy is driven in
 lockstep (every pending turn in one ``act`` call). What the model does wrong never stops a run; an environment
 that fails ends that episode with status ``error`` (not scored, reported apart); the others go on.
+
+With ``best_of`` N > 1 each turn is N candidate requests (keys ``KEY~1`` .. ``KEY~N-1`` beside ``KEY``, so each
+draws its own sample) and the episode steps with the one ``scorer`` ranks highest (``agentft.bestof``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from agentft.bestof import choose, load_scorer
 from agentft.envs import Environment, Task
+from agentft.errors import UserError
 from agentft.guard import Guard
 from agentft.kernel import Rollout, close_rollout, open_rollout, step, tools_key
 from agentft.messages import Message
@@ -48,6 +53,10 @@ class RunConfig:
     """Episodes stepped together; all their pending model turns go to the policy in one call."""
     guard: bool = False
     """Check every tool call against the environment's rules before it runs; block the ones that break one."""
+    best_of: int = 1
+    """Candidate turns sampled per model turn; the ``scorer`` picks the one the episode takes."""
+    scorer: str | None = None
+    """What ranks the candidates when ``best_of`` > 1: ``rules`` or ``rm:DIR`` (``agentft.bestof``)."""
 
 
 def plan_episodes(tasks: Sequence[Task], *, k: int = 1, seed: int = 0) -> list[EpisodeSpec]:
@@ -70,14 +79,23 @@ def run_episodes(
     as they come). ``policy_name`` (default ``policy.name``) goes into episode ids and records.
     """
     config = config or RunConfig()
+    if config.best_of < 1 or (config.best_of > 1 and config.scorer is None):
+        raise UserError(f"best_of must be at least 1 (and > 1 needs a scorer), not {config.best_of}")
     name = policy_name or policy.name
+    scorer = load_scorer(config.scorer, env) if config.best_of > 1 and config.scorer else None
     guard = Guard(env) if config.guard else None
     active: dict[str, Rollout] = {}
     """Live episodes by their key in this run (episode ids could repeat if a spec does)."""
     if isinstance(policy, ContinuousPolicy) and policy.continuous:
         driver: ContinuousPolicy | _Lockstep = policy
     else:
-        driver = _Lockstep(policy, lambda key: active[key].task)
+        driver = _Lockstep(policy, lambda key: active[owner[key][0]].task)
+    owner: dict[str, tuple[str, int]] = {}
+    """Policy key of each submitted turn -> (episode key, candidate number)."""
+    candidates: dict[str, dict[int, Reply]] = {}
+    """best_of: the candidate turns back so far, by episode key and candidate number."""
+    switched: dict[str, int] = {}
+    """best_of: turns where a candidate other than the first was chosen, by episode key."""
     queue = deque(specs)
     opened = 0
     waiting: set[str] = set()
@@ -104,15 +122,31 @@ def run_episodes(
                 opened += 1
             for key, rollout in active.items():
                 if rollout.status is None and key not in waiting:
-                    driver.submit(key, rollout.messages, rollout.tools)
+                    for number in range(config.best_of):
+                        owner[_candidate(key, number)] = (key, number)
+                        driver.submit(_candidate(key, number), rollout.messages, rollout.tools)
                     waiting.add(key)
-            for key, reply in driver.poll():
+            for candidate, reply in driver.poll():
+                key, number = owner.pop(candidate)
+                replies = candidates.setdefault(key, {})
+                replies[number] = reply
+                if len(replies) < config.best_of:
+                    continue
+                del candidates[key]
                 waiting.discard(key)
-                step(active[key], reply)
+                chosen, index = choose(active[key], [replies[i] for i in range(config.best_of)], scorer)
+                switched[key] = switched.get(key, 0) + (index > 0)
+                step(active[key], chosen)
             finished = []
             for key in [key for key, rollout in active.items() if rollout.status is not None]:
-                finished.append(close_rollout(active.pop(key), name))
-                driver.release(key)
+                rollout = active.pop(key)
+                metadata = None
+                if scorer is not None:
+                    chosen_later = switched.pop(key, 0)
+                    metadata = {"best_of": {"n": config.best_of, "scorer": scorer.name, "switched": chosen_later}}
+                finished.append(close_rollout(rollout, name, metadata=metadata))
+                for number in range(config.best_of):
+                    driver.release(_candidate(key, number))
             if finished:
                 done.extend(finished)
                 if on_finish is not None:
@@ -120,7 +154,14 @@ def run_episodes(
     finally:
         if guard is not None:
             guard.close()
+        if scorer is not None:
+            scorer.close()
     return done
+
+
+def _candidate(key: str, number: int) -> str:
+    """The policy key of an episode's candidate ``number`` (the episode's own key for the first)."""
+    return f"{key}~{number}" if number else key
 
 
 class _Lockstep:

@@ -144,6 +144,9 @@ class RunSummary(GroupRates):
     mean_model_calls: float = 0.0
     by_task_kind: dict[str, GroupRates] = Field(default_factory=dict)
     by_slice: dict[str, dict[str, GroupRates]] = Field(default_factory=dict)
+    best_of: dict[str, Any] | None = None
+    """Best-of-N runs: candidates per turn, the scorer, model turns, and the turns where it chose another
+    candidate than the first (what the scorer changed)."""
     augment_dropped: int | None = None
     """Augmented variants dropped because the oracle failed them (``collect --augment``)."""
 
@@ -208,6 +211,7 @@ def summarize_run(
     statuses: Counter[str] = Counter()
     by_kind: dict[str, list[Trajectory]] = defaultdict(list)
     by_slice: dict[str, dict[str, list[Trajectory]]] = defaultdict(lambda: defaultdict(list))
+    best_of: dict[str, Any] | None = None
     for t in trajectories:
         rules = [v.rule for v in t.score.violations] if t.score is not None else []
         violations.update(rules)
@@ -220,6 +224,10 @@ def summarize_run(
         elif t.status == "max_steps":
             errors["max_steps"] += 1
         by_kind[str(t.metadata.get("task_kind") or "default")].append(t)
+        if chosen := t.metadata.get("best_of"):
+            best_of = best_of or {"n": chosen["n"], "scorer": chosen["scorer"], "turns": 0, "switched": 0}
+            best_of["turns"] += t.usage.model_calls
+            best_of["switched"] += chosen["switched"]
         for name, value in (t.metadata.get("slices") or {}).items():
             by_slice[str(name)][str(value)].append(t)
 
@@ -243,6 +251,7 @@ def summarize_run(
         mean_wall_s=_mean(sum(t.usage.wall_seconds for t in trajectories), n),
         mean_tokens=_mean(sum(t.usage.prompt_tokens + t.usage.completion_tokens for t in trajectories), n),
         mean_model_calls=_mean(calls, n),
+        best_of=best_of,
         by_task_kind={kind: GroupRates.of(group) for kind, group in sorted(by_kind.items())},
         by_slice={
             name: {value: GroupRates.of(group) for value, group in sorted(values.items())}

@@ -126,6 +126,20 @@ RecordTokens = Annotated[
         help="hf: keep every model turn's prompt and completion token ids and log-probabilities on its trajectory",
     ),
 ]
+BestOf = Annotated[
+    int,
+    typer.Option(
+        help="hf: sample N candidates for every model turn (needs --temperature > 0) and keep the one --scorer "
+        "ranks highest"
+    ),
+]
+ScorerOption = Annotated[
+    str,
+    typer.Option(
+        help="what ranks best-of-N candidates: rules (the environment's rules applied to the calls each proposes) "
+        "or rm:DIR (a reward model from agentft train rm)"
+    ),
+]
 AllowUnscored = Annotated[
     bool,
     typer.Option(
@@ -168,6 +182,8 @@ def _episodes_config(
     augment: int = 0,
     augment_seed: int = 0,
     guard: bool = False,
+    best_of: int = 1,
+    scorer: str = "rules",
 ):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
     from agentft.collect import CollectConfig
@@ -185,6 +201,13 @@ def _episodes_config(
         raise UserError(f"--temperature is 0-2 and --top-p in (0, 1], not {temperature} and {top_p}")
     if (record_tokens or temperature) and not policy.startswith("hf:"):
         raise UserError("--temperature, --top-p and --record-tokens apply to local models (hf:...)")
+    if best_of < 1:
+        raise UserError(f"--best-of is the number of candidates per turn, at least 1, not {best_of}")
+    if best_of > 1 and (not policy.startswith("hf:") or not temperature or record_tokens):
+        raise UserError(
+            "--best-of samples its candidates: it needs a local model (hf:...) with --temperature above 0, "
+            "and no --record-tokens (the recorded turns would not chain)"
+        )
     sampling = {"temperature": temperature, "top_p": top_p, "seed": seed, "record_tokens": record_tokens}
     return CollectConfig(
         env=env,
@@ -205,7 +228,14 @@ def _episodes_config(
         }
         if ":" in policy
         else {},
-        run=RunConfig(max_steps=max_steps, episode_timeout_s=episode_timeout, batch_size=batch_size, guard=guard),
+        run=RunConfig(
+            max_steps=max_steps,
+            episode_timeout_s=episode_timeout,
+            batch_size=batch_size,
+            guard=guard,
+            best_of=best_of,
+            scorer=scorer if best_of > 1 else None,
+        ),
     )
 
 
@@ -327,6 +357,8 @@ def eval_command(
     top_p: TopP = 1.0,
     record_tokens: RecordTokens = False,
     guard: GuardOption = False,
+    best_of: BestOf = 1,
+    scorer: ScorerOption = "rules",
     allow_unscored: AllowUnscored = False,
 ) -> None:
     """Evaluate POLICY on a split of ENV: summary.json, report.html and trajectories (resumable)."""
@@ -355,6 +387,8 @@ def eval_command(
         top_p=top_p,
         record_tokens=record_tokens,
         guard=guard,
+        best_of=best_of,
+        scorer=scorer,
     )
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
         summary = evaluate(config, on_start=on_start, on_finish=on_finish)
@@ -662,6 +696,14 @@ def serve(
         typer.Option(help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)"),
     ] = None,
     guard: GuardOption = False,
+    best_of: Annotated[
+        int,
+        typer.Option(
+            help="agent runs: sample N candidates for every model turn (at the request's temperature, 1.0 if it "
+            "asks for greedy) and keep the one --scorer ranks highest"
+        ),
+    ] = 1,
+    scorer: ScorerOption = "rules",
     max_batch: Annotated[int, typer.Option(help="most model turns generating at once (continuous batching)")] = 16,
     batch_wait_ms: Annotated[
         float, typer.Option(help="when idle, how long the first request waits for others to start with it")
@@ -710,6 +752,8 @@ def serve(
         rag_store=str(rag) if rag else None,
         api_keys=keys,
         guard=guard,
+        best_of=best_of,
+        scorer=scorer,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         max_concurrency=max_concurrency,

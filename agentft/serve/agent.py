@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from agentft.bestof import choose, load_scorer
 from agentft.envs import Task
 from agentft.errors import UserError
 from agentft.guard import Guard
@@ -55,7 +57,16 @@ so a long history costs real work; past it the request is refused (400 ``history
 class AgentService:
     """The served environment, its extra tools and (optionally) the guard."""
 
-    def __init__(self, env: Any, *, guard: bool = False, extra_tools: Sequence[Any] = (), metrics: Any = None) -> None:
+    def __init__(
+        self,
+        env: Any,
+        *,
+        guard: bool = False,
+        extra_tools: Sequence[Any] = (),
+        metrics: Any = None,
+        best_of: int = 1,
+        scorer: str = "rules",
+    ) -> None:
         self.env = env
         self.judge = Guard(env) if Guard.supports(env) else None
         if guard and self.judge is None:
@@ -65,6 +76,10 @@ class AgentService:
         self.metrics = metrics
         if guard and metrics is not None and self.judge is not None:
             metrics.known_rules(rule.name for rule in self.judge.rules)
+        if best_of < 1:
+            raise UserError(f"--best-of is at least 1, not {best_of}")
+        self.best_of = best_of
+        self.scorer = load_scorer(scorer, env) if best_of > 1 else None
 
     def task(self, task_id: str | None) -> Task:
         for split in ("test", "train", "validation", "own_words"):
@@ -92,6 +107,8 @@ class AgentService:
     def close(self) -> None:
         if self.judge is not None:
             self.judge.close()
+        if self.scorer is not None:
+            self.scorer.close()
 
 
 async def _finish(state: ServeState, rollout: Rollout, model_id: str) -> Trajectory:
@@ -222,22 +239,35 @@ async def _loop(
                 raise
             rollout.fail(exc.message)  # the conversation outgrew the context: keep what happened
             return None
+        svc = state.agent
+        assert svc is not None
+        if svc.best_of > 1 and not gen.temperature:
+            gen = dataclasses.replace(gen, temperature=1.0)  # candidates must differ
         started = time.perf_counter()
+        items = [state.engine.submit(gen) for _ in range(svc.best_of)]
         try:
-            output = await await_output(state.engine.submit(gen), request, deadline)
-        except APIError as exc:  # timeout: keep what happened, then answer 504
-            rollout.fail(exc.message)
-            await _finish(state, rollout, model_id)
+            outputs = [await await_output(item, request, deadline) for item in items]
+        except BaseException as exc:
+            for item in items:
+                item.cancel()  # the other candidates stop generating too
+            if isinstance(exc, APIError):  # timeout: keep what happened, then answer 504
+                rollout.fail(exc.message)
+                await _finish(state, rollout, model_id)
             raise
-        interpreted = interpret(output.text, gen, "auto", None)
-        reply = Reply(
-            message=interpreted.message,
-            errors=interpreted.errors,
-            text=output.text,
-            prompt_tokens=gen.prompt_tokens,
-            completion_tokens=output.completion_tokens,
-            latency_s=time.perf_counter() - started,
-        )
+        candidates = []
+        for output in outputs:
+            interpreted = interpret(output.text, gen, "auto", None)
+            candidates.append(
+                Reply(
+                    message=interpreted.message,
+                    errors=interpreted.errors,
+                    text=output.text,
+                    prompt_tokens=gen.prompt_tokens,
+                    completion_tokens=output.completion_tokens,
+                    latency_s=time.perf_counter() - started,
+                )
+            )
+        reply, _ = await asyncio.to_thread(choose, rollout, candidates, svc.scorer)
         await asyncio.to_thread(step, rollout, reply)
     if rollout.status == "completed":
         return rollout.messages[-1].content or ""

@@ -35,6 +35,11 @@ class ServeConfig:
     """Bearer keys; with none, only loopback clients are served."""
     guard: bool = False
     """Check the environment's rules before every write tool call of an agent run, and block violations."""
+    best_of: int = 1
+    """Agent runs: candidate turns sampled per model turn (at the request's temperature, or 1.0 when it asks
+    for greedy decoding); ``scorer`` keeps the best (``agentft.bestof``)."""
+    scorer: str = "rules"
+    """What ranks best-of-N candidates: ``rules`` or ``rm:DIR``."""
     max_batch: int = 16
     batch_wait_ms: float = 10.0
     max_concurrency: int = 64

@@ -1,5 +1,5 @@
-"""Fine-tuning: LoRA (or full) SFT, DPO, continued pre-training and GRPO in an environment over TRL, plus
-memory/time planning.
+"""Fine-tuning: LoRA (or full) SFT, DPO, continued pre-training, GRPO in an environment and reward models over
+TRL, plus memory/time planning.
 
 Each method is one straight-line function over its TRL trainer; ``train_sft(config)`` etc. take the
 config dataclasses of ``agentft.train.config``. Heavy imports happen inside the functions. Each is
@@ -10,6 +10,7 @@ from agentft.train.config import (
     CPTTrainConfig,
     DPOTrainConfig,
     GRPOTrainConfig,
+    RMTrainConfig,
     SFTTrainConfig,
     build_config,
     load_recipe,
@@ -21,12 +22,14 @@ __all__ = [
     "DPOTrainConfig",
     "CPTTrainConfig",
     "GRPOTrainConfig",
+    "RMTrainConfig",
     "build_config",
     "load_recipe",
     "train_sft",
     "train_dpo",
     "train_cpt",
     "train_grpo",
+    "train_rm",
     "METHODS",
     "Method",
     "register_method",
@@ -57,6 +60,12 @@ def train_grpo(config: GRPOTrainConfig) -> dict:
     return run(config)
 
 
+def train_rm(config: RMTrainConfig) -> dict:
+    from agentft.train.rm import train_rm as run
+
+    return run(config)
+
+
 register_method("sft", SFTTrainConfig, train_sft, help="Supervised fine-tuning on assistant turns (LoRA by default).")
 register_method(
     "dpo", DPOTrainConfig, train_dpo, help="Direct preference optimization, usually from an SFT adapter (--adapter)."
@@ -73,4 +82,10 @@ register_method(
     train_grpo,
     help="Online GRPO in an environment: sampled episodes scored by the task's checks and the rules, "
     "usually from an SFT adapter (--adapter).",
+)
+register_method(
+    "rm",
+    RMTrainConfig,
+    train_rm,
+    help="A reward model on preference pairs (a DPO dataset): scores turns for best-of-N (--scorer rm:DIR).",
 )

@@ -22,6 +22,7 @@ __all__ = [
     "DPOTrainConfig",
     "CPTTrainConfig",
     "GRPOTrainConfig",
+    "RMTrainConfig",
     "load_recipe",
     "build_config",
     "RECIPES",
@@ -128,7 +129,8 @@ class GRPOTrainConfig(TrainConfig):
         required=True,
     )
     split: str = _help("the tasks trained on (their phrasings should not be in the split you report)", "train")
-    n: int | None = _help("use the first n tasks of the split (None: all)", None)
+    start: int = _help("skip this many tasks of the split first (e.g. those the SFT data came from)", 0)
+    n: int | None = _help("use n tasks of the split from start (None: all the rest)", None)
     group_size: int = _help("episodes sampled per task in a step: advantages compare them with each other", 4)
     batch_size: int = _help("episodes per forward/backward pass (divides tasks_per_step x group_size)", 8)
     tasks_per_step: int = _help("tasks per optimizer step (a step trains on tasks_per_step x group_size episodes)", 2)
@@ -156,6 +158,16 @@ class GRPOTrainConfig(TrainConfig):
     lr: float = _help("peak learning rate", 2e-5)
     logging_steps: int = _help("log every N steps", 1)
     save_steps: int = _help("checkpoint every N steps", 10)
+
+
+@dataclass
+class RMTrainConfig(TrainConfig):
+    data: str = _help("preference pairs: a DPO dataset directory from `agentft dataset dpo`", "data/dpo", required=True)
+    lr: float = _help("peak learning rate", 2e-4)
+    epochs: float = _help("passes over the pairs", 2.0)
+    validation_fraction: float = _help(
+        "share of the pairs (the last ones in the file) held out and ranked after training", 0.1
+    )
 
 
 def load_recipe(name_or_path: str, method: str) -> dict[str, Any]:

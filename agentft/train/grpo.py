@@ -308,6 +308,7 @@ def _tasks(config: GRPOTrainConfig, env: Environment) -> list[Task]:
         tasks = env.tasks(config.split)
     except KeyError as exc:
         raise UserError(f"{config.env}: {exc.args[0]}") from None
+    tasks = tasks[config.start :]
     tasks = tasks[: config.n] if config.n is not None else tasks
     if len(tasks) < config.tasks_per_step:
         raise UserError(f"{config.env} {config.split}: {len(tasks)} task(s), fewer than tasks_per_step")
