@@ -19,6 +19,11 @@ continues where it stopped):
 9. ``summary.json`` (``base``, ``sft``, ``dpo``, ``own_words`` → eval summaries with 95% intervals, the
    paired DPO-vs-SFT comparison, timings per stage) and ``report.html``.
 
+With ``rl=True`` (``agentft quickstart --rl``) two more stages follow: ``grpo``, online GRPO from the SFT
+adapter on a third block of train tasks (episodes sampled in the environment, rewarded by its checks and rules;
+``agentft.train.grpo``), and ``eval-grpo`` on the same test tasks; the summary adds ``grpo`` and
+``grpo_vs_sft``. Not part of the default ``make demo``: the stage's cost is in BENCHMARKS.md.
+
 Every setting was chosen on the validation split (``benchmarks/quickstart_settings.py``), never on test.
 """
 
@@ -67,6 +72,12 @@ class Budget:
     step_mirrors: bool = False
     """Also reject the chosen words where another task's expert says something else at that turn (keeps a
     refusal learned from one task from spreading to others)."""
+    rl_steps: int = 30
+    """``--rl``: GRPO steps, each ``rl_tasks_per_step`` train tasks x ``rl_group_size`` sampled episodes, from a
+    block of train tasks after the SFT and mining blocks."""
+    rl_tasks_per_step: int = 2
+    rl_group_size: int = 4
+    rl_lr: float = 5e-5
 
 
 BUDGETS = {
@@ -84,6 +95,8 @@ BUDGETS = {
         max_steps=8,
         sft_max_steps=6,
         dpo_max_steps=3,
+        rl_steps=2,
+        rl_group_size=2,
     ),
     # Chosen on the validation split (BENCHMARKS.md), never on test. SFT: 24 demonstrations per task kind at
     # lr 2e-3, each with one augmented variant, one pass (the same optimizer steps as two plain passes, and
@@ -133,7 +146,12 @@ def _stage(out: Path, name: str, timings: dict[str, float], console: Console, ti
 
 
 def run_quickstart(
-    *, out: Path, model: str = "smollm2-135m", budget: str = "default", console: Console | None = None
+    *,
+    out: Path,
+    model: str = "smollm2-135m",
+    budget: str = "default",
+    rl: bool = False,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every stage under ``out``; returns the summary also written to ``out/summary.json``."""
     from agentft.collect import CollectConfig, collect
@@ -145,7 +163,15 @@ def run_quickstart(
     from agentft.progress import episode_progress
     from agentft.report import compare_runs, load_run, write_report
     from agentft.runner import RunConfig
-    from agentft.train import DPOTrainConfig, SFTTrainConfig, build_config, train_dpo, train_sft
+    from agentft.train import (
+        DPOTrainConfig,
+        GRPOTrainConfig,
+        SFTTrainConfig,
+        build_config,
+        train_dpo,
+        train_grpo,
+        train_sft,
+    )
 
     if budget not in BUDGETS:
         raise UserError(f"--budget is one of {', '.join(BUDGETS)}, not {budget!r}")
@@ -182,10 +208,12 @@ def run_quickstart(
     def stage(name: str, title: str):
         return _stage(out, name, timings, console, title)
 
-    stage("pull", f"1/10 pull {model}")(
+    stages = 12 if rl else 10
+
+    stage("pull", f"1/{stages} pull {model}")(
         lambda: str(pull(model)) if model in EMBEDDED_MODELS else str(resolve_model_path(model))
     )
-    stage("collect", "2/10 oracle demonstrations, with augmented variants")(
+    stage("collect", f"2/{stages} oracle demonstrations, with augmented variants")(
         lambda: episodes("oracle-sft", "oracle", "train", plan.sft_tasks, augment=plan.augment)
     )
 
@@ -197,8 +225,8 @@ def run_quickstart(
         save_sft_dataset(built, out / "data-sft", title="quickstart SFT dataset")
         return built.stats
 
-    stage("dataset", "3/10 SFT dataset")(dataset)
-    sft_metrics = stage("sft", "4/10 LoRA SFT")(
+    stage("dataset", f"3/{stages} SFT dataset")(dataset)
+    sft_metrics = stage("sft", f"4/{stages} LoRA SFT")(
         lambda: train_sft(
             build_config(
                 SFTTrainConfig,
@@ -217,10 +245,10 @@ def run_quickstart(
         )
     )
     sft_policy = f"hf:{model}@{out / 'adapter-sft'}"
-    base = stage("eval-base", "5/10 evaluate the base model on the test split (unseen customers and phrasings)")(
+    base = stage("eval-base", f"5/{stages} evaluate the base model on the test split (unseen customers and phrasings)")(
         lambda: episodes("eval-base", f"hf:{model}", "test", plan.base_tasks)
     )
-    sft = stage("eval-sft", "6/10 evaluate the SFT model on the same tasks")(
+    sft = stage("eval-sft", f"6/{stages} evaluate the SFT model on the same tasks")(
         lambda: episodes("eval-sft", sft_policy, "test", plan.test_tasks)
     )
 
@@ -233,8 +261,8 @@ def run_quickstart(
         save_dpo_dataset(pairs, out / "data-dpo")
         return pairs.stats
 
-    stage("mine", "7/10 mine preference pairs from the SFT model's mistakes on train tasks")(mine)
-    dpo_metrics = stage("dpo", "8/10 DPO from the SFT adapter")(
+    stage("mine", f"7/{stages} mine preference pairs from the SFT model's mistakes on train tasks")(mine)
+    dpo_metrics = stage("dpo", f"8/{stages} DPO from the SFT adapter")(
         lambda: train_dpo(
             build_config(
                 DPOTrainConfig,
@@ -253,19 +281,48 @@ def run_quickstart(
         )
     )
     dpo_policy = f"hf:{model}@{out / 'adapter-dpo'}"
-    dpo = stage("eval-dpo", "9/10 evaluate the DPO model on the same tasks")(
+    dpo = stage("eval-dpo", f"9/{stages} evaluate the DPO model on the same tasks")(
         lambda: episodes("eval-dpo", dpo_policy, "test", plan.test_tasks)
     )
-    own_words = stage("own-words", "10/10 both tuned models on requests written by hand in people's own words")(
+    own_words = stage("own-words", f"10/{stages} both tuned models on requests written by hand in people's own words")(
         lambda: {
             name: episodes(f"own-words-{name}", policy, "own_words", plan.own_words_tasks)
             for name, policy in (("sft", sft_policy), ("dpo", dpo_policy))
         }
     )
 
-    runs = [
-        load_run(out / name, label) for name, label in (("eval-base", "base"), ("eval-sft", "sft"), ("eval-dpo", "dpo"))
-    ]
+    grpo = grpo_metrics = None
+    if rl:
+        grpo_metrics = stage("grpo", f"11/{stages} GRPO from the SFT adapter, episodes sampled in the environment")(
+            lambda: train_grpo(
+                build_config(
+                    GRPOTrainConfig,
+                    "cpu-small",
+                    model=model,
+                    adapter=str(out / "adapter-sft"),
+                    env=ENV,
+                    start=plan.sft_tasks + plan.mine_tasks,
+                    n=plan.rl_steps * plan.rl_tasks_per_step,
+                    out=str(out / "adapter-grpo"),
+                    max_steps=plan.rl_steps,
+                    tasks_per_step=plan.rl_tasks_per_step,
+                    group_size=plan.rl_group_size,
+                    batch_size=plan.rl_tasks_per_step * plan.rl_group_size,
+                    lr=plan.rl_lr,
+                    max_new_tokens=plan.max_new_tokens,
+                    max_turns=plan.max_steps,
+                    save_steps=5,
+                    resume=True,
+                    device="auto",
+                )
+            )
+        )
+        grpo = stage("eval-grpo", f"12/{stages} evaluate the GRPO model on the same tasks")(
+            lambda: episodes("eval-grpo", f"hf:{model}@{out / 'adapter-grpo'}", "test", plan.test_tasks)
+        )
+
+    labels = [("eval-base", "base"), ("eval-sft", "sft"), ("eval-dpo", "dpo")] + ([("eval-grpo", "grpo")] if rl else [])
+    runs = [load_run(out / name, label) for name, label in labels]
     comparison = [c.to_dict() for c in compare_runs(runs[1], runs[2])]
     summary = {
         "model": model,
@@ -278,6 +335,15 @@ def run_quickstart(
         "own_words": own_words,
         "dpo_vs_sft": comparison,
         "training": {"sft": sft_metrics, "dpo": dpo_metrics},
+        **(
+            {
+                "grpo": grpo,
+                "grpo_vs_sft": [c.to_dict() for c in compare_runs(runs[1], runs[3])],
+                "training_grpo": grpo_metrics,
+            }
+            if rl
+            else {}
+        ),
         "timings": {**timings, "total": round(sum(timings.values()), 1)},
     }
     write_json_atomic(out / "summary.json", summary)
@@ -317,7 +383,7 @@ def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:
         return "n/a" if value is None else format_rate(value, interval)
 
     table = Table("model", "split", "success (95% CI)", "compliance (95% CI)", "violations", "episodes")
-    rows = [(name, "test", summary[name]) for name in ("base", "sft", "dpo")]
+    rows = [(name, "test", summary[name]) for name in ("base", "sft", "dpo", "grpo") if summary.get(name)]
     rows += [(name, "own words", summary["own_words"][name]) for name in ("sft", "dpo")]
     for name, split, record in rows:
         run = RunSummary.model_validate(record)
@@ -332,6 +398,8 @@ def _print_result(console: Console, summary: dict[str, Any], out: Path) -> None:
     console.print(table)
     for comparison in summary["dpo_vs_sft"]:
         console.print(f"DPO vs SFT on test, {comparison['metric']}: {comparison['verdict']}")
+    for comparison in summary.get("grpo_vs_sft", []):
+        console.print(f"GRPO vs SFT on test, {comparison['metric']}: {comparison['verdict']}")
     dpo_rules = summary["dpo"]["violations_by_rule"]
     if dpo_rules:
         console.print("violations after DPO, by rule: " + ", ".join(f"{r} {c}" for r, c in dpo_rules.items()))

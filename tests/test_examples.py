@@ -20,6 +20,7 @@ FAST_ARGS = {
     "10_held_out.py": [],
     "11_own_environment.py": ["--model", "tiny-test", "--steps", "2"],
     "12_fast_rollouts.py": ["--model", "tiny-test", "--tasks", "3"],
+    "13_rl.py": ["--model", "tiny-test", "--steps", "2"],
 }
 
 

@@ -189,3 +189,13 @@ def test_episode_reward_by_score():
 def test_bad_settings_are_user_errors(tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         train_grpo(config(tmp_path / "out", max_steps=1, **overrides))
+
+
+def test_train_plan_sizes_a_grpo_step():
+    from agentft.train.plan import estimate
+
+    lora = estimate("tiny-test", "lora", 8, 512, "cpu", device_flops=1e11)
+    grpo = estimate("tiny-test", "grpo", 8, 512, "cpu", device_flops=1e11)
+    assert {"reference adapter", "rollout model", "rollout cache"} <= set(grpo.memory)
+    assert grpo.memory["rollout model"] == grpo.memory["weights"]  # fp32 on a CPU
+    assert grpo.peak_bytes > lora.peak_bytes and grpo.flops_per_token > lora.flops_per_token  # + the reference

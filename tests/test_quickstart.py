@@ -80,6 +80,20 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and " ".join(again.stdout.split()).count("done before, skipped") == 10
 
+    # --rl on the same directory: the ten stages are skipped, GRPO and its evaluation run.
+    rl = subprocess.run([*command, "--rl"], capture_output=True, text=True, timeout=600)
+    assert rl.returncode == 0, rl.stderr[-3000:]
+    assert " ".join(rl.stdout.split()).count("done before, skipped") == 10
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grpo"]["episodes"] == summary["plan"]["test_tasks"] and summary["grpo"]["split"] == "test"
+    assert {c["metric"] for c in summary["grpo_vs_sft"]} == {"success", "compliance"}
+    assert summary["training_grpo"]["steps"] == summary["plan"]["rl_steps"]
+    assert {"grpo", "eval-grpo"} <= set(summary["timings"]) and "grpo" in (out / "report.html").read_text()
+    rollouts = list(read_trajectories(out / "adapter-grpo" / "rollouts.jsonl"))
+    plan = summary["plan"]
+    assert len(rollouts) == plan["rl_steps"] * plan["rl_tasks_per_step"] * plan["rl_group_size"]
+    assert not {t.task_id for t in rollouts} & (sft_tasks | test_tasks)  # a block of its own
+
 
 def test_mining_falls_back_to_perturbations_when_the_sft_model_made_no_mistake(tmp_path):
     from rich.console import Console

@@ -142,8 +142,8 @@ def _train_command(method: Any) -> Any:
 @train_app.command("plan")
 def train_plan_command(
     model: Annotated[str, typer.Option(help="embedded model name or local model directory")] = "smollm2-135m",
-    method: Annotated[str, typer.Option(help="lora | full | dpo | dpo-full")] = "lora",
-    batch: Annotated[int, typer.Option(help="sequences per step (DPO: pairs)")] = 2,
+    method: Annotated[str, typer.Option(help="lora | full | dpo | dpo-full | grpo")] = "lora",
+    batch: Annotated[int, typer.Option(help="sequences per step (DPO: pairs; GRPO: episodes per pass)")] = 2,
     seq: Annotated[int, typer.Option(help="tokens per sequence")] = 1024,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 16,

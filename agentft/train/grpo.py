@@ -316,6 +316,8 @@ def _tasks(config: GRPOTrainConfig, env: Environment) -> list[Task]:
 
 
 def _check(config: GRPOTrainConfig) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("grpo runs on one device (its episodes are sampled in this process): use --recipe gpu-single")
     if config.group_size < 2:
         raise UserError("group_size must be at least 2: an episode's advantage is its reward against its group's")
     if config.tasks_per_step < 1:

@@ -50,7 +50,7 @@ __all__ = [
     "LABEL_FRACTION",
 ]
 
-Method = Literal["lora", "full", "dpo", "dpo-full"]
+Method = Literal["lora", "full", "dpo", "dpo-full", "grpo"]
 Mask = Literal["none", "padding", "packed"]
 
 GiB = 1024**3
@@ -542,8 +542,8 @@ def estimate_for_config(
     layers only (the layers below keep no activations and get no backward). ``gpu``: plan for this GPU (a name in
     ``GPU_PEAKS``) instead of the one present. ``device_flops``: skip the probe and use this FLOP/s.
     """
-    if method not in ("lora", "full", "dpo", "dpo-full"):
-        raise UserError(f"method must be lora, full, dpo or dpo-full, not {method!r}")
+    if method not in ("lora", "full", "dpo", "dpo-full", "grpo"):
+        raise UserError(f"method must be lora, full, dpo, dpo-full or grpo, not {method!r}")
     if mask not in ("none", "padding", "packed"):
         raise UserError(f"mask must be none, padding or packed, not {mask!r}")
     if device not in ("cpu", "cuda"):
@@ -555,8 +555,9 @@ def estimate_for_config(
     if dtype not in _DTYPE_BYTES:
         raise UserError(f"dtype must be one of {', '.join(_DTYPE_BYTES)}, not {dtype!r}")
     weight_bytes = _DTYPE_BYTES[dtype]
-    lora = method in ("lora", "dpo")
+    lora = method in ("lora", "dpo", "grpo")
     dpo = method.startswith("dpo")
+    grpo = method == "grpo"
     rows = batch * (2 if dpo else 1)  # DPO runs chosen and rejected side by side
     tokens = rows * seq
     notes: list[str] = []
@@ -589,6 +590,17 @@ def estimate_for_config(
         memory["activations"] = tokens * (trained_layers * per_layer + final_norm)
     if dpo and not lora and not precompute_ref:
         memory["reference"] = arch.params * weight_bytes
+    if grpo:
+        # TRL's frozen copy of the starting adapter (the KL reference), and agentft's rollout copy of the model
+        # (merged weights, bf16 on a GPU) with the engine's key/value slots for one step's episodes
+        rollout_bytes = 2 if device == "cuda" else weight_bytes
+        memory["reference adapter"] = adapter_params * 4
+        memory["rollout model"] = arch.params * rollout_bytes
+        memory["rollout cache"] = batch * arch.layers * 2 * arch.kv_dim * seq * rollout_bytes
+        notes.append(
+            "grpo: batch = episodes per forward/backward pass, seq = tokens per episode; the time is the "
+            "training's only: sampling the episodes comes on top (benchmarks/grpo.py measures both)"
+        )
     if not lora and weight_bytes < 4:
         notes.append(
             "full fine-tuning in half precision: fp32 master weights and moments assumed (16 B/param); "
@@ -610,7 +622,7 @@ def estimate_for_config(
     flops = forward + backward
     if gradient_checkpointing:
         flops += trained_layers * (layer_forward + attention)
-    if dpo:  # the reference model's forward over the same tokens (precomputed: once, before training)
+    if dpo or grpo:  # the reference's forward over the same tokens (DPO: precomputed once, before training)
         flops += arch.layers * (layer_forward + attention) + 2 * arch.head_params
 
     if device_flops is not None:
