@@ -103,11 +103,12 @@ def test_best_of_2_in_serve_keeps_the_candidate_that_asks_before_writing(tmp_pat
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
+    """Asking before a cancellation (chosen) against cancelling at once (rejected), on 60 toy tasks."""
     root = tmp_path_factory.mktemp("rm")
     oracle = collect(CollectConfig(env="agentft.toy_env:OrdersEnvironment", policy="oracle", out=str(root / "o"), n=60))
-    return save_dpo_dataset(
-        build_dpo_dataset([oracle.out], PreferenceConfig(step_pairs=False, perturbations=True)), root / "dpo"
-    )
+    built = build_dpo_dataset([oracle.out], PreferenceConfig(step_pairs=False, perturbations=True))
+    built.pairs = [pair for pair in built.pairs if pair.source.kind == "skip_confirmation"]
+    return save_dpo_dataset(built, root / "dpo")
 
 
 def test_a_reward_model_ranks_held_out_pairs_and_scores_best_of_2(pairs, tmp_path):
@@ -124,8 +125,8 @@ def test_a_reward_model_ranks_held_out_pairs_and_scores_best_of_2(pairs, tmp_pat
             device="cpu",
         )
     )
-    # 38 pairs (cancel without asking / ask again after a yes); the last 9 held out and ranked after training
-    assert metrics["heldout_pairs"] == 9 and metrics["heldout_accuracy"] >= 8 / 9, metrics
+    # 19 pairs, one per task; 5 tasks held out and ranked after training (chance: half right)
+    assert metrics["heldout_pairs"] == 5 and metrics["heldout_accuracy"] >= 0.8, metrics
     assert json.loads((out / "manifest.json").read_text())["kind"] == "rm"
     result = CliRunner().invoke(
         app,

@@ -166,7 +166,7 @@ class RMTrainConfig(TrainConfig):
     lr: float = _help("peak learning rate", 2e-4)
     epochs: float = _help("passes over the pairs", 2.0)
     validation_fraction: float = _help(
-        "share of the pairs (the last ones in the file) held out and ranked after training", 0.1
+        "share of the pairs held out (whole tasks, a seeded sample) and ranked after training", 0.1
     )
 
 

@@ -2,9 +2,10 @@
 score the chosen turn of each preference pair above the rejected one (Bradley-Terry).
 
 The pairs are a DPO dataset (``agentft dataset dpo``): a conversation, the tools offered, a chosen and a
-rejected assistant turn. A share of them (``validation_fraction``, by the pairs' order in the file) is held out
-and ranked after training: ``heldout_accuracy`` in the metrics is the fraction ranked the right way round, the
-figure that says whether the model learned anything beyond its training pairs. The trained model scores turns
+rejected assistant turn. The pairs of a seeded sample of tasks (about ``validation_fraction`` of the pairs; all
+of a task's pairs on one side, so none of a held-out conversation was trained on) are held out and ranked after
+training: ``heldout_accuracy`` in the metrics is the share ranked the right way round, the figure that says
+whether the model learned anything beyond its training pairs. The trained model scores turns
 for best-of-N (``agentft.bestof``).
 """
 
@@ -77,11 +78,13 @@ def train_rm(config: RMTrainConfig) -> dict[str, Any]:
         raise UserError(f"validation_fraction must be in [0, 1), not {config.validation_fraction}")
     checkpoint = resume_point(config)
     data = load_dataset("json", data_files={"train": str(files[0])})["train"]
+    heldout_rows = _heldout_rows(data, config.validation_fraction, config.seed)
     data = data.remove_columns([c for c in data.column_names if c not in ("prompt", "chosen", "rejected", "tools")])
-    held = int(len(data) * config.validation_fraction)
+    held = len(heldout_rows)
     if len(data) - held < 1:
         raise UserError(f"{files[0]} holds {len(data)} preference pair(s): too few to train a reward model")
-    train, heldout = data.select(range(len(data) - held)), data.select(range(len(data) - held, len(data)))
+    train = data.select([i for i in range(len(data)) if i not in heldout_rows])
+    heldout = data.select(sorted(heldout_rows))
     model, tokenizer = _classifier(config, device)
     arguments = RewardConfig(**trainer_arguments(config, device), max_length=config.max_length)
     trainer = RewardTrainer(
@@ -93,6 +96,24 @@ def train_rm(config: RMTrainConfig) -> dict[str, Any]:
         right = [scorer.prefers(row["prompt"], row["chosen"], row["rejected"], row["tools"]) for row in heldout]
         metrics.update(heldout_pairs=held, heldout_accuracy=round(sum(right) / held, 4))
     return finish_run(trainer, tokenizer, config, kind="rm", inputs=files, metrics=metrics)
+
+
+def _heldout_rows(data: Any, fraction: float, seed: int) -> set[int]:
+    """Rows of a seeded sample of tasks holding about ``fraction`` of the pairs (rows without a task: each its own)."""
+    import random
+
+    groups: dict[str, list[int]] = {}
+    for index, source in enumerate(data["source"] if "source" in data.column_names else [None] * len(data)):
+        task = source.get("task_id") if isinstance(source, dict) else None
+        groups.setdefault(str(task) if task else f"#{index}", []).append(index)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    wanted, rows = round(len(data) * fraction), set()
+    for key in order:
+        if len(rows) >= wanted:
+            break
+        rows.update(groups[key])
+    return rows
 
 
 @dataclass
