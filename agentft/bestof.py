@@ -7,10 +7,12 @@ Two scorers, both judging a candidate in its episode as it stands (``agentft.ker
   point for each; the earliest of the best wins ties. It needs no model and no training data, only rules.
 - ``rm:DIR``: a reward model (``agentft train rm``) scores the conversation ending in each candidate.
 
-Either way a candidate that could not be read (a format error) ranks below every readable one. The runner
-(``RunConfig.best_of``, ``agentft eval --best-of``) and ``agentft serve --best-of`` sample the candidates as
-separate requests (each its own seed) and step the episode with the chosen one (``choose``); the turn's usage
-is what all candidates cost.
+Either way a candidate that could not be read (a format error) ranks below every readable one, and ties go to
+the earliest. The first candidate is the policy's own turn (greedy by default), the others are sampled
+(``best_of_temperature``, each with its own seed): so the scorer changes a turn only where a sample is better
+than what the model would have done anyway. The runner (``RunConfig.best_of``, ``agentft eval --best-of``) and
+``agentft serve --best-of`` submit the candidates as separate requests and step the episode with the chosen one
+(``choose``); the turn's usage is what all candidates cost.
 """
 
 from __future__ import annotations

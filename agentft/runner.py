@@ -11,8 +11,10 @@ turns as they finish, so no episode waits for the slowest generation of a batch;
 lockstep (every pending turn in one ``act`` call). What the model does wrong never stops a run; an environment
 that fails ends that episode with status ``error`` (not scored, reported apart); the others go on.
 
-With ``best_of`` N > 1 each turn is N candidate requests (keys ``KEY~1`` .. ``KEY~N-1`` beside ``KEY``, so each
-draws its own sample) and the episode steps with the one ``scorer`` ranks highest (``agentft.bestof``).
+With ``best_of`` N > 1 each turn is N candidate requests: the policy's own turn (greedy by default) and N-1 more
+sampled at ``best_of_temperature`` (keys ``KEY~1`` .. ``KEY~N-1``, so each draws its own sample); the episode steps
+with the one ``scorer`` ranks highest, the policy's own on a tie (``agentft.bestof``). Only a continuous policy
+can sample the extra candidates; any other gives N replies of its own.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class RunConfig:
     guard: bool = False
     """Check every tool call against the environment's rules before it runs; block the ones that break one."""
     best_of: int = 1
-    """Candidate turns sampled per model turn; the ``scorer`` picks the one the episode takes."""
+    """Candidate turns per model turn (the policy's own and ``best_of - 1`` samples); ``scorer`` picks one."""
+    best_of_temperature: float = 0.7
+    """Sampling temperature of the extra candidates."""
     scorer: str | None = None
     """What ranks the candidates when ``best_of`` > 1: ``rules`` or ``rm:DIR`` (``agentft.bestof``)."""
 
@@ -124,7 +128,8 @@ def run_episodes(
                 if rollout.status is None and key not in waiting:
                     for number in range(config.best_of):
                         owner[_candidate(key, number)] = (key, number)
-                        driver.submit(_candidate(key, number), rollout.messages, rollout.tools)
+                        temperature = config.best_of_temperature if number else None
+                        driver.submit(_candidate(key, number), rollout.messages, rollout.tools, temperature)
                     waiting.add(key)
             for candidate, reply in driver.poll():
                 key, number = owner.pop(candidate)
@@ -173,8 +178,10 @@ class _Lockstep:
         self.task_of = task_of
         self.pending: dict[str, tuple[list[Message], list[ToolSpec]]] = {}
 
-    def submit(self, key: str, conversation: list[Message], tools: list[ToolSpec]) -> None:
-        self.pending[key] = (conversation, tools)
+    def submit(
+        self, key: str, conversation: list[Message], tools: list[ToolSpec], temperature: float | None = None
+    ) -> None:
+        self.pending[key] = (conversation, tools)  # ``act`` has no per-turn temperature: the policy's own
 
     def poll(self) -> list[tuple[str, Reply]]:
         groups: dict[str, list[str]] = {}

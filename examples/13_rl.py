@@ -2,7 +2,7 @@
 
 Run: python examples/13_rl.py [--model smollm2-135m] [--adapter DIR] [--steps 3] [--out DIR]
 The same as `agentft train grpo --adapter DIR --env claims`, `agentft train rm --data DIR` and
-`agentft eval --best-of 4 --temperature 0.7 --scorer rules|rm:DIR`. Without --adapter a short SFT run makes
+`agentft eval --best-of 4 --scorer rules|rm:DIR`. Without --adapter a short SFT run makes
 one first (`make demo` makes a real one: runs/quickstart/adapter-sft).
 """
 
@@ -69,14 +69,14 @@ rm = train_rm(
 )
 print(f"reward model: held-out pairs ranked right {rm['heldout_accuracy']:.0%} of {rm['heldout_pairs']}")
 
-# 4. Best-of-4 against greedy on validation tasks: the rules, or the reward model, pick each turn.
+# 4. Best-of-4 against greedy on validation tasks: each turn the greedy reply and 3 samples at 0.7; the rules, or
+#    the reward model, pick one (the greedy reply on a tie).
 policy = f"hf:{args.model}@{out / 'adapter-grpo'}"
 for name, run in (
     ("greedy", RunConfig(max_steps=8)),
     ("best-of-4 rules", RunConfig(max_steps=8, best_of=4, scorer="rules")),
     ("best-of-4 rm", RunConfig(max_steps=8, best_of=4, scorer=f"rm:{out / 'rm'}")),
 ):
-    sampling = {} if run.best_of == 1 else {"temperature": 0.7}
     summary = evaluate(
         CollectConfig(
             env="claims",
@@ -85,7 +85,7 @@ for name, run in (
             split="validation",
             n=9,
             env_kwargs=env,
-            policy_kwargs={"max_new_tokens": 96, "dtype": "auto", **sampling},
+            policy_kwargs={"max_new_tokens": 96, "dtype": "auto"},
             run=run,
         )
     )

@@ -60,13 +60,20 @@ def test_the_rules_scorer_keeps_the_candidate_that_breaks_no_rule():
 def test_best_of_2_in_eval_samples_two_candidates_per_turn(tmp_path):
     base = ["eval", "--env", "claims", "--env-arg", "sandbox=false", "--policy", "hf:tiny-test", "--n", "2"]
     base += ["--max-new-tokens", "8", "--max-steps", "2"]
-    refused = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "greedy"), "--best-of", "2"])
-    assert isinstance(refused.exception, UserError) and "--temperature above 0" in str(refused.exception)
+    refused = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "r"), "--best-of", "2", "--record-tokens"])
+    assert isinstance(refused.exception, UserError) and "no --record-tokens" in str(refused.exception)
     out = tmp_path / "best"
-    result = CliRunner().invoke(app, [*base, "--out", str(out), "--best-of", "2", "--temperature", "1.0"])
+    result = CliRunner().invoke(app, [*base, "--out", str(out), "--best-of", "2", "--best-of-temperature", "1.0"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_of"]["n"] == 2 and summary["best_of"]["scorer"] == "rules"
+    # The first candidate is the model's own greedy turn: where the scorer never switched, the episode is
+    # exactly the greedy run's.
+    greedy = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "greedy")])
+    assert greedy.exit_code == 0, greedy.output
+    plain = {t.task_id: t.messages for t in load_trajectories(tmp_path / "greedy")}
+    kept = [t for t in load_trajectories(out) if t.metadata["best_of"]["switched"] == 0]
+    assert kept and all(t.messages == plain[t.task_id] for t in kept)
     assert summary["best_of"]["turns"] == sum(t.usage.model_calls for t in load_trajectories(out)) > 0
     assert all(t.metadata["best_of"]["n"] == 2 for t in load_trajectories(out))
 
@@ -142,8 +149,6 @@ def test_a_reward_model_ranks_held_out_pairs_and_scores_best_of_2(pairs, tmp_pat
             "8",
             "--max-steps",
             "2",
-            "--temperature",
-            "1.0",
             "--best-of",
             "2",
             "--scorer",

@@ -129,10 +129,11 @@ RecordTokens = Annotated[
 BestOf = Annotated[
     int,
     typer.Option(
-        help="hf: sample N candidates for every model turn (needs --temperature > 0) and keep the one --scorer "
-        "ranks highest"
+        help="hf: N candidates for every model turn, the model's own (greedy unless --temperature) and N-1 "
+        "sampled at --best-of-temperature; the episode takes the one --scorer ranks highest (its own on a tie)"
     ),
 ]
+BestOfTemperature = Annotated[float, typer.Option(help="sampling temperature of the extra best-of-N candidates")]
 ScorerOption = Annotated[
     str,
     typer.Option(
@@ -183,6 +184,7 @@ def _episodes_config(
     augment_seed: int = 0,
     guard: bool = False,
     best_of: int = 1,
+    best_of_temperature: float = 0.7,
     scorer: str = "rules",
 ):
     """The CollectConfig that `collect` and `eval` share, with their flags checked."""
@@ -203,10 +205,10 @@ def _episodes_config(
         raise UserError("--temperature, --top-p and --record-tokens apply to local models (hf:...)")
     if best_of < 1:
         raise UserError(f"--best-of is the number of candidates per turn, at least 1, not {best_of}")
-    if best_of > 1 and (not policy.startswith("hf:") or not temperature or record_tokens):
+    if best_of > 1 and (not policy.startswith("hf:") or record_tokens or not 0 < best_of_temperature <= 2):
         raise UserError(
-            "--best-of samples its candidates: it needs a local model (hf:...) with --temperature above 0, "
-            "and no --record-tokens (the recorded turns would not chain)"
+            "--best-of samples its extra candidates: it needs a local model (hf:...), --best-of-temperature in "
+            "(0, 2], and no --record-tokens (the recorded turns would not chain)"
         )
     sampling = {"temperature": temperature, "top_p": top_p, "seed": seed, "record_tokens": record_tokens}
     return CollectConfig(
@@ -234,6 +236,7 @@ def _episodes_config(
             batch_size=batch_size,
             guard=guard,
             best_of=best_of,
+            best_of_temperature=best_of_temperature,
             scorer=scorer if best_of > 1 else None,
         ),
     )
@@ -358,6 +361,7 @@ def eval_command(
     record_tokens: RecordTokens = False,
     guard: GuardOption = False,
     best_of: BestOf = 1,
+    best_of_temperature: BestOfTemperature = 0.7,
     scorer: ScorerOption = "rules",
     allow_unscored: AllowUnscored = False,
 ) -> None:
@@ -388,6 +392,7 @@ def eval_command(
         record_tokens=record_tokens,
         guard=guard,
         best_of=best_of,
+        best_of_temperature=best_of_temperature,
         scorer=scorer,
     )
     with episode_progress(console, f"eval {env} / {policy} / {split}") as (on_start, on_finish):
@@ -707,10 +712,11 @@ def serve(
     best_of: Annotated[
         int,
         typer.Option(
-            help="agent runs: sample N candidates for every model turn (at the request's temperature, 1.0 if it "
-            "asks for greedy) and keep the one --scorer ranks highest"
+            help="agent runs: N candidates for every model turn, the request's own (at its temperature) and N-1 "
+            "sampled at --best-of-temperature; the run takes the one --scorer ranks highest"
         ),
     ] = 1,
+    best_of_temperature: BestOfTemperature = 0.7,
     scorer: ScorerOption = "rules",
     max_batch: Annotated[int, typer.Option(help="most model turns generating at once (continuous batching)")] = 16,
     batch_wait_ms: Annotated[
@@ -761,6 +767,7 @@ def serve(
         api_keys=keys,
         guard=guard,
         best_of=best_of,
+        best_of_temperature=best_of_temperature,
         scorer=scorer,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,

@@ -58,6 +58,15 @@ def _report_training(kind: str, out: str, metrics: dict) -> None:
             "steps",
             "reward_margin_first",
             "reward_margin_last",
+            "reward_first",
+            "reward_last",
+            "success_first",
+            "success_last",
+            "compliance_first",
+            "compliance_last",
+            "rollout_episodes_per_min",
+            "heldout_pairs",
+            "heldout_accuracy",
         )
         if metrics.get(k) is not None
     }

@@ -67,8 +67,10 @@ class ContinuousPolicy(Policy, Protocol):
         """False when this instance can only ``act`` (e.g. a model the engine cannot run)."""
         ...
 
-    def submit(self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None) -> None:
-        """Queue the next turn of episode ``key``."""
+    def submit(
+        self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None, temperature: float | None = None
+    ) -> None:
+        """Queue the next turn of episode ``key`` (sampled at ``temperature`` instead of the policy's own, if given)."""
         ...
 
     def poll(self) -> list[tuple[str, Reply]]:

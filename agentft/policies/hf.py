@@ -141,13 +141,16 @@ class HFPolicy:
         ]
 
     # ---- continuous: the runner submits turns as its episodes need them -------------------------------------
-    def submit(self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None) -> None:
-        """Queue the next turn of the conversation ``key``; it joins the generating batch at the next step."""
+    def submit(
+        self, key: str, conversation: Sequence[Message], tools: ToolSchemas | None, temperature: float | None = None
+    ) -> None:
+        """Queue the next turn of the conversation ``key``; it joins the generating batch at the next step.
+        ``temperature`` overrides the policy's own for this turn (best-of-N samples its extra candidates so)."""
         assert self.engine is not None, "submit needs the engine (HFPolicy(engine=True) and a model it supports)"
         turn = sum(1 for message in conversation if getattr(message, "role", None) == "assistant")
         text = self.prompt_text(conversation, tools)
         chained = self._chained_ids(key, conversation, tools, text) if self.record_tokens else None
-        request = self._request(text, f"{key}/{turn}", key, None, None, ids=chained)
+        request = self._request(text, f"{key}/{turn}", key, None, None, ids=chained, temperature=temperature)
         handle = self.engine.submit(request)
         self._submitted[handle.id] = (handle, key, tools, len(conversation))
 
@@ -209,6 +212,7 @@ class HFPolicy:
         max_new_tokens: int | None,
         min_new_tokens: int | None,
         ids: list[int] | None = None,
+        temperature: float | None = None,
     ) -> Any:
         from agentft.engine import Request
 
@@ -217,7 +221,7 @@ class HFPolicy:
             prompt=ids,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             min_new_tokens=min_new_tokens or 0,
-            temperature=self.temperature,
+            temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
             seed=zlib.crc32(f"{self.seed}/{seed_key}".encode()),
             logprobs=self.record_tokens,

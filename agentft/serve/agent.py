@@ -241,10 +241,9 @@ async def _loop(
             return None
         svc = state.agent
         assert svc is not None
-        if svc.best_of > 1 and not gen.temperature:
-            gen = dataclasses.replace(gen, temperature=1.0)  # candidates must differ
         started = time.perf_counter()
-        items = [state.engine.submit(gen) for _ in range(svc.best_of)]
+        extra = dataclasses.replace(gen, temperature=state.config.best_of_temperature)
+        items = [state.engine.submit(gen if number == 0 else extra) for number in range(svc.best_of)]
         try:
             outputs = [await await_output(item, request, deadline) for item in items]
         except BaseException as exc:

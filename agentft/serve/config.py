@@ -36,8 +36,9 @@ class ServeConfig:
     guard: bool = False
     """Check the environment's rules before every write tool call of an agent run, and block violations."""
     best_of: int = 1
-    """Agent runs: candidate turns sampled per model turn (at the request's temperature, or 1.0 when it asks
-    for greedy decoding); ``scorer`` keeps the best (``agentft.bestof``)."""
+    """Agent runs: candidates per model turn, the request's own (at its temperature) and ``best_of - 1`` sampled
+    at ``best_of_temperature``; ``scorer`` keeps the best, the request's own on a tie (``agentft.bestof``)."""
+    best_of_temperature: float = 0.7
     scorer: str = "rules"
     """What ranks best-of-N candidates: ``rules`` or ``rm:DIR``."""
     max_batch: int = 16
