@@ -44,15 +44,16 @@ def config(out, **overrides):
 
 
 @pytest.fixture(scope="module")
-def start_adapter(tiny, tmp_path_factory):
+def start_adapter(tmp_path_factory):
     """A LoRA adapter that is not the identity (as an SFT adapter is not)."""
-    model, tokenizer = tiny
+    from agentft.models import load_model
+
+    model, tokenizer = load_model("tiny-test")  # its own copy: PEFT freezes the base weights it wraps
     path = tmp_path_factory.mktemp("grpo") / "sft"
     lora = LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
     peft = get_peft_model(model, lora)
     peft.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
-    peft.unload()  # the session's tiny model stays the plain base
     return path
 
 
