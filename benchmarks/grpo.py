@@ -4,8 +4,8 @@ without the shared-opening training path, from the quickstart's SFT adapter.
 Run: .venv/bin/python benchmarks/grpo.py --adapter runs/quickstart/adapter-sft [--steps 3] [--out DIR]
 
 Each variant runs ``--steps`` GRPO steps (cpu-small: 2 claims train tasks x 4 sampled episodes a step, <= 96 new
-tokens per turn, bf16 where the CPU has it) from the same adapter with the same seed, so both sample the same
-episodes at the first step. Prints per variant: seconds per step, of them sampling (rollout episodes/min and
+tokens per turn, bf16 where the CPU has it) from the same adapter on the same tasks (the samples differ: episode
+ids carry the output directory's name). Prints per variant: seconds per step, of them sampling (rollout episodes/min and
 sampled tokens/s) and training (forward, reference forward, backward; episode tokens/s), and the reward.
 """
 
