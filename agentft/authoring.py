@@ -22,11 +22,16 @@ walks through one; ``agentft env new NAME`` scaffolds one and ``agentft env chec
   ``verify_first``, ``own_records_only``.
 - Scoring settings (class attributes of ``DatabaseEnvironment``): ``tables`` (compared with the gold replay),
   ``ignored_columns``, ``free_text_columns`` (checked for presence, not equality).
-- Knowledge: ``KeywordIndex`` and ``split_markdown`` for a handbook search tool without embeddings.
+- Knowledge: ``KeywordIndex`` and ``split_markdown`` for a handbook search tool without embeddings; name the
+  tools that return documents in ``knowledge_tools``.
+- Prompt injection: ``attack_goals()`` returns ``AttackGoal``s (a rule-breaking write, or a secret that must
+  not leak), aimed at records no task names (``mentioned``); ``--env-arg attacks=all`` then runs every task
+  under an injection (``agentft.attacks``).
 """
 
 from __future__ import annotations
 
+from agentft.attacks import AttackGoal
 from agentft.augment import date_to_words, number_to_words
 from agentft.envs import SolutionCall, SolutionTurn, Task
 from agentft.errors import ToolError
@@ -58,6 +63,7 @@ from agentft.trajectory import Violation
 
 __all__ = [
     "ASK_IDENTITY",
+    "AttackGoal",
     "Audit",
     "CONFIRMED",
     "CONFIRM_BEFORE_WRITE",

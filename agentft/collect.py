@@ -264,6 +264,7 @@ def _collect(
         k=config.k,
         seed=config.seed,
         guard=config.run.guard,
+        spotlight=config.run.spotlight,
         augment_dropped=len(dropped) if config.augment else None,
     )
     write_manifest(

@@ -101,7 +101,10 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
     """A built-in environment by name (``claims``) or a user's by import path (``pkg.module:factory``).
 
     Built-in names are the folders of the repository's ``eval_envs/``, installed as ``agentft.builtin_envs``.
+    ``attacks`` (``all`` or vector names, comma-separated) gives the environment under prompt injection, one
+    per task (``agentft.attacks``); it works on any environment that declares ``attack_goals()``.
     """
+    attacks = kwargs.pop("attacks", None)
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
     else:
@@ -121,6 +124,10 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
     env = factory(**kwargs) if callable(factory) else factory
     if not isinstance(env, Environment):
         raise UserError(f"{spec} did not give an environment (needs name, tasks(), start(), oracle())")
+    if attacks:
+        from agentft.attacks import attack_environment
+
+        return attack_environment(env, attacks)
     return env
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentft.attacks import spotlight_tag, spotlight_view
 from agentft.envs import Environment, Episode, Task
 from agentft.errors import UserError
 from agentft.guard import Guard
@@ -72,6 +73,8 @@ class Rollout:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[TurnTokens] | None = None
     """The model's turns in token ids, when its policy records them."""
+    spotlight: str | None = None
+    """The episode's marker when tool results are spotlit (``agentft.attacks.spotlight_view``), else None."""
     status: str | None = None
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -80,6 +83,11 @@ class Rollout:
     def steps(self) -> int:
         """Model turns taken in this rollout (not counting a replayed history's)."""
         return self.usage.model_calls
+
+    def view(self) -> list[Message]:
+        """The conversation as the model is shown it: spotlit when asked. ``messages`` is the record, with the
+        tools' results as they gave them."""
+        return spotlight_view(self.messages, self.spotlight) if self.spotlight else self.messages
 
     def fail(self, error: str) -> None:
         """End the episode as an infrastructure error (not the model's failure)."""
@@ -106,6 +114,7 @@ def open_rollout(
     attempt: int = 0,
     history: Sequence[Message] | None = None,
     deadline: float | None = None,
+    spotlight: bool = False,
 ) -> Rollout:
     """Start an episode of ``task``: the system prompt, then the user's opening (or a replayed ``history``).
 
@@ -113,7 +122,9 @@ def open_rollout(
     ``history`` (served multi-turn runs) is the conversation so far without the system message; its tool calls
     run again in this fresh episode, through the guard, and their results are recomputed. Past ``deadline``
     (a ``time.monotonic()`` value) the replay stops and the rollout ends ``error``: a long history cannot hold
-    a worker beyond its request's timeout.
+    a worker beyond its request's timeout. With ``spotlight`` the model is shown the conversation through
+    ``Rollout.view()``: tool results between markers derived from the episode's id, which the system prompt
+    tells it are data.
     """
     rollout = Rollout(
         id=id,
@@ -129,6 +140,7 @@ def open_rollout(
         timeout_s=timeout_s,
         seed=seed,
         attempt=attempt,
+        spotlight=spotlight_tag(id or f"{task.id}-{seed}-{attempt}") if spotlight else None,
     )
     clock = time.perf_counter()
     try:
@@ -280,6 +292,8 @@ def close_rollout(
     info: dict[str, Any] = {"task_kind": task.kind, "slices": task.slices, **(metadata or {})}
     if rollout.guard is not None or rollout.blocks:
         info.update(guard=rollout.guard is not None, guard_blocks=rollout.blocks)
+    if rollout.spotlight:
+        info["spotlight"] = rollout.spotlight
     trajectory = Trajectory(
         id=rollout.id,
         env=rollout.env_name,

@@ -245,6 +245,7 @@ def _charts(runs: Sequence[RunData]) -> str:
                 [[_e(r), *[_e(s.guard_blocks_by_rule.get(r, 0)) for _, s, _ in runs]] for r in blocked],
             ),
         ]
+    parts.append(_attacks(runs))
     kinds = _union(runs, "by_task_kind")
     parts += [
         "<h2>Success by task kind</h2>",
@@ -409,6 +410,30 @@ def _failures(runs: Sequence[RunData], limit: int) -> str:
             _table(["task", "attempt", "kind", "status", "violations", "last assistant message"], rows, text_columns=6)
         )
     return "<h2>Sample of failed episodes</h2>" + "".join(parts) if parts else ""
+
+
+def _attack_cell(group: dict[str, Any] | None) -> str:
+    if not group:
+        return "-"
+    if group["attack_success_rate"] is None:
+        return _e(f"n/a (0 of {group['episodes']} delivered)")
+    rate = format_rate(group["attack_success_rate"], group["attack_success_ci"])
+    return _e(f"{rate}: {group['succeeded']} of {group['delivered']} delivered")
+
+
+def _attacks(runs: Sequence[RunData]) -> str:
+    """Runs under prompt injection: attack success over delivered injections, overall, by vector and by goal."""
+    attacked = [(name, s.attacks) for name, s, _ in runs if s.attacks]
+    if not attacked:
+        return ""
+    rows = [["all injections", *[_attack_cell(a) for _, a in attacked]]]
+    for field in ("vector", "goal"):
+        keys = list(dict.fromkeys(k for _, a in attacked for k in a[f"by_{field}"]))
+        rows += [[f"{field}: {k}", *[_attack_cell(a[f"by_{field}"].get(k)) for _, a in attacked]] for k in keys]
+    utility = ["utility under attack (success)", *[_with_interval(s, "success") for _, s, _ in runs if s.attacks]]
+    return "<h2>Prompt injection: attack success</h2>" + _table(
+        ["", *[_e(name) for name, _ in attacked]], [*rows, utility]
+    )
 
 
 def render_report(runs: Sequence[RunData], title: str = "agentft evaluation report", *, max_failures: int = 5) -> str:

@@ -61,6 +61,9 @@ class RunConfig:
     """Sampling temperature of the extra candidates."""
     scorer: str | None = None
     """What ranks the candidates when ``best_of`` > 1: ``rules`` or ``rm:DIR`` (``agentft.bestof``)."""
+    spotlight: bool = False
+    """Show the model every tool result between markers the system prompt calls data, not instructions
+    (a defence against prompt injection, ``agentft.attacks``)."""
 
 
 def plan_episodes(tasks: Sequence[Task], *, k: int = 1, seed: int = 0) -> list[EpisodeSpec]:
@@ -117,6 +120,7 @@ def run_episodes(
                     guard=guard,
                     max_steps=config.max_steps,
                     timeout_s=config.episode_timeout_s,
+                    spotlight=config.spotlight,
                     id=episode_id(env.name, spec.task.id, spec.seed, name, spec.attempt),
                 )
                 # The episode id is the key (a sampling policy seeds each episode from it, so a resumed run
@@ -129,7 +133,7 @@ def run_episodes(
                     for number in range(config.best_of):
                         owner[_candidate(key, number)] = (key, number)
                         temperature = config.best_of_temperature if number else None
-                        driver.submit(_candidate(key, number), rollout.messages, rollout.tools, temperature)
+                        driver.submit(_candidate(key, number), rollout.view(), rollout.tools, temperature)
                     waiting.add(key)
             for candidate, reply in driver.poll():
                 key, number = owner.pop(candidate)

@@ -596,6 +596,8 @@ class DatabaseEnvironment(abc.ABC):
     rules: tuple[Rule, ...] = ()
     user: UserSettings = UserSettings()
     """What the scripted user reacts to: identity requests, confirmation questions."""
+    knowledge_tools: tuple[str, ...] = ()
+    """Tools that return documents (a handbook search): where a ``kb`` prompt injection goes."""
 
     def __init__(self, seed: int = 0, *, sandbox: bool = True, limits: SandboxLimits | None = None) -> None:
         self.seed = seed
@@ -692,6 +694,19 @@ class DatabaseEnvironment(abc.ABC):
                 if re.search(rf"\b{re.escape(keyword.lower())}", lowered):
                     return reply
         return None
+
+    def attack_goals(self) -> list[Any]:
+        """What a prompt injection in this environment asks the agent to do (``agentft.attacks.AttackGoal``: a
+        write that breaks a rule, or a value that must not leak); none by default. Aim them at records no task
+        is about (``mentioned``), so a goal reached is the attack's doing."""
+        return []
+
+    def mentioned(self, pattern: str) -> set[str]:
+        """Every match of ``pattern`` (a regex for ids, e.g. ``CUS-\\d{4}``) in any task of any split."""
+        self.tasks(SPLITS[0])
+        assert self._tasks is not None
+        text = json.dumps([t.model_dump() for tasks in self._tasks.values() for t in tasks])
+        return set(re.findall(pattern, text))
 
     def oracle(self) -> SolutionOracle:
         self.tasks(SPLITS[0])

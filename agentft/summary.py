@@ -29,6 +29,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agentft.attacks import summarize_attacks
 from agentft.stats import wilson_interval
 from agentft.trajectory import EventError, Trajectory
 
@@ -120,6 +121,7 @@ class RunSummary(GroupRates):
     k: int = 1
     seed: int = 0
     guard: bool = False
+    spotlight: bool = False
     tasks: int = 0
     attempts_per_task: dict[str, int] = Field(default_factory=dict)
     infra_errors: int = 0
@@ -147,6 +149,10 @@ class RunSummary(GroupRates):
     best_of: dict[str, Any] | None = None
     """Best-of-N runs: candidates per turn, the scorer, model turns, and the turns where it chose another
     candidate than the first (what the scorer changed)."""
+    attacks: dict[str, Any] | None = None
+    """Runs under prompt injection (``agentft.attacks``): episodes, injections delivered, goals reached, the
+    attack success rate over delivered injections with its interval, by vector, goal and kind, and utility under
+    attack (task success of the attacked episodes, ``utility_under_attack``)."""
     augment_dropped: int | None = None
     """Augmented variants dropped because the oracle failed them (``collect --augment``)."""
 
@@ -252,6 +258,7 @@ def summarize_run(
         mean_tokens=_mean(sum(t.usage.prompt_tokens + t.usage.completion_tokens for t in trajectories), n),
         mean_model_calls=_mean(calls, n),
         best_of=best_of,
+        attacks=summarize_attacks(trajectories),
         by_task_kind={kind: GroupRates.of(group) for kind, group in sorted(by_kind.items())},
         by_slice={
             name: {value: GroupRates.of(group) for value, group in sorted(values.items())}

@@ -120,6 +120,7 @@ class ClaimsDesk(Toolkit):
             "customer_id": row["customer_id"],
             "policy_id": row["policy_id"],
             "incident": row["incident"],
+            "description": row["description"],
             "amount": row["amount"],
             "status": row["status"],
         }

@@ -131,6 +131,7 @@ class HelpdeskDesk(Toolkit):
             "group": row["group_name"],
             "approval": approval_of(row["requester_id"], row["approver_id"], row["manager_id"]),
             "status": row["status"],
+            "summary": row["summary"],
         }
 
     @tool(effect="write")

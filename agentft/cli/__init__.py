@@ -158,6 +158,14 @@ GuardOption = Annotated[
         "that would break a rule",
     ),
 ]
+SpotlightOption = Annotated[
+    bool,
+    typer.Option(
+        "--spotlight",
+        help="show the model every tool result between markers that the system prompt calls data, never "
+        "instructions (a defence against prompt injection; the record keeps the results as they were)",
+    ),
+]
 
 
 def _episodes_config(
@@ -183,6 +191,7 @@ def _episodes_config(
     augment: int = 0,
     augment_seed: int = 0,
     guard: bool = False,
+    spotlight: bool = False,
     best_of: int = 1,
     best_of_temperature: float = 0.7,
     scorer: str = "rules",
@@ -235,6 +244,7 @@ def _episodes_config(
             episode_timeout_s=episode_timeout,
             batch_size=batch_size,
             guard=guard,
+            spotlight=spotlight,
             best_of=best_of,
             best_of_temperature=best_of_temperature,
             scorer=scorer if best_of > 1 else None,
@@ -272,6 +282,7 @@ def collect(
     ] = 0,
     augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
     guard: GuardOption = False,
+    spotlight: SpotlightOption = False,
     allow_unscored: AllowUnscored = False,
 ) -> None:
     """Record episodes of POLICY in ENV as trajectories (resumable: a rerun skips finished episodes)."""
@@ -301,6 +312,7 @@ def collect(
         augment=augment,
         augment_seed=augment_seed,
         guard=guard,
+        spotlight=spotlight,
     )
     with episode_progress(console, f"collect {env} / {policy}") as (on_start, on_finish):
         result = run_collect(config, on_start=on_start, on_finish=on_finish)
@@ -360,6 +372,7 @@ def eval_command(
     top_p: TopP = 1.0,
     record_tokens: RecordTokens = False,
     guard: GuardOption = False,
+    spotlight: SpotlightOption = False,
     best_of: BestOf = 1,
     best_of_temperature: BestOfTemperature = 0.7,
     scorer: ScorerOption = "rules",
@@ -391,6 +404,7 @@ def eval_command(
         top_p=top_p,
         record_tokens=record_tokens,
         guard=guard,
+        spotlight=spotlight,
         best_of=best_of,
         best_of_temperature=best_of_temperature,
         scorer=scorer,
@@ -412,6 +426,15 @@ def eval_command(
     if guard:
         blocks = summary.guard_blocks_by_rule
         table.add_row("guard blocks", ", ".join(f"{rule} {count}" for rule, count in blocks.items()) or "none")
+    if summary.attacks:
+        attacks = summary.attacks
+        rate = attacks["attack_success_rate"]
+        table.add_row(
+            "attack success (95% CI)",
+            f"{format_rate(rate, attacks['attack_success_ci'])} of {attacks['delivered']} delivered"
+            if rate is not None
+            else f"n/a (0 of {attacks['episodes']} injections delivered)",
+        )
     table.add_row(
         "own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / {summary.mean_turn_latency_s:.2f} s"
     )

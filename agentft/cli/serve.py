@@ -11,6 +11,7 @@ from agentft.cli import (
     BestOfTemperature,
     GuardOption,
     ScorerOption,
+    SpotlightOption,
     _key_values,
     app,
     console,
@@ -34,6 +35,7 @@ def serve(
         typer.Option(help="bearer key clients must send (repeatable; also $AGENTFT_API_KEYS, comma-separated)"),
     ] = None,
     guard: GuardOption = False,
+    spotlight: SpotlightOption = False,
     best_of: Annotated[
         int,
         typer.Option(
@@ -91,6 +93,7 @@ def serve(
         rag_store=str(rag) if rag else None,
         api_keys=keys,
         guard=guard,
+        spotlight=spotlight,
         best_of=best_of,
         best_of_temperature=best_of_temperature,
         scorer=scorer,

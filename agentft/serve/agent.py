@@ -66,8 +66,10 @@ class AgentService:
         metrics: Any = None,
         best_of: int = 1,
         scorer: str = "rules",
+        spotlight: bool = False,
     ) -> None:
         self.env = env
+        self.spotlight = spotlight
         self.judge = Guard(env) if Guard.supports(env) else None
         if guard and self.judge is None:
             raise UserError(f"--guard needs an environment with rules and a seed database; {env.name} has none")
@@ -169,6 +171,7 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
             max_steps=max_steps,
             history=history,
             deadline=deadline,
+            spotlight=svc.spotlight,
         )
         replayed = (len(rollout.events), len(rollout.blocks))
         try:
@@ -226,7 +229,7 @@ async def _loop(
         try:
             gen = build_request(
                 state,
-                rollout.messages,
+                rollout.view(),
                 tools,
                 mode="auto",
                 forced_name=None,

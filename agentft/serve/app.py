@@ -80,11 +80,14 @@ def create_app(
             metrics=metrics,
             best_of=config.best_of,
             scorer=config.scorer,
+            spotlight=config.spotlight,
         )
     elif config.guard:
         raise UserError("--guard checks an environment's rules: pass --env too")
     elif config.best_of > 1:
         raise UserError("--best-of picks among candidate turns of agent runs: pass --env too")
+    elif config.spotlight:
+        raise UserError("--spotlight marks the tool results of agent runs: pass --env too")
     recorder = Recorder(config.log_dir) if config.log_dir else None
     state = ServeState(config, engine, metrics, recorder, agent)
     metrics.gauge("agentft_requests_in_flight", "Requests admitted (queued or generating).", lambda: state.in_flight)

@@ -35,6 +35,8 @@ class ServeConfig:
     """Bearer keys; with none, only loopback clients are served."""
     guard: bool = False
     """Check the environment's rules before every write tool call of an agent run, and block violations."""
+    spotlight: bool = False
+    """Agent runs: show the model tool results between markers the system prompt calls data (``agentft.attacks``)."""
     best_of: int = 1
     """Agent runs: candidates per model turn, the request's own (at its temperature) and ``best_of - 1`` sampled
     at ``best_of_temperature``; ``scorer`` keeps the best, the request's own on a tie (``agentft.bestof``)."""

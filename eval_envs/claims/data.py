@@ -24,8 +24,23 @@ CREATE TABLE customers (customer_id TEXT PRIMARY KEY, name TEXT, email TEXT, dat
                         card_number TEXT, phone TEXT, segment TEXT, region TEXT);
 CREATE TABLE policies (policy_id TEXT PRIMARY KEY, customer_id TEXT, product TEXT, status TEXT);
 CREATE TABLE claims (claim_id TEXT PRIMARY KEY, policy_id TEXT, customer_id TEXT, incident TEXT, amount REAL,
-                     status TEXT, reason TEXT, filed_on TEXT);
+                     status TEXT, reason TEXT, filed_on TEXT, description TEXT);
 """
+
+
+# The customer's own account of what happened, as typed into the claim form: free text the desk reads back
+# (and where a prompt injection would be written). Chosen by claim number, so the random stream is unchanged.
+ACCOUNTS: dict[str, tuple[str, ...]] = {
+    "fire": ("A pan fire in the kitchen spread to the cupboards.", "Smoke and fire damage after an electrical fault."),
+    "water": ("A pipe burst under the sink and soaked the floor.", "Water came through the ceiling from upstairs."),
+    "theft": ("Someone broke in while we were away and took electronics.", "My bag was stolen from the car."),
+    "collision": ("Another car hit mine at a junction.", "I reversed into a post in a car park."),
+    "glass": ("A stone cracked the windscreen on the motorway.", "The side window was smashed overnight."),
+    "baggage": ("The airline lost my suitcase on the way out.", "My luggage arrived damaged and soaked."),
+    "medical": ("I needed a doctor for an infection abroad.", "A fall on holiday meant a hospital visit."),
+    "delay": ("My flight home was delayed by two days.", "A strike delayed the return flight overnight."),
+    "flood": ("The river flooded the ground floor.", "Heavy rain flooded the basement and garage."),
+}
 
 
 def luhn_card(rng: random.Random) -> str:
@@ -75,10 +90,11 @@ def build(conn: sqlite3.Connection, rng: random.Random, n_customers: int) -> Non
             policies: dict[str, str] = policies,
             customer: str = customer,
         ) -> None:
+            number = next(claim_numbers)
             conn.execute(
-                "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?)",
                 (
-                    f"CLM-{next(claim_numbers)}",
+                    f"CLM-{number}",
                     policies[product],
                     customer,
                     incident,
@@ -86,6 +102,7 @@ def build(conn: sqlite3.Connection, rng: random.Random, n_customers: int) -> Non
                     status,
                     reason,
                     f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                    ACCOUNTS[incident][number % len(ACCOUNTS[incident])],
                 ),
             )
 
