@@ -9,7 +9,8 @@ keys, Bearer, Azure AccountKey=, api_key=/token:/password= values); DOB (a date 
 "Dear Ms ...") in free text only where the words say so. A JSON key or argument name that says what its value holds
 (``name``, ``customer_name``, ``address``, ``city``, ``postcode``, ``phone``, ``date_of_birth``, ``ssn``, ...) makes the
 whole value one of that type. Ids such as CUS-0042 are not personal data. ``Scrubber(use_presidio=True)`` adds
-Presidio's PERSON, LOCATION, ... detections in free text.
+Presidio's PERSON, LOCATION, ... detections in free text (names without a cue: "Maria Gonzalez called"), on an
+installed spaCy pipeline (``presidio_analyzer``; never downloaded).
 
 ``Scrubber.scrub_trajectory`` first finds every value (messages, tool-call arguments at any depth, tool results as
 text so their JSON stays valid, and their typed fields when they are JSON, event arguments and details, score
@@ -64,18 +65,22 @@ from agentft.pii_detectors import (
 )
 from agentft.trajectory import Trajectory
 
-__all__ = ["PII_TYPES", "Detection", "Pseudonyms", "ScrubReport", "Scrubber", "luhn_valid", "iban_valid"]
+__all__ = [
+    "PII_TYPES",
+    "Detection",
+    "Pseudonyms",
+    "ScrubReport",
+    "Scrubber",
+    "luhn_valid",
+    "iban_valid",
+    "presidio_analyzer",
+]
 
-PRESIDIO_ENTITIES = (
-    "PERSON",
-    "LOCATION",
-    "NRP",
-    "US_DRIVER_LICENSE",
-    "US_PASSPORT",
-    "US_BANK_NUMBER",
-    "MEDICAL_LICENSE",
-    "UK_NHS",
-)
+PRESIDIO_ENTITIES = ("PERSON", "LOCATION")
+"""What Presidio adds by default: names and places in free text. Its number recognizers (driver licences, bank
+numbers, NHS numbers) took order numbers and ids for PII on the look-alike set; agentft's own detectors cover
+the structured types."""
+
 REDACTED = "[REDACTED]"
 _FIRST = "ada ben carla dev elif femi gita hugo ines jon lena mateo nia omar priya rosa sami tara vera zoe".split()
 _LAST = "abebe berg costa diaz eze fischer haddad ito jensen larsen mensah novak okafor rossi sato weber xu".split()
@@ -191,6 +196,7 @@ class Scrubber:
         use_presidio: bool = False,
         presidio_entities: Iterable[str] = PRESIDIO_ENTITIES,
         presidio_threshold: float = 0.5,
+        presidio_model: str | None = None,
         language: str = "en",
     ) -> None:
         if mode not in ("fake", "placeholder"):
@@ -202,14 +208,7 @@ class Scrubber:
         self._analyzer: Any = None
         self._presidio = (list(presidio_entities), presidio_threshold, language)
         if use_presidio:
-            try:
-                from presidio_analyzer import AnalyzerEngine
-            except ImportError:
-                raise UserError(
-                    "use_presidio=True needs Presidio: pip install presidio-analyzer "
-                    "&& python -m spacy download en_core_web_lg"
-                ) from None
-            self._analyzer = AnalyzerEngine()
+            self._analyzer = presidio_analyzer(presidio_model, language)
 
     def detect(self, text: str, mapping: Pseudonyms | None = None, *, key: str | None = None) -> list[Detection]:
         """Non-overlapping values in ``text`` (longest first, then by ``PII_TYPES`` order), sorted by position.
@@ -240,7 +239,7 @@ class Scrubber:
                 for r in self._analyzer.analyze(
                     text=text, language=language, entities=entities, score_threshold=threshold
                 )
-                if 0 <= r.start < r.end <= len(text)
+                if 0 <= r.start < r.end <= len(text) and _plausible(r.entity_type, text[r.start : r.end])
             ]
         found = [
             Detection(d.start - len(prefix), d.end - len(prefix), *(d.type, d.text, d.norm))
@@ -489,6 +488,51 @@ class Scrubber:
             strings=strings[0],
             errors=errors,
         )
+
+
+def _plausible(kind: str, span: str) -> bool:
+    """Keep an NER name or place only when it is written like one: capitalised words of letters, two or more
+    for a person ("Claim CLM-647110", "latency_ms=205" and "Epoch" were PERSON to spaCy's small pipeline)."""
+    if kind not in ("PERSON", "LOCATION"):
+        return True
+    words = span.split()
+    capitalised = all(w[0].isupper() and all(c.isalpha() or c in "'’.-" for c in w) for w in words)
+    return capitalised and len(words) >= (2 if kind == "PERSON" else 1)
+
+
+SPACY_MODELS = ("en_core_web_lg", "en_core_web_trf", "en_core_web_md", "en_core_web_sm")
+"""The spaCy English pipelines Presidio is run on, the first one installed (any other ``LANG_*`` pipeline after)."""
+
+
+def presidio_analyzer(model: str | None = None, language: str = "en") -> Any:
+    """Presidio's analyzer over an installed spaCy pipeline: ``model`` by package name, else the first of
+    ``SPACY_MODELS`` installed, else any installed pipeline for ``language``. Never a download (Presidio's own
+    default fetches en_core_web_lg from the internet when it is missing)."""
+    try:
+        import spacy.util
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError:
+        raise UserError(
+            "use_presidio=True needs Presidio and a spaCy pipeline: pip install 'agentft[pii-ner]' (or "
+            "pip install presidio-analyzer), then a spaCy English pipeline (python -m spacy download en_core_web_lg)"
+        ) from None
+    if model is None:
+        installed = spacy.util.get_installed_models()
+        ranked = [m for m in SPACY_MODELS if m in installed and language == "en"]
+        ranked += sorted(m for m in installed if m.startswith(f"{language}_") and m not in ranked)
+        if not ranked:
+            raise UserError(
+                f"use_presidio=True found no spaCy pipeline for {language!r}: install one "
+                "(python -m spacy download en_core_web_lg) or name it with presidio_model="
+            )
+        model = ranked[0]
+    elif not spacy.util.is_package(model):
+        raise UserError(f"spaCy pipeline {model!r} is not installed (agentft never downloads one)")
+    provider = NlpEngineProvider(
+        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": language, "model_name": model}]}
+    )
+    return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=[language])
 
 
 def _loads(text: str) -> Any:

@@ -1,13 +1,16 @@
 """PII recall per type and look-alikes changed, on the two labelled sets in tests/data/ (pure CPU, a few seconds),
 and the time ``scrub_trajectory`` takes on a claims-like conversation.
 
-Run: .venv/bin/python benchmarks/pii.py
+Run: .venv/bin/python benchmarks/pii.py [--presidio [--presidio-model NAME]]
+With ``--presidio`` (needs ``agentft[pii-ner]`` and an installed spaCy pipeline) each set is measured twice,
+without and with Presidio's NER, side by side.
 ``pii_labelled.jsonl`` (860 records: emails, phones, cards, SSNs, IBANs, IPs, secrets, dates of birth, 200
 look-alikes) and ``pii_names_labelled.jsonl`` (names and addresses in tool JSON and in free text, national phone
 layouts, UK NI numbers, the newer secret types, 12 look-alikes). A span counts as found when one detection covers
 it; "bare" free-text names (no cue such as "my name is") are what only an NER plug-in would find.
 """
 
+import argparse
 import json
 import platform
 import time
@@ -17,10 +20,10 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
-def measure(path: Path) -> None:
+def measure(path: Path, **options: object) -> None:
     from agentft.pii import Scrubber
 
-    scrubber = Scrubber(mode="placeholder")
+    scrubber = Scrubber(mode="placeholder", **options)
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     found, total, changed = Counter[str](), Counter[str](), 0
     negatives = 0
@@ -35,7 +38,8 @@ def measure(path: Path) -> None:
             total[group] += 1
             found[group] += any(d.start <= span["start"] and d.end >= span["end"] for d in detections)
     seconds = time.perf_counter() - started
-    print(f"\n{path.name}: {len(records)} records, {sum(total.values())} spans, {seconds:.2f} s")
+    label = " with Presidio" if options.get("use_presidio") else ""
+    print(f"\n{path.name}{label}: {len(records)} records, {sum(total.values())} spans, {seconds:.2f} s")
     for group in sorted(total):
         print(f"  {group:<22} {found[group]:>4}/{total[group]:<4} {found[group] / total[group]:.1%}")
     print(f"  look-alikes changed: {changed}/{negatives}")
@@ -79,9 +83,15 @@ def scrub_speed(n: int = 500) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--presidio", action="store_true", help="also measure with Presidio's NER")
+    parser.add_argument("--presidio-model", default=None, help="spaCy pipeline for Presidio (default: first installed)")
+    args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-    measure(DATA / "pii_labelled.jsonl")
-    measure(DATA / "pii_names_labelled.jsonl")
+    for name in ("pii_labelled.jsonl", "pii_names_labelled.jsonl"):
+        measure(DATA / name)
+        if args.presidio:
+            measure(DATA / name, use_presidio=True, presidio_model=args.presidio_model)
     scrub_speed()
 
 

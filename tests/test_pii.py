@@ -8,12 +8,12 @@ import random
 import re
 import sqlite3
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+import agentft.pii
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, SystemMessage, ToolCall, ToolMessage, UserMessage
 from agentft.pii import PII_TYPES, Pseudonyms, Scrubber, iban_valid, luhn_valid
@@ -346,10 +346,22 @@ def test_presidio_detections_are_merged(monkeypatch):
         def analyze(self, text: str, **_: object) -> list[Result]:
             return [Result(m.start(), m.end()) for m in re.finditer(r"Ada Berg", text)]
 
-    monkeypatch.setitem(sys.modules, "presidio_analyzer", types.SimpleNamespace(AnalyzerEngine=AnalyzerEngine))
+    monkeypatch.setattr(agentft.pii, "presidio_analyzer", lambda model, language: AnalyzerEngine())
     scrubber = Scrubber(mode="placeholder", use_presidio=True)
     assert scrubber.scrub_text(f"Ada Berg <{EMAIL}> and Ada Berg") == "<PERSON_1> <<EMAIL_1>> and <PERSON_1>"
     assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+ ok", Scrubber(use_presidio=True).scrub_text("Ada Berg ok"))
+
+
+def test_presidio_on_a_real_spacy_pipeline_finds_names_without_a_cue():
+    pytest.importorskip("presidio_analyzer")  # the pii-ner extra and a spaCy pipeline; not in the default install
+    spacy_util = pytest.importorskip("spacy.util")
+    if not spacy_util.get_installed_models():
+        pytest.skip("no spaCy pipeline installed")
+    scrubber = Scrubber(mode="placeholder", use_presidio=True)
+    text = "Maria Gonzalez called about claim CLM-123456; I told Maria Gonzalez it was approved."
+    assert scrubber.scrub_text(text) == "<PERSON_1> called about claim CLM-123456; I told <PERSON_1> it was approved."
+    with pytest.raises(UserError, match="not installed"):
+        Scrubber(use_presidio=True, presidio_model="xx_no_such_pipeline")
 
 
 def test_bad_mode_is_a_user_error():

@@ -136,6 +136,13 @@ BARE_TEMPLATES = [
     ("«» called about the hail damage.", ["PERSON"]),
     ("Approved after a chat with «» from the garage.", ["PERSON"]),
     ("Forward this to «» in accounts.", ["PERSON"]),
+    ("The adjuster spoke to «» on Tuesday and will call back.", ["PERSON"]),
+    ("Claim notes: «» says the pipe burst overnight.", ["PERSON"]),
+    ("cc «», «»", ["PERSON", "PERSON"]),
+    ("Thanks to «» for the photos of the damage.", ["PERSON"]),
+    ("Her neighbour «» saw the car hit the fence.", ["PERSON"]),
+    ("Escalated by «»; waiting for «» to sign off.", ["PERSON", "PERSON"]),
+    ("«» and «» share the policy.", ["PERSON", "PERSON"]),
 ]
 NEGATIVES = [
     '{"name": "home", "product": "Premium Cover"}',
@@ -189,7 +196,7 @@ def generate(seed: int = 20261129) -> list[dict]:
     for _ in range(24):
         template, secret = new_secret(rng)
         records.append(record(template, [(secret, "SECRET")], "text"))
-    for i in range(12):
+    for i in range(60):
         template, kinds = BARE_TEMPLATES[i % len(BARE_TEMPLATES)]
         records.append(record(template, [value(k) for k in kinds], "bare"))
     records += [{"text": text, "spans": [], "where": "negative"} for text in NEGATIVES]
