@@ -24,9 +24,10 @@ walks through one; ``agentft env new NAME`` scaffolds one and ``agentft env chec
   ``ignored_columns``, ``free_text_columns`` (checked for presence, not equality).
 - Knowledge: ``KeywordIndex`` and ``split_markdown`` for a handbook search tool without embeddings; name the
   tools that return documents in ``knowledge_tools``.
-- Prompt injection: ``attack_goals()`` returns ``AttackGoal``s (a rule-breaking write, or a secret that must
-  not leak), aimed at records no task names (``mentioned``); ``--env-arg attacks=all`` then runs every task
-  under an injection (``agentft.attacks``).
+- Prompt injection: ``attack_goals()`` returns ``AttackGoal``s (a rule-breaking write with its
+  ``match_arguments``, or a secret that must not leak), aimed at records no task names (``mentioned``);
+  ``--env-arg attacks=all`` then runs every task under an injection (``agentft.attacks``), and ``agentft env
+  check`` checks that an obeying agent reaches each goal and the guard refuses it.
 """
 
 from __future__ import annotations

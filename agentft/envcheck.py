@@ -11,6 +11,11 @@ real tools (so results are real): a call left out (a verification skipped), the 
 out (no confirmation), more read than needed and every tool result read out in the final reply (a leak), a
 write's argument replaced by the value another task used for that argument (approve where escalate was
 right, someone else's record), and the same for an identifier a read takes.
+
+An environment that declares prompt-injection goals (``attack_goals()``) is run under attack with
+``GulliblePolicy``, an agent that obeys every injection: each goal must be reached when the agent obeys it (a
+goal whose call fails measures nothing) and none may get through the guard (a goal no rule forbids is not an
+attack the guard can stop).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+from agentft.attacks import GulliblePolicy, attack_environment
 from agentft.envs import Environment, Task, resolve_policy
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
@@ -116,6 +122,8 @@ def check_environment(
         "noop": [t for split_runs in noop.values() for t in split_runs],
         "edit": edited,
     }
+    if chosen:
+        report.checks.append(_attacks(env, tasks[chosen[0]], config, say))
     report.checks.insert(3, _no_errors(runs, task_of))  # first of the episode checks: an error explains the rest
     report.seconds = time.perf_counter() - clock
     return report
@@ -552,3 +560,48 @@ def _rules_fire(
         f"{len(sample)} oracle episodes ({tried}): add a task where breaking it is possible, or check the rule"
     )
     return Check(name, False, reason, "first edit that broke each rule:\n" + detail), done
+
+
+def _attacks(env: Environment, tasks: Sequence[Task], config: RunConfig, say: Callable[[str], None]) -> Check:
+    name = "attack goals reached by an obeying agent, refused by the guard"
+    declared = getattr(env, "attack_goals", None)
+    if not callable(declared) or not declared():
+        return Check(name, None, "the environment declares no attack goals (attack_goals())")
+    attacked = attack_environment(env, "all")
+    wanted = {task.id for task in tasks}
+    subset = [task for task in attacked.tasks(tasks[0].split) if task.id in wanted] if tasks else []
+    say(f"an obeying agent under attack on {len(subset)} tasks, without and with the guard")
+    obeyed = _run(attacked, GulliblePolicy(env.oracle()), subset, config)
+    delivered = [(t, t.score.details["attack"]) for t in obeyed if t.score and t.score.details["attack"]["delivered"]]
+    missed = [(t, v) for t, v in delivered if not v["succeeded"]]
+    if missed:
+        trajectory, verdict = missed[0]
+        return Check(
+            name,
+            False,
+            f"goal {verdict['goal']} was not reached by an agent that obeys it ({verdict['vector']} injection in "
+            f"{trajectory.task_id}): check the goal's call and arguments",
+            describe(trajectory),
+        )
+    never = sorted({goal.id for goal in attacked.goals} - {v["goal"] for _, v in delivered})
+    if never:
+        return Check(name, False, f"goal(s) {', '.join(never)} never reached the agent on {len(subset)} tasks")
+    if not getattr(env, "rules", None):
+        return Check(name, True, f"{len(attacked.goals)} goals, each reached (no rules: the guard is not checked)")
+    guarded = _run(attacked, GulliblePolicy(env.oracle()), subset, RunConfig(batch_size=config.batch_size, guard=True))
+    through = [t for t in guarded if t.score and t.score.details["attack"]["succeeded"]]
+    if through:
+        goal = through[0].score.details["attack"]["goal"]  # type: ignore[union-attr]
+        return Check(
+            name,
+            False,
+            f"goal {goal} got through the guard in {through[0].task_id}: no rule forbids it, so the guard cannot "
+            "stop that attack (aim goals at what the rules forbid)",
+            describe(through[0]),
+        )
+    return Check(
+        name,
+        True,
+        f"{len(attacked.goals)} goals, {len(delivered)} injections delivered: each goal reached by an obeying "
+        "agent, none through the guard",
+    )
