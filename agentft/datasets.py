@@ -20,10 +20,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agentft.augment import original_task_id
 from agentft.errors import UserError
+from agentft.feedback import attach_feedback, verdict
 from agentft.jsonl import atomic_open, write_jsonl_atomic, write_jsonl_files_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import to_openai
@@ -59,6 +60,9 @@ class FilterConfig:
     """Drop episodes whose normalized conversation repeats an earlier one."""
     max_tokens: int | None = None
     """Drop episodes longer than this in the target model's chat format (needs a tokenizer)."""
+    feedback: Literal["any", "good"] = "any"
+    """Served conversations labelled bad (``POST /v1/feedback``) are always dropped; ``good`` keeps only those
+    labelled good."""
 
 
 def load_sources(
@@ -84,6 +88,7 @@ def load_sources(
         records.extend(read_trajectories(file, report=report))
         if reports is not None:
             reports[file] = report
+    attach_feedback(records, [entry for entry in map(Path, paths) if entry.is_dir()])
     return records, files
 
 
@@ -112,6 +117,10 @@ def filter_trajectories(
         score = trajectory.score
         if trajectory.status not in config.statuses:
             drops[f"status:{trajectory.status}"] += 1
+        elif verdict(trajectory) == "bad":
+            drops["feedback_bad"] += 1
+        elif config.feedback == "good" and verdict(trajectory) != "good":
+            drops["feedback_not_good"] += 1
         elif config.require_success and (score is None or score.success is False):
             drops["not_successful"] += 1
         elif config.require_known_success and score.success is None:

@@ -6,6 +6,8 @@
   this for files that belong together (a dataset's splits): every one is written before any is renamed.
 - A stream (collected episodes, served conversations) goes through ``JsonlWriter``: one ``write`` per record,
   flush + fsync per batch, and a torn last line left by a killed writer is cut before appending.
+- ``read_jsonl`` reads either kind back: a torn last line or a zero-filled end is skipped and noted in its
+  ``ReadReport``; any other bad line is an error naming it.
 
 Every line is UTF-8 JSON (``ensure_ascii=False``) ending in ``\\n``, whichever writer made it.
 """
@@ -17,8 +19,13 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from pydantic import ValidationError
+
+from agentft.errors import UserError
 
 __all__ = [
     "dumps",
@@ -28,6 +35,8 @@ __all__ = [
     "JsonlWriter",
     "trim_torn_tail",
     "nul_tail",
+    "read_jsonl",
+    "ReadReport",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -156,3 +165,57 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class ReadReport:
+    """What reading a JSONL file found besides valid records."""
+
+    records: int = 0
+    torn_tail: bool = False
+    bad_lines: list[int] = field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+def read_jsonl(
+    path: PathLike,
+    parse: Callable[[bytes], T],
+    *,
+    report: ReadReport | None = None,
+    strict: bool = True,
+    what: str = "record",
+) -> Iterator[T]:
+    """Yield ``parse(line)`` for each line of a JSONL file.
+
+    A torn last line (no newline, not valid) or a trailing block of NUL bytes (a zero-filled end left by a
+    crash) is skipped and noted in ``report``. Any other invalid line raises ``UserError`` naming the line,
+    unless ``strict=False`` (then it is skipped and listed).
+    """
+    report = report if report is not None else ReadReport()
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    with path.open("rb") as handle:
+        data = handle.read()
+    if (end := nul_tail(data)) < len(data):
+        report.torn_tail, data = True, data[:end]
+    lines = data.split(b"\n")
+    last = len(lines) - 1  # after the final newline there is an empty string, or a torn line
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse(line)
+        except (ValidationError, ValueError) as exc:
+            if number - 1 == last:
+                report.torn_tail = True
+                continue
+            if strict:
+                reason = str(exc).splitlines()[0]
+                raise UserError(f"{path}:{number}: not a valid {what} ({reason})") from None
+            report.bad_lines.append(number)
+            continue
+        report.records += 1
+        yield record

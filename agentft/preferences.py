@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agentft.errors import UserError
+from agentft.feedback import correction
 from agentft.jsonl import write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.messages import AssistantMessage, Message, ToolCall, to_openai
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 PairKind = Literal[
-    "step", "step_mirror", "skip_confirmation", "ask_again", "skip_verification", "verify_again", "episode"
+    "step", "step_mirror", "skip_confirmation", "ask_again", "skip_verification", "verify_again", "episode", "feedback"
 ]
 
 
@@ -104,6 +105,9 @@ class PreferenceConfig:
     says something else at that turn."""
     whole_episodes: bool = False
     """Whole-episode pairs (fallback)."""
+    feedback_pairs: bool = True
+    """Served conversations labelled bad with a correction (``POST /v1/feedback``): the correction chosen over
+    the last reply."""
     verify_tools: tuple[str, ...] = ("verify_identity", "verify_employee")
     """Tools that check identity, for the act-before-verifying perturbation."""
 
@@ -329,6 +333,28 @@ def _perturbations(good: Trajectory, config: PreferenceConfig) -> list[Preferenc
     return rows
 
 
+def _feedback_pair(trajectory: Trajectory) -> PreferencePair | None:
+    """A served conversation labelled bad with a correction: its last reply rejected, the correction chosen."""
+    found = correction(trajectory)
+    if found is None:
+        return None
+    index, corrected = found
+    return _row(
+        trajectory.messages[:index],
+        [corrected],
+        [trajectory.messages[index]],
+        _tools(trajectory),
+        {
+            "kind": "feedback",
+            "chosen_trajectory": trajectory.metadata["feedback"][-1]["id"],
+            "rejected_trajectory": trajectory.id,
+            "message_index": index,
+            "task_id": trajectory.task_id,
+            "env": trajectory.env,
+        },
+    )
+
+
 def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | None = None) -> list[PreferencePair]:
     """All preference pairs the config asks for, in a stable order, without duplicates."""
     config = config or PreferenceConfig()
@@ -368,6 +394,8 @@ def mine_pairs(trajectories: Sequence[Trajectory], config: PreferenceConfig | No
         if config.perturbations:
             for good in goods[:1]:
                 rows.extend(_perturbations(good, config))
+        if config.feedback_pairs:
+            rows.extend(pair for t in group if (pair := _feedback_pair(t)) is not None)
     unique = []
     for row in rows:
         key = json.dumps([to_openai(row.prompt), to_openai(row.chosen), to_openai(row.rejected)], sort_keys=True)

@@ -12,15 +12,14 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from agentft.errors import UserError
-from agentft.jsonl import JsonlWriter, nul_tail
+from agentft.jsonl import JsonlWriter, ReadReport, read_jsonl
 from agentft.messages import AssistantMessage, Message, ToolMessage
 from agentft.tools import ToolSpec
 
@@ -168,50 +167,15 @@ class TrajectoryWriter(JsonlWriter):
         return self
 
 
-@dataclass
-class ReadReport:
-    """What reading a JSONL file found besides valid records."""
-
-    records: int = 0
-    torn_tail: bool = False
-    bad_lines: list[int] = field(default_factory=list)
-
-
 def read_trajectories(
     path: str | os.PathLike[str], *, report: ReadReport | None = None, strict: bool = True
 ) -> Iterator[Trajectory]:
-    """Yield the records of a JSONL file.
-
-    A torn last line (no newline, not valid) or a trailing block of NUL bytes (a zero-filled end left by a
-    crash) is skipped and noted in ``report``. Any other invalid line raises ``UserError`` naming the line,
-    unless ``strict=False`` (then it is skipped and listed).
-    """
-    report = report if report is not None else ReadReport()
-    path = Path(path)
-    if not path.exists():
+    """Yield the records of a JSONL file (``agentft.jsonl.read_jsonl``: a torn last line or a zero-filled end
+    is skipped and noted in ``report``; any other invalid line raises ``UserError`` naming the line, unless
+    ``strict=False``)."""
+    if not Path(path).exists():
         raise UserError(f"no such trajectory file: {path}")
-    with path.open("rb") as handle:
-        data = handle.read()
-    if (end := nul_tail(data)) < len(data):
-        report.torn_tail, data = True, data[:end]
-    lines = data.split(b"\n")
-    last = len(lines) - 1  # after the final newline there is an empty string, or a torn line
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = Trajectory.from_json(line)
-        except (ValidationError, ValueError) as exc:
-            if number - 1 == last:
-                report.torn_tail = True
-                continue
-            if strict:
-                reason = str(exc).splitlines()[0]
-                raise UserError(f"{path}:{number}: not a valid trajectory record ({reason})") from None
-            report.bad_lines.append(number)
-            continue
-        report.records += 1
-        yield record
+    return read_jsonl(path, Trajectory.from_json, report=report, strict=strict, what="trajectory record")
 
 
 def structure_problem(trajectory: Trajectory) -> str | None:

@@ -518,6 +518,13 @@ def dataset_sft(
     ] = True,
     max_tokens: Annotated[int | None, typer.Option(help="drop episodes longer than this (needs --model)")] = None,
     model: Annotated[str | None, typer.Option(help="target model, for token lengths in its chat format")] = None,
+    feedback: Annotated[
+        str,
+        typer.Option(
+            help="served logs: runs labelled bad (POST /v1/feedback) are always dropped; 'good' keeps only runs "
+            "labelled good"
+        ),
+    ] = "any",
     validation_fraction: Annotated[float, typer.Option(help="share of tasks held out for validation")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the task-level split")] = 0,
 ) -> None:
@@ -531,11 +538,14 @@ def dataset_sft(
         from agentft.models import resolve_model_path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    if feedback not in ("any", "good"):
+        raise UserError(f"--feedback is any or good, not {feedback!r}")
     filters = FilterConfig(
         require_success=min_success,
         require_known_success=scored_only,
         require_compliant=compliant_only,
         max_tokens=max_tokens,
+        feedback=feedback,  # type: ignore[arg-type]
     )
     dataset = build_sft_dataset(
         source, filters=filters, scrub=scrub, validation_fraction=validation_fraction, seed=seed, tokenizer=tokenizer
@@ -573,7 +583,8 @@ def dataset_dpo(
     ] = False,
     whole_episodes: Annotated[bool, typer.Option(help="add whole-episode pairs (fallback)")] = False,
 ) -> None:
-    """Mine DPO pairs where failing episodes depart from successful ones."""
+    """Mine DPO pairs where failing episodes depart from successful ones (and, from served logs, where feedback
+    corrected a reply)."""
     from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
 
     dataset = build_dpo_dataset(

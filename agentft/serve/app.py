@@ -6,6 +6,7 @@ e.g. an ``Engine(ScriptedBackend(...))`` in tests. The batcher starts and stops 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,12 +23,12 @@ from agentft.serve.errors import APIError, install_error_handlers
 from agentft.serve.metrics import CONTENT_TYPE, Metrics
 from agentft.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from agentft.serve.recorder import Recorder
-from agentft.serve.schemas import AgentRunRequest, ChatCompletionRequest
+from agentft.serve.schemas import AgentRunRequest, ChatCompletionRequest, FeedbackRequest
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("agentft.serve")
-ROUTES = ("/healthz", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/agent/runs")
+ROUTES = ("/healthz", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/agent/runs", "/v1/feedback")
 
 
 def _rag_tool(config: ServeConfig) -> Any:
@@ -164,6 +165,16 @@ def create_app(
     @app.post("/v1/agent/runs")
     async def agent_runs(body: AgentRunRequest, request: Request) -> Response:
         return await agent_run(state, body, request)
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        if recorder is None:
+            raise APIError(
+                409, "feedback is kept beside the served logs: start the server with --log-dir", code="no_log_dir"
+            )
+        stored = await asyncio.to_thread(recorder.record_feedback, body.id, body.label, body.correction, body.comment)
+        metrics.feedback(body.label)
+        return {"object": "feedback", **stored.model_dump(include={"id", "target", "label", "known"})}
 
     app.add_middleware(
         BodyLimitMiddleware, limit=config.max_body_bytes, metrics=metrics, timeout_s=config.body_timeout_s

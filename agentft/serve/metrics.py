@@ -2,7 +2,8 @@
 
 Counters: requests by route, method and status; errors by status and code; generated and prompt tokens;
 generation batches; cancelled generations by stage (queued / running); guard blocks by rule; agent tool calls
-by tool and outcome. Histograms: request latency by route, batch sizes. Gauges: requests in flight, queue depth.
+by tool and outcome; feedback by label. Histograms: request latency by route, batch sizes. Gauges: requests in
+flight, queue depth.
 
 Each ``Metrics`` owns its ``CollectorRegistry`` (not the library's global one), so several apps in one process
 (the tests build many) keep separate counts and never collide on a name. ``prometheus_client`` metrics are
@@ -62,6 +63,9 @@ class Metrics:
         self._guard_blocks = Counter(
             "agentft_guard_blocks", "Write tool calls blocked by the runtime guard, by rule.", ("rule",), registry=r
         )
+        self._feedback = Counter("agentft_feedback", "Feedback received, by label.", ("label",), registry=r)
+        for label in ("good", "bad"):
+            self._feedback.labels(label)
         self._tool_calls = Counter(
             "agentft_agent_tool_calls",
             "Tool calls executed in agent runs, by tool and outcome (ok, error, blocked).",
@@ -97,6 +101,9 @@ class Metrics:
 
     def tool_call(self, tool: str, outcome: str) -> None:
         self._tool_calls.labels(tool, outcome).inc()
+
+    def feedback(self, label: str) -> None:
+        self._feedback.labels(label).inc()
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
         """A gauge whose value is ``read()`` at each scrape."""

@@ -173,6 +173,15 @@ class ChatCompletionRequest(_Generation):
         return self
 
 
+class FeedbackRequest(BaseModel):
+    model_config = _LENIENT
+
+    id: str = Field(min_length=1, max_length=200, description="the chat completion or agent run id it is about")
+    label: Literal["good", "bad"]
+    correction: str | None = Field(None, max_length=20_000, description="the reply that should have been given")
+    comment: str | None = Field(None, max_length=2_000)
+
+
 class AgentRunRequest(_Generation):
     messages: list[WireMessage] = Field(
         min_length=1,
