@@ -45,6 +45,14 @@ def serve(
     ] = 1,
     best_of_temperature: BestOfTemperature = 0.7,
     scorer: ScorerOption = "rules",
+    route: Annotated[
+        str | None,
+        typer.Option(
+            help="A/B routing: NAME=WEIGHT,... over model ids (adapter names, or the base model's); requests for "
+            "--route-name are split between them, sticky per X-Agentft-Session header or `user` field"
+        ),
+    ] = None,
+    route_name: Annotated[str, typer.Option(help="the model id clients ask for to be routed")] = "routed",
     max_batch: Annotated[int, typer.Option(help="most model turns generating at once (continuous batching)")] = 16,
     batch_wait_ms: Annotated[
         float, typer.Option(help="when idle, how long the first request waits for others to start with it")
@@ -62,6 +70,7 @@ def serve(
 ) -> None:
     """Serve a model (and its adapters) over an OpenAI-compatible API, with server-side agent runs."""
     from agentft.serve.config import ServeConfig, api_keys_from_env, check_api_keys, is_loopback
+    from agentft.serve.routing import parse_route
 
     keys = [*(api_key or []), *api_keys_from_env()]
     check_api_keys(keys)  # an explicit --api-key "" (an unset variable) is an error, not an open door
@@ -94,6 +103,8 @@ def serve(
         api_keys=keys,
         guard=guard,
         spotlight=spotlight,
+        route=parse_route(route) if route else None,
+        route_name=route_name,
         best_of=best_of,
         best_of_temperature=best_of_temperature,
         scorer=scorer,

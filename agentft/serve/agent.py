@@ -42,6 +42,7 @@ from agentft.messages import AssistantMessage, UserMessage
 from agentft.policies.base import Reply
 from agentft.serve.config import ServeState
 from agentft.serve.errors import APIError, client_closed_response
+from agentft.serve.routing import SESSION_HEADER
 from agentft.serve.schemas import AgentRunRequest, to_messages
 from agentft.serve.turns import ClientGone, await_output, build_request, interpret
 from agentft.tools import Toolkit, openai_tools
@@ -113,14 +114,13 @@ class AgentService:
             self.scorer.close()
 
 
-async def _finish(state: ServeState, rollout: Rollout, model_id: str) -> Trajectory:
+async def _finish(state: ServeState, rollout: Rollout, model_id: str, arm: str | None) -> Trajectory:
     svc = state.agent
     assert svc is not None
-    trajectory = await asyncio.to_thread(
-        close_rollout, rollout, f"serve:{model_id}", judge=svc.judge, metadata={"route": "/v1/agent/runs"}
-    )
-    if state.recorder is not None:
-        await asyncio.to_thread(state.recorder.record, trajectory)
+    metadata = {"route": "/v1/agent/runs", **({"arm": arm} if arm else {})}
+    policy = f"serve:{model_id}"
+    trajectory = await asyncio.to_thread(close_rollout, rollout, policy, judge=svc.judge, metadata=metadata)
+    await state.record(trajectory)
     return trajectory
 
 
@@ -138,7 +138,7 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
             code="env_not_available",
             param="env",
         )
-    model_id, adapter = state.resolve_model(body.model)
+    model_id, adapter, arm = state.resolve_model(body.model, request.headers.get(SESSION_HEADER) or body.user)
     history = to_messages(body.messages, allow_system=False)
     if not isinstance(history[-1], UserMessage):
         raise APIError(400, "the last message must be the user's", code="invalid_messages", param="messages")
@@ -179,7 +179,7 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
                 raise APIError(504, f"the request timed out: {rollout.error}", code="timeout")
             if rollout.status == "error":
                 raise APIError(503, f"the episode could not start: {rollout.error}", code="episode_failed")
-            reply = await _loop(state, rollout, body, adapter, request, deadline, model_id)
+            reply = await _loop(state, rollout, body, adapter, request, deadline, model_id, arm)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(rollout.discard)
@@ -190,7 +190,7 @@ async def agent_run(state: ServeState, body: AgentRunRequest, request: Request) 
         return client_closed_response(state.metrics)
     finally:
         slot.release()
-    trajectory = await _finish(state, rollout, model_id)
+    trajectory = await _finish(state, rollout, model_id, arm)
     usage = rollout.usage
     return JSONResponse(
         {
@@ -222,6 +222,7 @@ async def _loop(
     request: Request,
     deadline: float,
     model_id: str,
+    arm: str | None,
 ) -> str | None:
     """Model turns through the batcher, each applied by the kernel's ``step``, until the episode ends."""
     tools = openai_tools(rollout.tools)
@@ -254,7 +255,7 @@ async def _loop(
                 item.cancel()  # the other candidates stop generating too
             if isinstance(exc, APIError):  # timeout: keep what happened, then answer 504
                 rollout.fail(exc.message)
-                await _finish(state, rollout, model_id)
+                await _finish(state, rollout, model_id, arm)
             raise
         candidates = []
         for output in outputs:

@@ -23,6 +23,7 @@ from agentft.serve.errors import APIError, install_error_handlers
 from agentft.serve.metrics import CONTENT_TYPE, Metrics
 from agentft.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from agentft.serve.recorder import Recorder
+from agentft.serve.routing import Router
 from agentft.serve.schemas import AgentRunRequest, ChatCompletionRequest, FeedbackRequest
 
 __all__ = ["create_app"]
@@ -38,6 +39,23 @@ def _rag_tool(config: ServeConfig) -> Any:
         log.warning("--rag %s ignored: agentft.rag is not available (pip install 'agentft[rag]')", config.rag_store)
         return None
     return KnowledgeStore(config.rag_store, config.rag_collection, create=False).as_tool()
+
+
+def _router(config: ServeConfig, backend: Backend, metrics: Metrics) -> Router | None:
+    """The A/B router of ``config.route``, its arms checked against the models this server has."""
+    if not config.route:
+        return None
+    models = [backend.model_name, *backend.adapters]
+    unknown = [arm for arm in config.route if arm not in models]
+    if unknown:
+        raise UserError(
+            f"--route arm(s) {', '.join(unknown)} are not models of this server ({', '.join(models)}): name adapters "
+            "with --adapter NAME=DIR"
+        )
+    if config.route_name in models:
+        raise UserError(f"--route-name {config.route_name!r} is already a model id; pick another")
+    metrics.known_arms(config.route)
+    return Router(config.route, config.route_name)
 
 
 def create_app(
@@ -90,7 +108,7 @@ def create_app(
     elif config.spotlight:
         raise UserError("--spotlight marks the tool results of agent runs: pass --env too")
     recorder = Recorder(config.log_dir) if config.log_dir else None
-    state = ServeState(config, engine, metrics, recorder, agent)
+    state = ServeState(config, engine, metrics, recorder, agent, _router(config, engine.backend, metrics))
     metrics.gauge("agentft_requests_in_flight", "Requests admitted (queued or generating).", lambda: state.in_flight)
     metrics.gauge("agentft_queue_depth", "Model turns waiting for a batch.", lambda: engine.queue_depth)
 
@@ -172,8 +190,10 @@ def create_app(
             raise APIError(
                 409, "feedback is kept beside the served logs: start the server with --log-dir", code="no_log_dir"
             )
-        stored = await asyncio.to_thread(recorder.record_feedback, body.id, body.label, body.correction, body.comment)
-        metrics.feedback(body.label)
+        stored, arm = await asyncio.to_thread(
+            recorder.record_feedback, body.id, body.label, body.correction, body.comment
+        )
+        metrics.feedback(body.label, arm)
         return {"object": "feedback", **stored.model_dump(include={"id", "target", "label", "known"})}
 
     app.add_middleware(

@@ -24,6 +24,7 @@ from agentft.messages import Message
 from agentft.serve.config import ServeState, Slot
 from agentft.serve.engine import GenOutput, GenRequest, WorkItem
 from agentft.serve.errors import APIError, client_closed_response
+from agentft.serve.routing import SESSION_HEADER
 from agentft.serve.schemas import ChatCompletionRequest, forced_tool, to_messages, tool_dicts
 from agentft.serve.turns import ClientGone, Interpreted, await_output, build_request, interpret
 from agentft.trajectory import Event, Score, Trajectory, Usage
@@ -114,17 +115,12 @@ def _trajectory(
     )
 
 
-async def _record(state: ServeState, trajectory: Trajectory) -> None:
-    if state.recorder is not None:
-        await asyncio.to_thread(state.recorder.record, trajectory)
-
-
 async def chat_completion(state: ServeState, body: ChatCompletionRequest, request: Request) -> Response:
     started = time.perf_counter()
     deadline = time.monotonic() + state.config.timeout_s
     if body.n != 1:
         raise APIError(400, "only n=1 is supported", code="unsupported_value", param="n")
-    model_id, adapter = state.resolve_model(body.model)
+    model_id, adapter, arm = state.resolve_model(body.model, request.headers.get(SESSION_HEADER) or body.user)
     tools = tool_dicts(body.tools)
     mode, forced_name = forced_tool(body.tool_choice, tools)
     messages = to_messages(body.messages)
@@ -147,7 +143,7 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
         raise
     rid = "chatcmpl-" + uuid.uuid4().hex[:24]
     created = int(time.time())
-    extra = {"tool_choice": mode, "stream": body.stream, "adapter": adapter}
+    extra = {"tool_choice": mode, "stream": body.stream, "adapter": adapter, **({"arm": arm} if arm else {})}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _stream(
@@ -180,7 +176,7 @@ async def chat_completion(state: ServeState, body: ChatCompletionRequest, reques
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.tool_calls:
         message["tool_calls"] = reply.tool_calls
-    await _record(state, _trajectory(rid, model_id, messages, tools, reply, gen, output, started, extra))
+    await state.record(_trajectory(rid, model_id, messages, tools, reply, gen, output, started, extra))
     return JSONResponse(
         {
             "id": rid,
@@ -307,7 +303,7 @@ async def _stream(
                     "usage": _usage(gen, output),
                 }
             )
-        await _record(state, make_trajectory(reply, output))
+        await state.record(make_trajectory(reply, output))
         yield _sse("[DONE]")
     finally:
         item.cancel()  # a no-op once generated; stops the row if the client went away mid-stream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from agentft.serve.engine import Backend, Engine
     from agentft.serve.metrics import Metrics
     from agentft.serve.recorder import Recorder
+    from agentft.serve.routing import Router
+    from agentft.trajectory import Trajectory
 
 __all__ = ["ServeConfig", "ServeState", "Slot", "api_keys_from_env", "check_api_keys", "is_loopback"]
 
@@ -43,6 +46,10 @@ class ServeConfig:
     best_of_temperature: float = 0.7
     scorer: str = "rules"
     """What ranks best-of-N candidates: ``rules`` or ``rm:DIR``."""
+    route: dict[str, float] | None = None
+    """A/B routing: arm (a model id: an adapter's name, or the base model's) -> relative weight
+    (``agentft.serve.routing``); requests for ``route_name`` are split between the arms."""
+    route_name: str = "routed"
     max_batch: int = 16
     batch_wait_ms: float = 10.0
     max_concurrency: int = 64
@@ -123,8 +130,10 @@ class ServeState:
         metrics: Metrics,
         recorder: Recorder | None,
         agent: AgentService | None,
+        router: Router | None = None,
     ) -> None:
         self.config = config
+        self.router = router
         self.engine = engine
         self.backend: Backend = engine.backend
         self.metrics = metrics
@@ -133,14 +142,19 @@ class ServeState:
         self.in_flight = 0
 
     def model_ids(self) -> list[str]:
-        return [self.backend.model_name, *self.backend.adapters]
+        routed = [self.router.name] if self.router is not None else []
+        return [self.backend.model_name, *self.backend.adapters, *routed]
 
-    def resolve_model(self, requested: str | None) -> tuple[str, str | None]:
-        """(model id, adapter or None for the base model); an unknown id is a 404."""
+    def resolve_model(self, requested: str | None, key: str | None = None) -> tuple[str, str | None, str | None]:
+        """(model id, adapter or None for the base model, A/B arm or None); an unknown id is a 404. With a route,
+        a request for its name (or for no model) goes to the arm of ``key`` (``agentft.serve.routing``)."""
+        if self.router is not None and requested in (None, "", self.router.name):
+            arm, _ = self.router.arm(key)
+            return arm, None if arm == self.backend.model_name else arm, arm
         if requested in (None, "", self.backend.model_name):
-            return self.backend.model_name, None
+            return self.backend.model_name, None, None
         if requested in self.backend.adapters:
-            return requested, requested
+            return requested, requested, None
         listed = ", ".join(self.model_ids())
         raise APIError(
             404,
@@ -148,6 +162,13 @@ class ServeState:
             code="model_not_found",
             param="model",
         )
+
+    async def record(self, trajectory: Trajectory) -> None:
+        """Count a served trace in its arm's metrics and append it to the log (scrubbed)."""
+        if arm := trajectory.metadata.get("arm"):
+            self.metrics.arm(arm, trajectory)
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.record, trajectory)
 
     def acquire(self) -> Slot:
         if self.in_flight >= self.config.max_concurrency:

@@ -2,8 +2,8 @@
 
 Counters: requests by route, method and status; errors by status and code; generated and prompt tokens;
 generation batches; cancelled generations by stage (queued / running); guard blocks by rule; agent tool calls
-by tool and outcome; feedback by label. Histograms: request latency by route, batch sizes. Gauges: requests in
-flight, queue depth.
+by tool and outcome; feedback by label; per A/B arm, requests, tool calls by outcome, violations and feedback.
+Histograms: request latency by route and by arm, batch sizes. Gauges: requests in flight, queue depth.
 
 Each ``Metrics`` owns its ``CollectorRegistry`` (not the library's global one), so several apps in one process
 (the tests build many) keep separate counts and never collide on a name. ``prometheus_client`` metrics are
@@ -16,6 +16,7 @@ beside a generation. The library also exposes a ``*_created`` timestamp per coun
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -66,6 +67,23 @@ class Metrics:
         self._feedback = Counter("agentft_feedback", "Feedback received, by label.", ("label",), registry=r)
         for label in ("good", "bad"):
             self._feedback.labels(label)
+        # A/B arms (agentft.serve.routing): what each arm's served traces show.
+        self._arm_requests = Counter("agentft_arm_requests", "Routed requests by arm.", ("arm",), registry=r)
+        self._arm_latency = Histogram(
+            "agentft_arm_request_seconds", "Routed request time by arm.", ("arm",), buckets=LATENCY_BUCKETS, registry=r
+        )
+        self._arm_calls = Counter(
+            "agentft_arm_tool_calls",
+            "Tool calls of routed requests by arm and outcome (ok, error, blocked, parse_error).",
+            ("arm", "outcome"),
+            registry=r,
+        )
+        self._arm_violations = Counter(
+            "agentft_arm_violations", "Rule violations in routed agent runs, by arm.", ("arm",), registry=r
+        )
+        self._arm_feedback = Counter(
+            "agentft_arm_feedback", "Feedback on routed requests by arm and label.", ("arm", "label"), registry=r
+        )
         self._tool_calls = Counter(
             "agentft_agent_tool_calls",
             "Tool calls executed in agent runs, by tool and outcome (ok, error, blocked).",
@@ -102,8 +120,37 @@ class Metrics:
     def tool_call(self, tool: str, outcome: str) -> None:
         self._tool_calls.labels(tool, outcome).inc()
 
-    def feedback(self, label: str) -> None:
+    def feedback(self, label: str, arm: str | None = None) -> None:
         self._feedback.labels(label).inc()
+        if arm:
+            self._arm_feedback.labels(arm, label).inc()
+
+    def known_arms(self, arms: Iterable[str]) -> None:
+        """Arms whose counters are shown (at 0) before their first request."""
+        for arm in arms:
+            self._arm_requests.labels(arm)
+            self._arm_violations.labels(arm)
+            for label in ("good", "bad"):
+                self._arm_feedback.labels(arm, label)
+
+    def arm(self, arm: str, trajectory: Any) -> None:
+        """Count one routed trace: its time, its tool calls by outcome (a guard block is ``blocked``, a turn the
+        parser could not read ``parse_error``), its rule violations."""
+        self._arm_requests.labels(arm).inc()
+        self._arm_latency.labels(arm).observe(trajectory.usage.wall_seconds)
+        for event in trajectory.events:
+            outcome = (
+                "ok"
+                if event.ok
+                else "blocked"
+                if event.error == "policy_violation"
+                else "parse_error"
+                if event.error == "parse"
+                else "error"
+            )
+            self._arm_calls.labels(arm, outcome).inc()
+        if trajectory.score is not None and trajectory.score.violations:
+            self._arm_violations.labels(arm).inc(len(trajectory.score.violations))
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
         """A gauge whose value is ``read()`` at each scrape."""

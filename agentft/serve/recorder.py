@@ -33,8 +33,9 @@ class Recorder:
         self.scrubber = scrubber or Scrubber()
         self.recorded = 0
         self.feedback = FeedbackLog(self.dir)
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        """The last ``KEEP_IDS`` recorded ids, for telling feedback on a known conversation from a mistyped id."""
+        self._ids: OrderedDict[str, str | None] = OrderedDict()
+        """The last ``KEEP_IDS`` recorded ids and their A/B arms, for telling feedback on a known conversation from
+        a mistyped id and counting it for its arm."""
         self._writer: TrajectoryWriter | None = None
         self._lock = threading.Lock()
 
@@ -48,16 +49,19 @@ class Recorder:
                     self._writer = TrajectoryWriter(self.path)
                 self._writer.write_batch([clean])
                 self.recorded += 1
-                self._ids[trajectory.id] = None
+                self._ids[trajectory.id] = trajectory.metadata.get("arm")
                 if len(self._ids) > KEEP_IDS:
                     self._ids.popitem(last=False)
         except Exception:
             log.exception("could not record trajectory %s", trajectory.id)
 
-    def record_feedback(self, target: str, label: str, correction: str | None, comment: str | None) -> Feedback:
-        """Store feedback on a served conversation (blocking: call it in a worker thread); free text scrubbed."""
+    def record_feedback(
+        self, target: str, label: str, correction: str | None, comment: str | None
+    ) -> tuple[Feedback, str | None]:
+        """Store feedback on a served conversation (blocking: call it in a worker thread); free text scrubbed.
+        Returns it with the conversation's A/B arm (None if not routed or not known)."""
         with self._lock:
-            known = target in self._ids
+            known, arm = target in self._ids, self._ids.get(target)
         feedback = Feedback(
             target=target,
             label=label,  # type: ignore[arg-type]
@@ -66,7 +70,7 @@ class Recorder:
             known=known,
         )
         self.feedback.record(feedback)
-        return feedback
+        return feedback, arm
 
     def close(self) -> None:
         self.feedback.close()
