@@ -132,11 +132,23 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
 
 
 def resolve_policy(spec: str, env: Environment | None = None, **options: Any) -> Policy:
-    """``oracle`` (the environment's expert), ``noop`` (never calls a tool), or a backend spec."""
+    """``oracle`` (the environment's expert), ``noop`` (never calls a tool), a backend spec (``hf:...``,
+    ``openai:...``), or a policy of your own by import path (``pkg.module:factory``, called with the environment:
+    a scripted agent, a rule-based baseline)."""
     if spec == "oracle":
         if env is None:
             raise UserError("the oracle policy belongs to an environment: pass --env")
         return env.oracle()
     if spec == "noop":
         return NoopPolicy()
+    kind, _, rest = spec.partition(":")
+    if rest and kind not in ("hf", "openai") and "/" not in kind:
+        module_name, _, attribute = spec.partition(":")
+        factory = getattr(importlib.import_module(module_name), attribute, None)
+        if not callable(factory):
+            raise UserError(f"{module_name} has no policy factory {attribute!r}")
+        policy = factory(env)
+        if not isinstance(policy, Policy):
+            raise UserError(f"{spec} did not give a policy (needs name and act())")
+        return policy
     return load_policy(spec, **options)

@@ -1,0 +1,68 @@
+"""``agentft gate``: the commands that operate a tuned agent after deployment (issue 19)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agentft.cli import EnvArgs, GuardOption, _key_values, app, console
+
+
+@app.command()
+def gate(
+    candidate: Annotated[str, typer.Option(help="adapter directory, 'base', or a policy spec (hf:..., oracle, ...)")],
+    baseline: Annotated[str, typer.Option(help="what it must not be worse than (same forms)")] = "base",
+    model: Annotated[str, typer.Option(help="base model the adapters load on")] = "smollm2-135m",
+    env: Annotated[str, typer.Option(help="environment: built-in name or pkg.module:factory")] = "claims",
+    split: Annotated[str, typer.Option(help="task split both are evaluated on")] = "test",
+    n: Annotated[int | None, typer.Option(help="tasks (the first n of the split); all when omitted")] = None,
+    k: Annotated[int, typer.Option(help="attempts per task")] = 1,
+    guard: GuardOption = False,
+    alpha: Annotated[float, typer.Option(help="a success drop with a paired p below this blocks promotion")] = 0.05,
+    out: Annotated[Path, typer.Option(help="where both evaluations and gate.json go")] = Path("runs/gate"),
+    registry: Annotated[Path, typer.Option(help="registry directory (registry.json)")] = Path("runs/registry"),
+    name: Annotated[str | None, typer.Option(help="the candidate's name in the registry")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or auto (local models)")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per model turn")] = 256,
+    env_arg: EnvArgs = None,
+) -> None:
+    """Promote CANDIDATE only if a paired evaluation against BASELINE shows it no worse (exit 1 if refused)."""
+    from agentft.gate import GateConfig, run_gate
+
+    decision = run_gate(
+        GateConfig(
+            candidate=candidate,
+            baseline=baseline,
+            model=model,
+            env=env,
+            split=split,
+            n=n,
+            k=k,
+            guard=guard,
+            alpha=alpha,
+            out=str(out),
+            registry=str(registry),
+            name=name,
+            dtype=dtype,
+            max_new_tokens=max_new_tokens,
+            env_kwargs=_key_values(env_arg or [], "--env-arg"),
+        )
+    )
+    table = Table("metric", "baseline", "candidate", "paired")
+    for metric in ("success", "compliance"):
+        found = decision[metric]
+        table.add_row(metric, f"{found['a_rate']:.1%}", f"{found['b_rate']:.1%}", found["verdict"])
+    console.print(table)
+    verdict = "PROMOTED" if decision["promote"] else "REFUSED"
+    console.print(
+        f"{verdict} {decision['candidate']} over {decision['baseline_policy']} on {decision['tasks']} {env} "
+        f"{split} tasks: {'; '.join(decision['reasons'])} -> {out / 'gate.json'}, {registry / 'registry.json'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not decision["promote"]:
+        raise typer.Exit(1)
