@@ -1,4 +1,4 @@
-"""``agentft gate``: the commands that operate a tuned agent after deployment (issue 19)."""
+"""``agentft gate`` and ``agentft monitor``: the commands that operate a tuned agent after deployment."""
 
 from __future__ import annotations
 
@@ -65,4 +65,44 @@ def gate(
         soft_wrap=True,
     )
     if not decision["promote"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    logs: Annotated[list[Path], typer.Option(help="served logs (a serve --log-dir) or trajectory files (repeatable)")],
+    baseline: Annotated[list[Path], typer.Option(help="the evaluation run the model was accepted on (repeatable)")],
+    window: Annotated[int, typer.Option(help="served traces per window, in time order")] = 200,
+    min_episodes: Annotated[int, typer.Option(help="a shorter window is shown, never flagged")] = 30,
+    threshold: Annotated[
+        list[str] | None, typer.Option(help="override a drift threshold NAME=VALUE (repeatable; see the docs)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="HTML report")] = Path("runs/monitor/report.html"),
+) -> None:
+    """Compare windows of served traffic with the evaluation baseline; exit 1 if the latest window drifted."""
+    from agentft.datasets import load_sources
+    from agentft.monitor import monitor as run_monitor
+    from agentft.monitor import write_monitor_report
+
+    served, _ = load_sources(logs)
+    reference, _ = load_sources(baseline)
+    limits = {name: float(value) for name, value in _key_values(threshold or [], "--threshold").items()}
+    result = run_monitor(served, reference, window=window, min_episodes=min_episodes, thresholds=limits)
+    report = write_monitor_report(result, out)
+    for drift in result.drifts:
+        console.print(f"window {drift.window + 1}: {drift.metric} {drift.why}", markup=False, highlight=False)
+    latest = result.latest_drifts
+    console.print(
+        f"{len(served)} served traces in {len(result.windows)} windows against {len(reference)} baseline traces: "
+        + (
+            f"the latest window drifted on {', '.join(d.metric for d in latest)}"
+            if latest
+            else "no drift in the latest window"
+        )
+        + f" -> {report}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if latest:
         raise typer.Exit(1)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from agentft.errors import UserError
 from agentft.serve.agent import AgentService, agent_run
 from agentft.serve.chat import chat_completion
-from agentft.serve.config import ServeConfig, ServeState
+from agentft.serve.config import DRIFT_WINDOW, ServeConfig, ServeState
 from agentft.serve.engine import Backend, Engine
 from agentft.serve.errors import APIError, install_error_handlers
 from agentft.serve.metrics import CONTENT_TYPE, Metrics
@@ -39,6 +39,21 @@ def _rag_tool(config: ServeConfig) -> Any:
         log.warning("--rag %s ignored: agentft.rag is not available (pip install 'agentft[rag]')", config.rag_store)
         return None
     return KnowledgeStore(config.rag_store, config.rag_collection, create=False).as_tool()
+
+
+DRIFT_GAUGES = (
+    "tool_error_rate",
+    "unknown_tool_rate",
+    "parse_error_rate",
+    "guard_block_rate",
+    "prompt_tokens",
+    "pii_per_episode",
+)
+"""``agentft.monitor`` rates shown as gauges (feedback is counted by ``agentft_feedback_total``)."""
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _router(config: ServeConfig, backend: Backend, metrics: Metrics) -> Router | None:
@@ -111,6 +126,12 @@ def create_app(
     state = ServeState(config, engine, metrics, recorder, agent, _router(config, engine.backend, metrics))
     metrics.gauge("agentft_requests_in_flight", "Requests admitted (queued or generating).", lambda: state.in_flight)
     metrics.gauge("agentft_queue_depth", "Model turns waiting for a batch.", lambda: engine.queue_depth)
+    for rate in DRIFT_GAUGES:  # the rates agentft monitor compares, over the last traces served
+        metrics.gauge(
+            f"agentft_drift_{rate}",
+            f"{rate} over the last {DRIFT_WINDOW} traces served (agentft.monitor; NaN before any).",
+            lambda rate=rate: _or_nan(state.drift()[rate]),
+        )
 
     @asynccontextmanager
     async def lifespan(_app: Any):

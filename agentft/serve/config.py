@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from agentft.trajectory import Trajectory
 
 __all__ = ["ServeConfig", "ServeState", "Slot", "api_keys_from_env", "check_api_keys", "is_loopback"]
+
+DRIFT_WINDOW = 200
+"""Recent traces the ``agentft_drift_*`` gauges are computed over."""
 
 
 @dataclass
@@ -134,6 +138,10 @@ class ServeState:
     ) -> None:
         self.config = config
         self.router = router
+        self.recent: deque[Trajectory] = deque(maxlen=DRIFT_WINDOW)
+        """The last traces served (scrubbed when recorded), for the ``agentft_drift_*`` gauges."""
+        self._drift: tuple[int, dict[str, Any]] | None = None
+        self._served = 0
         self.engine = engine
         self.backend: Backend = engine.backend
         self.metrics = metrics
@@ -167,8 +175,17 @@ class ServeState:
         """Count a served trace in its arm's metrics and append it to the log (scrubbed)."""
         if arm := trajectory.metadata.get("arm"):
             self.metrics.arm(arm, trajectory)
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.record, trajectory)
+        clean = await asyncio.to_thread(self.recorder.record, trajectory) if self.recorder is not None else None
+        self.recent.append(clean or trajectory)
+        self._served += 1
+
+    def drift(self) -> dict[str, Any]:
+        """``agentft.monitor.profile`` of the recent traces, computed once per new trace."""
+        from agentft.monitor import profile
+
+        if self._drift is None or self._drift[0] != self._served:
+            self._drift = (self._served, profile(list(self.recent), count_pii=self.recorder is not None))
+        return self._drift[1]
 
     def acquire(self) -> Slot:
         if self.in_flight >= self.config.max_concurrency:

@@ -39,8 +39,9 @@ class Recorder:
         self._writer: TrajectoryWriter | None = None
         self._lock = threading.Lock()
 
-    def record(self, trajectory: Trajectory) -> None:
-        """Scrub and append one trajectory (blocking: call it in a worker thread). Never raises."""
+    def record(self, trajectory: Trajectory) -> Trajectory | None:
+        """Scrub and append one trajectory (blocking: call it in a worker thread); the scrubbed trajectory, or
+        None if it could not be recorded. Never raises."""
         try:
             clean, report = self.scrubber.scrub_trajectory(trajectory)
             clean.metadata["pii_replaced"] = report.counts
@@ -52,8 +53,10 @@ class Recorder:
                 self._ids[trajectory.id] = trajectory.metadata.get("arm")
                 if len(self._ids) > KEEP_IDS:
                     self._ids.popitem(last=False)
+            return clean
         except Exception:
             log.exception("could not record trajectory %s", trajectory.id)
+            return None
 
     def record_feedback(
         self, target: str, label: str, correction: str | None, comment: str | None
