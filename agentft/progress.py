@@ -1,14 +1,18 @@
-"""A progress bar for episode runs, with live success and compliance counts."""
+"""Progress of long work: a bar for episode runs with live success and compliance counts, and resumable stages
+(a pipeline that skips what it finished before, like ``agentft quickstart`` and ``agentft retrain``)."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["episode_progress"]
+__all__ = ["episode_progress", "resumable_stage"]
 
 
 @contextmanager
@@ -46,3 +50,28 @@ def episode_progress(
             )
 
         yield on_start, on_finish
+
+
+def resumable_stage(out: Path, name: str, timings: dict[str, float], console: Console, title: str):
+    """Run a stage once: skipped when its marker (``OUT/.done-NAME``, its JSON result) exists; its wall time goes
+    into ``timings``. Use as ``resumable_stage(out, "sft", timings, console, "LoRA SFT")(work)``."""
+
+    from agentft.manifest import write_json_atomic
+
+    def wrap(work):
+        marker = out / f".done-{name}"
+        if marker.exists():
+            result = json.loads(marker.read_text())
+            timings[name] = result.get("seconds", 0.0)
+            console.print(f"[dim]{title}: done before, skipped[/dim]")
+            return result.get("value")
+        console.rule(f"[bold]{title}")
+        started = time.perf_counter()
+        value = work()
+        seconds = round(time.perf_counter() - started, 1)
+        timings[name] = seconds
+        write_json_atomic(marker, {"seconds": seconds, "value": value})  # a kill mid-write leaves no torn marker
+        console.print(f"[green]{title}[/green] in {seconds:.0f} s")
+        return value
+
+    return wrap

@@ -29,8 +29,6 @@ Every setting was chosen on the validation split (``benchmarks/quickstart_settin
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from typing import Any
 from rich.console import Console
 
 from agentft.errors import UserError
+from agentft.progress import resumable_stage
 
 __all__ = ["Budget", "BUDGETS", "run_quickstart", "mine_preferences"]
 
@@ -124,28 +123,6 @@ BUDGETS = {
 ENV = "claims"
 
 
-def _stage(out: Path, name: str, timings: dict[str, float], console: Console, title: str):
-    """Run a stage once: skipped when its marker exists; its wall time goes into ``timings``."""
-
-    def wrap(work):
-        marker = out / f".done-{name}"
-        if marker.exists():
-            result = json.loads(marker.read_text())
-            timings[name] = result.get("seconds", 0.0)
-            console.print(f"[dim]{title}: done before, skipped[/dim]")
-            return result.get("value")
-        console.rule(f"[bold]{title}")
-        started = time.perf_counter()
-        value = work()
-        seconds = round(time.perf_counter() - started, 1)
-        timings[name] = seconds
-        marker.write_text(json.dumps({"seconds": seconds, "value": value}, default=str))
-        console.print(f"[green]{title}[/green] in {seconds:.0f} s")
-        return value
-
-    return wrap
-
-
 def run_quickstart(
     *,
     out: Path,
@@ -207,7 +184,7 @@ def run_quickstart(
         return summary.model_dump(mode="json")  # stage results are stored as JSON
 
     def stage(name: str, title: str):
-        return _stage(out, name, timings, console, title)
+        return resumable_stage(out, name, timings, console, title)
 
     stages = 12 if rl else 10
 

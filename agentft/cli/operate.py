@@ -1,4 +1,4 @@
-"""``agentft gate`` and ``agentft monitor``: the commands that operate a tuned agent after deployment."""
+"""``agentft gate``, ``monitor`` and ``retrain``: the commands that operate a tuned agent after deployment."""
 
 from __future__ import annotations
 
@@ -105,4 +105,56 @@ def monitor(
         soft_wrap=True,
     )
     if latest:
+        raise typer.Exit(1)
+
+
+@app.command()
+def retrain(
+    logs: Annotated[list[Path], typer.Option(help="served log directory (serve --log-dir; repeatable)")],
+    out: Annotated[Path, typer.Option(help="output directory (rerun to resume)")] = Path("runs/retrain"),
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    adapter: Annotated[Path | None, typer.Option(help="the adapter serving now (default: registry current)")] = None,
+    registry: Annotated[Path, typer.Option(help="registry directory")] = Path("runs/registry"),
+    feedback: Annotated[str, typer.Option(help="'good': only runs labelled good become rows")] = "any",
+    recipe: Annotated[str, typer.Option(help="training recipe")] = "cpu-small",
+    sft_max_steps: Annotated[int, typer.Option(help="SFT optimizer steps (-1: one epoch)")] = -1,
+    dpo_max_steps: Annotated[int, typer.Option(help="DPO optimizer steps (-1: one epoch)")] = -1,
+    env: Annotated[str, typer.Option(help="the gate's environment")] = "claims",
+    split: Annotated[str, typer.Option(help="the gate's split")] = "test",
+    n: Annotated[int | None, typer.Option(help="the gate's tasks (first n)")] = None,
+    name: Annotated[str | None, typer.Option(help="the new version's registry name")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per model turn in the gate")] = 256,
+    env_arg: EnvArgs = None,
+) -> None:
+    """Served logs + feedback -> scrubbed dataset -> training from the current adapter -> gate -> promotion."""
+    from agentft.retrain import RetrainConfig, run_retrain
+
+    summary = run_retrain(
+        RetrainConfig(
+            logs=[str(p) for p in logs],
+            out=str(out),
+            model=model,
+            adapter=str(adapter) if adapter else None,
+            registry=str(registry),
+            feedback=feedback,
+            recipe=recipe,
+            sft_max_steps=sft_max_steps,
+            dpo_max_steps=dpo_max_steps,
+            env=env,
+            split=split,
+            n=n,
+            name=name,
+            max_new_tokens=max_new_tokens,
+            env_kwargs=_key_values(env_arg or [], "--env-arg"),
+        ),
+        console=console,
+    )
+    verdict = "promoted" if summary["promoted"] else "not promoted"
+    console.print(
+        f"{summary['candidate']}: {verdict} ({'; '.join(summary['gate']['reasons'])}) -> {out}/summary.json",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not summary["promoted"]:
         raise typer.Exit(1)
