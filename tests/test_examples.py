@@ -22,6 +22,7 @@ FAST_ARGS = {
     "12_fast_rollouts.py": ["--model", "tiny-test", "--tasks", "3"],
     "13_rl.py": ["--model", "tiny-test", "--steps", "2"],
     "14_prompt_injection.py": ["--n", "18"],
+    "15_operate.py": [],
 }
 
 
