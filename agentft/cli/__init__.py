@@ -435,6 +435,8 @@ def eval_command(
             if rate is not None
             else f"n/a (0 of {attacks['episodes']} injections delivered)",
         )
+        if rate is not None:
+            table.add_row("acted on the attacker's target", format_rate(attacks["hijack_rate"], attacks["hijack_ci"]))
     table.add_row(
         "own time per episode / per turn", f"{summary.mean_latency_s:.2f} s / {summary.mean_turn_latency_s:.2f} s"
     )
