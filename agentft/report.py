@@ -427,15 +427,8 @@ def _attacks(runs: Sequence[RunData]) -> str:
     if not attacked:
         return ""
     rows = [["all injections", *[_attack_cell(a) for _, a in attacked]]]
-    rows.append(
-        [
-            "acted on the attacker's target (any call naming it)",
-            *[
-                _e(f"{a['hijacked']} of {a['delivered']}") if a.get("hijacked") is not None else "-"
-                for _, a in attacked
-            ],
-        ]
-    )
+    hijacks = [_e(f"{a['hijacked']} of {a['delivered']}") if "hijacked" in a else "-" for _, a in attacked]
+    rows.append(["acted on the attacker's target (any call naming it)", *hijacks])
     for field in ("vector", "goal"):
         keys = list(dict.fromkeys(k for _, a in attacked for k in a[f"by_{field}"]))
         rows += [[f"{field}: {k}", *[_attack_cell(a[f"by_{field}"].get(k)) for _, a in attacked]] for k in keys]
