@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agentft.errors import UserError
+from agentft.monitor import SCALARS
 from agentft.serve.agent import AgentService, agent_run
 from agentft.serve.chat import chat_completion
 from agentft.serve.config import DRIFT_WINDOW, ServeConfig, ServeState
@@ -41,14 +42,7 @@ def _rag_tool(config: ServeConfig) -> Any:
     return KnowledgeStore(config.rag_store, config.rag_collection, create=False).as_tool()
 
 
-DRIFT_GAUGES = (
-    "tool_error_rate",
-    "unknown_tool_rate",
-    "parse_error_rate",
-    "guard_block_rate",
-    "prompt_tokens",
-    "pii_per_episode",
-)
+DRIFT_GAUGES = tuple(rate for rate in SCALARS if rate != "feedback_bad_rate")
 """``agentft.monitor`` rates shown as gauges (feedback is counted by ``agentft_feedback_total``)."""
 
 
