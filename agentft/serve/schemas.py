@@ -140,9 +140,7 @@ class _Generation(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="most tokens generated (per model turn)")
     max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens; wins if both")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description=f"0 to 2; below {GREEDY_BELOW} is greedy")
-    user: str | None = Field(
-        None, max_length=256, description="the end user's id: keeps them on one A/B arm (agentft.serve.routing)"
-    )
+    user: str | None = Field(None, description="the end user's id: keeps them on one A/B arm (agentft.serve.routing)")
 
     @model_validator(mode="before")
     @classmethod
