@@ -86,3 +86,62 @@ def test_a_bad_server_is_a_clear_error():
         connect_mcp("orders_server.py")
     with pytest.raises(UserError, match="cannot connect to the MCP server"):
         connect_mcp([sys.executable, "-c", "import sys; sys.exit(3)"], timeout_s=10)
+
+
+# ---- MCP out: agentft mcp serve ----------------------------------------------------------------------------
+
+
+def mcp_session(tmp_path, task_id: str, calls, *extra: str):
+    """Run one client session against `agentft mcp serve` over stdio; the trajectory it recorded."""
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    from agentft.trajectory import load_trajectories
+
+    logs = tmp_path / "mcp-logs"
+    command = ["-m", "agentft.cli", "mcp", "serve", "--env", "claims", "--env-arg", "sandbox=false"]
+    command += ["--task", task_id, "--log-dir", str(logs), *extra]
+    seen = {}
+
+    async def session() -> None:
+        async with Client(StdioServerParameters(command=sys.executable, args=command)) as client:
+            listed = await client.list_tools()
+            seen["tools"] = {t.name: t for t in listed.tools}
+            seen["results"] = [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    anyio.run(session)
+    [trajectory] = load_trajectories(logs)
+    return seen, trajectory
+
+
+def test_an_mcp_client_works_an_episode_that_is_recorded_and_scored(tmp_path):
+    from test_kernel import claims_task
+
+    task = claims_task("claims-test-0000")
+    calls = [(c.name, c.arguments) for turn in task.solution for c in turn.calls]
+    calls.append(("final_answer", {"text": task.solution[-1].say}))
+    seen, trajectory = mcp_session(tmp_path, task.id, calls)
+    tools = seen["tools"]
+    assert tools["get_claim"].annotations.read_only_hint and not tools["decide_claim"].annotations.read_only_hint
+    assert "final_answer" in tools and all(not r.is_error for r in seen["results"])
+    assert trajectory.score.success and trajectory.score.compliant  # the oracle's calls, scored like an eval
+    assert trajectory.policy == "mcp:client" and trajectory.metadata["pii_replaced"]  # scrubbed like served logs
+    claim = calls[1][1]["claim_id"]
+    assert claim in trajectory.messages[1].content  # the task's request (ids are not personal data)
+
+
+def test_an_mcp_client_that_breaks_a_rule_is_judged_and_with_the_guard_refused(tmp_path):
+    from test_kernel import another_customers_claim, claims_task
+
+    task = claims_task("claims-test-0000")
+    verify = next(c for turn in task.solution for c in turn.calls if c.name == "verify_identity")
+    nosy = [
+        ("verify_identity", verify.arguments),
+        ("get_claim", {"claim_id": another_customers_claim(task.facts["customer_id"])}),
+    ]
+    _, open_run = mcp_session(tmp_path / "open", task.id, nosy)
+    assert [v.rule for v in open_run.score.violations] == ["own_records_only"]
+    seen, guarded = mcp_session(tmp_path / "guarded", task.id, nosy, "--guard")
+    assert seen["results"][1].is_error and "policy_violation" in seen["results"][1].content[0].text
+    assert guarded.score.compliant and guarded.metadata["guard_blocks"]

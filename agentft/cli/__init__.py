@@ -739,6 +739,7 @@ def main() -> None:
 
 # The command groups that live in their own modules register themselves on ``app``.
 from agentft.cli import environments as _environments  # noqa: E402, F401
+from agentft.cli import mcp as _mcp  # noqa: E402, F401
 from agentft.cli import operate as _operate  # noqa: E402, F401
 from agentft.cli import rag as _rag  # noqa: E402, F401
 from agentft.cli import serve as _serve  # noqa: E402, F401
