@@ -99,7 +99,11 @@ class MCPEpisode:
         if self.rollout.status is None:
             self.rollout.status = "completed"
         judge = None if self.scored else self.judge
-        return close_rollout(self.rollout, "mcp:client", judge=judge, metadata={"route": "mcp"})
+        try:
+            return close_rollout(self.rollout, "mcp:client", judge=judge, metadata={"route": "mcp"})
+        finally:
+            if self.judge is not None:
+                self.judge.close()  # its private copy of the seed database
 
 
 def serve_mcp(env: Environment, task: Task, *, scored: bool, guard: bool = False, log_dir: str | None = None) -> None:
