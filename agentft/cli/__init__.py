@@ -654,9 +654,41 @@ def lineage(path: Annotated[Path, typer.Argument(help="an adapter, dataset, eval
     console.print(root)
 
 
+def _doctor_model(model: str) -> None:
+    from transformers import AutoTokenizer
+
+    from agentft.models import resolve_model_path
+    from agentft.template_check import check_template
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    checks = check_template(tokenizer.chat_template, tokenizer)
+    table = Table("check", "", "detail")
+    for check in checks:
+        table.add_row(check.name, "[green]ok[/green]" if check.passed else "[red]FAIL[/red]", check.detail)
+    console.print(table)
+    if not all(check.passed for check in checks):
+        console.print(
+            f"{model}'s chat template does not carry tool use as agentft trains it; agentft's tool-aware ChatML "
+            "would replace it: tokenizer.chat_template = agentft.chat_format.CHAT_TEMPLATE (for a ChatML model), "
+            "then tokenizer.save_pretrained(DIR)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
 @app.command()
-def doctor() -> None:
-    """Report versions, threads, the model cache and accelerators."""
+def doctor(
+    model: Annotated[
+        str | None,
+        typer.Option(help="check this model's chat template for tool use instead (embedded name or directory)"),
+    ] = None,
+) -> None:
+    """Report versions, threads, the model cache and accelerators; with --model, check its chat template."""
+    if model is not None:
+        _doctor_model(model)
+        return
     from agentft.models import EMBEDDED_MODELS, agentft_home, is_pulled
 
     table = Table("check", "value")
