@@ -1,4 +1,5 @@
-"""``agentft export --merge``: fold a LoRA adapter into its base model, for serving without peft.
+"""``agentft export --merge [--gguf]``: fold a LoRA adapter into its base model, for serving without peft, and
+optionally write it as one GGUF file with an Ollama ``Modelfile`` (``write_gguf``, ``write_modelfile``).
 
 The base model is the one the adapter's ``manifest.json`` names (``config.model``), else the one in peft's
 ``adapter_config.json`` (``base_model_name_or_path``), unless ``model=`` says otherwise. The merged model is
@@ -17,7 +18,7 @@ from typing import Any
 
 from agentft.errors import UserError
 
-__all__ = ["merge_adapter", "adapter_base_model"]
+__all__ = ["merge_adapter", "adapter_base_model", "write_gguf", "write_modelfile"]
 
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -154,3 +155,133 @@ def merge_adapter(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+# --- GGUF ----------------------------------------------------------------------------------------------------
+
+GGUF_TYPES = ("f16", "f32")
+"""Tensor types ``write_gguf`` writes: f16 (the default, half the size) or f32. Quantisation (Q8_0, Q4_K_M) is
+llama.cpp's ``llama-quantize`` on the f16 file."""
+_LAYER_TENSORS = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def _permute(weights: Any, heads: int) -> Any:
+    """llama.cpp's layout of a q/k projection (rotary halves interleaved), which its GGUF readers undo."""
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def write_gguf(
+    model_dir: str | os.PathLike[str], out_file: str | os.PathLike[str], *, tensor_type: str = "f16"
+) -> Path:
+    """A Llama-architecture model directory (a merged export) as one GGUF file: weights, the BPE tokenizer with
+    its special tokens, and the chat template (agentft's tool-aware one for a model trained here), so llama.cpp
+    and Ollama render tools and tool calls the way the model was tuned. Written beside, then renamed."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    source, out = Path(model_dir), Path(out_file)
+    if tensor_type not in GGUF_TYPES:
+        raise UserError(f"GGUF tensor type is one of {', '.join(GGUF_TYPES)}, not {tensor_type!r}")
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "llama":
+        raise UserError(
+            f"GGUF export covers Llama-architecture models (SmolLM2); {source} is {config.get('model_type')!r}"
+        )
+    weights = sorted(source.glob("*.safetensors"))
+    if not weights or not (source / "tokenizer.json").exists():
+        raise UserError(f"{source} needs safetensors weights and a tokenizer.json (a merged export has both)")
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    writer = gguf.GGUFWriter(partial, "llama")
+    writer.add_name(source.resolve().name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    rope = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+    writer.add_rope_freq_base(float(rope))  # transformers 5 keeps it under rope_parameters
+    writer.add_rope_dimension_count(config.get("head_dim") or config["hidden_size"] // heads)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if tensor_type == "f16" else gguf.LlamaFileType.ALL_F32)
+    special_ids = {
+        t["id"]
+        for t in json.loads((source / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+        if t.get("special")
+    }
+    tokens, types = [], []
+    for index, (text, _score, kind) in enumerate(gguf.BpeVocab(source).all_tokens()):
+        tokens.append(text)
+        types.append(gguf.TokenType.CONTROL if index in special_ids else kind)  # <|im_start|> stays one token
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(source, load_merges=True, n_vocab=len(tokens))
+    special.add_to_gguf(writer)  # merges, bos/eos/pad ids and the tokenizer's chat template
+    if not special.chat_template:
+        from agentft.chat_format import CHAT_TEMPLATE
+
+        writer.add_chat_template(CHAT_TEMPLATE)
+    for file in weights:
+        for key, tensor in load_file(file).items():
+            array = tensor.float().numpy()  # bf16 and f16 checkpoints too (numpy has no bf16)
+            if key == "model.embed_tokens.weight":
+                name = "token_embd.weight"
+            elif key == "model.norm.weight":
+                name = "output_norm.weight"
+            elif key == "lm_head.weight":
+                if config.get("tie_word_embeddings"):
+                    continue
+                name = "output.weight"
+            else:
+                parts = key.split(".")  # model.layers.N.<module>.weight
+                inner = ".".join(parts[3:-1])
+                if parts[:2] != ["model", "layers"] or inner not in _LAYER_TENSORS:
+                    raise UserError(f"GGUF export does not know the tensor {key!r}")
+                name = f"blk.{parts[2]}.{_LAYER_TENSORS[inner]}.weight"
+                if inner in ("self_attn.q_proj", "self_attn.k_proj"):
+                    array = _permute(array, heads if inner == "self_attn.q_proj" else kv_heads)
+            # Norms stay f32, as llama.cpp's converter keeps one-dimensional tensors.
+            writer.add_tensor(name, array if array.ndim == 1 or tensor_type == "f32" else array.astype(np.float16))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        partial.rename(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out
+
+
+def write_modelfile(gguf_file: str | os.PathLike[str]) -> Path:
+    """An Ollama ``Modelfile`` beside the GGUF: the file, ChatML's stop tokens, greedy decoding. The chat
+    template travels inside the GGUF (Ollama reads it from there); ``ollama create NAME -f Modelfile``."""
+    gguf_path = Path(gguf_file)
+    path = gguf_path.with_name("Modelfile")
+    lines = [
+        f"FROM ./{gguf_path.name}",
+        'PARAMETER stop "<|im_end|>"',
+        'PARAMETER stop "<|endoftext|>"',
+        "PARAMETER temperature 0",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -621,13 +621,20 @@ def export(
     merge: Annotated[bool, typer.Option("--merge", help="fold the adapter into its base model")] = False,
     model: Annotated[str | None, typer.Option(help="base model if the adapter's record is missing or wrong")] = None,
     dtype: Annotated[str | None, typer.Option(help="saved dtype (default: the base model's)")] = None,
+    gguf: Annotated[
+        str | None, typer.Option(help="also write OUT/model.gguf of this type (f16 or f32) + Modelfile")
+    ] = None,
 ) -> None:
     """A merged full checkpoint that loads with plain transformers (agentft export ADAPTER --merge --out DIR)."""
     if not merge:
         raise UserError("agentft export needs --merge (the only export so far)")
-    from agentft.export import merge_adapter
+    from agentft.export import merge_adapter, write_gguf, write_modelfile
 
-    console.print(f"merged -> {merge_adapter(adapter, out, model=model, dtype=dtype)}")
+    merged = merge_adapter(adapter, out, model=model, dtype=dtype)
+    console.print(f"merged -> {merged}")
+    if gguf is not None:
+        file = write_gguf(merged, merged / "model.gguf", tensor_type=gguf)
+        console.print(f"gguf -> {file} ({file.stat().st_size / 2**20:.1f} MiB), {write_modelfile(file)}")
 
 
 @app.command()
