@@ -206,6 +206,7 @@ def write_gguf(
     if not weights or not (source / "tokenizer.json").exists():
         raise UserError(f"{source} needs safetensors weights and a tokenizer.json (a merged export has both)")
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     writer = gguf.GGUFWriter(partial, "llama")
     writer.add_name(source.resolve().name)
