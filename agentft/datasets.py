@@ -159,14 +159,14 @@ def split_of(task_id: str, validation_fraction: float, seed: int = 0) -> str:
 
 def token_lengths(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[str, int]:
     """Length of each trajectory in tokens of ``tokenizer``'s chat format."""
-    from agentft.chat_format import CHAT_TEMPLATE, render
+    from agentft.chat_format import CHAT_TEMPLATE, GEMMA_TEMPLATE, render
 
     texts = []
     for t in trajectories:
         row = sft_row(t)
         tools = openai_tools(t.tools) or None
-        if tokenizer.chat_template == CHAT_TEMPLATE:
-            texts.append(render(row["messages"], tools))
+        if tokenizer.chat_template in (CHAT_TEMPLATE, GEMMA_TEMPLATE):
+            texts.append(render(row["messages"], tools, template=tokenizer.chat_template))
         else:
             texts.append(tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False))
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -23,9 +23,11 @@ logits only at each row's last token), then runs one decode step over every gene
 stop token or reaches its limit leaves the batch at once, and a waiting request takes its place at the next
 step, so no row waits for the longest generation of its batch.
 
-Models: decoder-only transformers whose attention layers all attend to the full context and accept a 4D mask
-and explicit position ids (Llama, Qwen2, Mistral without a sliding window, SmolLM2, ...); ``supports(model)``
-says whether a model qualifies. Sampling is per row (temperature, top-p, seed) and can record each sampled
+Models: decoder-only transformers that accept a 4D mask and explicit position ids, whose layers attend to the
+full context (Llama, Qwen2, SmolLM2, ...) or declare per layer (``config.layer_types``) full or sliding-window
+attention (Gemma 3): a sliding layer gets its own mask, key index > the query's position - the window, over the
+same whole-length cache (exact; its memory is what full attention would use). ``supports(model)`` says whether a
+model qualifies. Sampling is per row (temperature, top-p, seed) and can record each sampled
 token's log-probability under the distribution it was drawn from.
 """
 
@@ -126,14 +128,23 @@ class _Row:
 
 
 def supports(model: Any) -> bool:
-    """Whether the engine can run ``model``: every attention layer attends to the full context."""
+    """Whether the engine can run ``model``: a decoder whose layers attend to the full context, or declare which
+    of them slide (``config.layer_types``: full and sliding-window attention only)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
     layer_types = getattr(config, "layer_types", None) or []
-    if any(kind != "full_attention" for kind in layer_types):
-        return False
+    if layer_types:
+        return set(layer_types) <= {"full_attention", "sliding_attention"} and not getattr(
+            config, "use_bidirectional_attention", False
+        )
     return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
+
+
+def _window(model: Any) -> int | None:
+    """The sliding window of a model whose ``layer_types`` include sliding-window attention, else None."""
+    config = model.config
+    return config.sliding_window if "sliding_attention" in (getattr(config, "layer_types", None) or []) else None
 
 
 class _SlotCache:
@@ -235,8 +246,8 @@ class Engine:
     ) -> None:
         if not supports(model):
             raise ValueError(
-                f"the engine needs full attention in every layer; {type(model).__name__} has sliding-window "
-                "layers (use HFPolicy(engine=False))"
+                f"the engine needs full or per-layer sliding-window attention; {type(model).__name__} has another "
+                "kind (use HFPolicy(engine=False))"
             )
         import torch
 
@@ -258,6 +269,7 @@ class Engine:
         self.stats = {"prefill_tokens": 0, "cached_tokens": 0, "decode_steps": 0, "generated_tokens": 0}
         impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
         self._bool_mask = impl in ("sdpa", "flash_attention_2", "flex_attention")
+        self._window = _window(model)
 
     # ---- public API -------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Handle:
@@ -442,10 +454,13 @@ class Engine:
         input_ids = torch.tensor(ids, device=device)
         position_ids = torch.tensor(positions, device=device)
         span = int(position_ids.max()) + 1
-        mask = torch.arange(span, device=device)[None, None, None, :] <= position_ids[:, None, :, None]
-        if not self._bool_mask:
-            dtype = next(self.model.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+        keys, queries = torch.arange(span, device=device)[None, None, None, :], position_ids[:, None, :, None]
+        mask: Any = self._mask(keys <= queries)
+        if self._window is not None:
+            mask = {
+                "full_attention": mask,
+                "sliding_attention": self._mask((keys <= queries) & (keys > queries - self._window)),
+            }
         self.cache.bind(lo, lo + len(rows), position_ids, span)
         output = self.model(
             input_ids=input_ids,
@@ -456,6 +471,17 @@ class Engine:
             logits_to_keep=1,
         )
         return output.logits[:, -1, :].float() if logits else None
+
+    def _mask(self, allowed: Any) -> Any:
+        """A boolean mask as the model's attention takes it: as is, or additive (0 or the dtype's minimum)."""
+        if self._bool_mask:
+            return allowed
+        import torch
+
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
 
     def _prefill(self, lo: int, hi: int) -> None:
         """Encode the uncached rest of the prompts in slots [lo, hi) (sorted by length), in forward passes of at

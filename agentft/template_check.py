@@ -12,9 +12,9 @@ tool-use conversation with the model's own template and checks, each with the te
 5. **generation markers**: the template marks what the assistant writes (``{% generation %}``), and with the
    tokenizer, the assistant-token mask covers exactly the assistant turns (TRL's ``assistant_only_loss``).
 
-A model that fails can be given agentft's tool-aware ChatML (``agentft.chat_format.CHAT_TEMPLATE``, what the
-embedded models get): ``tokenizer.chat_template = CHAT_TEMPLATE; tokenizer.save_pretrained(DIR)``, if its special
-tokens include ChatML's ``<|im_start|>``/``<|im_end|>``.
+A model that fails can be given agentft's tool-aware format (what the embedded models get):
+``tokenizer.chat_template = CHAT_TEMPLATE; tokenizer.save_pretrained(DIR)`` if its special tokens include ChatML's
+``<|im_start|>``/``<|im_end|>``, ``GEMMA_TEMPLATE`` (``agentft.chat_format``) for a Gemma.
 """
 
 from __future__ import annotations

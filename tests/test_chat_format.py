@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from agentft.chat_format import CHAT_TEMPLATE, parse_reply, render
+from agentft.chat_format import CHAT_TEMPLATE, GEMMA_TEMPLATE, end_of_turn, parse_reply, render
 from agentft.messages import AssistantMessage, ToolCall, parse_messages, to_openai
 
 
@@ -207,5 +207,38 @@ def test_fuzzed_model_output_never_raises(tools):
 
 
 def test_template_is_the_shipped_file():
-    assert "{% generation %}" not in CHAT_TEMPLATE or "generation" in CHAT_TEMPLATE
+    from importlib import resources
+
+    assert CHAT_TEMPLATE == resources.files("agentft").joinpath("templates/chatml_tools.jinja").read_text("utf-8")
     assert "{%- generation -%}" in CHAT_TEMPLATE and "{%- endgeneration -%}" in CHAT_TEMPLATE
+
+
+def test_the_gemma_template_is_the_same_format_in_gemmas_turns(tools):
+    from agentft.template_check import check_template
+
+    conversation = conversation_with_calls()
+    chatml = render(conversation, tools, add_generation_prompt=True)
+    gemma = render(conversation, tools, add_generation_prompt=True, template=GEMMA_TEMPLATE)
+    assert gemma.startswith("<bos><start_of_turn>system\nYou are the claims desk.") and "<|im_" not in gemma
+    assert gemma.endswith("<start_of_turn>model\n")
+    mapped = gemma.removeprefix("<bos>").replace("<start_of_turn>model", "<|im_start|>assistant")
+    assert mapped.replace("<start_of_turn>", "<|im_start|>").replace("<end_of_turn>", "<|im_end|>") == chatml
+    assert all(check.passed for check in check_template(GEMMA_TEMPLATE)), check_template(GEMMA_TEMPLATE)
+    # Its end of turn ends a reply like ChatML's: what follows is not read.
+    parsed = parse_reply(
+        '<tool_call>{"name": "get_claim", "arguments": {"claim_id": "CLM-9"}}</tool_call>'
+        "<end_of_turn>\n<start_of_turn>user\nsure",
+        tools,
+    )
+    assert parsed.ok and parsed.message.tool_calls[0].function.arguments == {"claim_id": "CLM-9"}
+
+
+def test_end_of_turn_follows_the_tokenizers_template():
+    class Tokenizer:
+        def __init__(self, template, eos="</s>"):
+            self.chat_template, self.eos_token = template, eos
+
+    assert end_of_turn(Tokenizer(CHAT_TEMPLATE)) == "<|im_end|>"
+    assert end_of_turn(Tokenizer(GEMMA_TEMPLATE)) == "<end_of_turn>"
+    assert end_of_turn(Tokenizer("{{ bos_token }}...<|eot_id|>")) == "<|eot_id|>"  # Llama 3
+    assert end_of_turn(Tokenizer("{{ messages }}")) == "</s>" and end_of_turn(Tokenizer(None)) == "</s>"

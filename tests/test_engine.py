@@ -44,16 +44,56 @@ PROMPTS = [
 ]
 
 
-def test_the_engine_supports_full_attention_models_only(model_and_stops):
+def test_the_engine_supports_full_and_per_layer_sliding_attention_only(model_and_stops):
     model, _, _ = model_and_stops
     assert supports(model)
 
-    class Sliding:
-        config = type("C", (), {"sliding_window": 512, "layer_types": ["sliding_attention"]})()
+    def fake(**config):
+        return type("M", (), {"config": type("C", (), config)()})()
 
-    assert not supports(Sliding())
-    with pytest.raises(ValueError, match="full attention"):
-        Engine(Sliding(), [0])
+    assert supports(fake(sliding_window=4, layer_types=["sliding_attention", "full_attention"]))
+    assert not supports(fake(layer_types=["chunked_attention"]))
+    assert not supports(fake(sliding_window=512))  # a window on every layer, no per-layer types: not read
+    with pytest.raises(ValueError, match="sliding-window"):
+        Engine(fake(layer_types=["chunked_attention"]), [0])
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(model_and_stops):
+    """A seeded random Gemma 3 (sliding-window and full layers, window 6) on tiny-test's tokenizer."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tokenizer, stops = model_and_stops
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=6,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval(), tokenizer, stops
+
+
+def test_sliding_window_layers_equal_transformers_generate(tiny_gemma):
+    model, tokenizer, stops = tiny_gemma
+    assert supports(model)
+    prompts = [encode(tokenizer, p) for p in PROMPTS]  # most longer than the window
+    limits = [3, 17, 9, 30, 5, 12]
+    batched = Engine(model, stops, max_batch=3).run([Request(p, n) for p, n in zip(prompts, limits, strict=True)])
+    for prompt, limit, result in zip(prompts, limits, batched, strict=True):
+        assert result.tokens == hf_greedy(model, prompt, limit, stops)
+    # A second turn continues the first one's cache: still what a full re-encoding gives.
+    engine = Engine(model, stops, max_batch=2)
+    first = engine.run([Request(prompts[0], 8, session="a")])[0]
+    follow = prompts[0] + first.tokens + encode(tokenizer, "<|im_start|>user\nAnd claim CLM-2?<|im_end|>\n")
+    second = engine.run([Request(follow, 10, session="a")])[0]
+    assert second.cached_tokens >= len(prompts[0]) and second.tokens == hf_greedy(model, follow, 10, stops)
 
 
 def test_continuous_batching_equals_one_at_a_time_and_transformers_generate(model_and_stops):

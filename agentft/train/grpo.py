@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentft.chat_format import END_OF_TURN
+from agentft.chat_format import end_of_turn
 from agentft.envs import Environment, Task, load_environment
 from agentft.errors import UserError
 from agentft.jsonl import write_jsonl_atomic
@@ -216,7 +216,8 @@ class _Rollouts:
         return self._rows(episodes, seconds)
 
     def _rows(self, episodes: list[Trajectory], seconds: float) -> dict[str, list[Any]]:
-        end = self.rollout.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        tokenizer = self.rollout.tokenizer
+        end = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
         rows: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "env_mask")}
         rewards, sampled, unchained, scored = [], 0, 0, []
         for episode in episodes:
