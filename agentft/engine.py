@@ -23,6 +23,14 @@ logits only at each row's last token), then runs one decode step over every gene
 stop token or reaches its limit leaves the batch at once, and a waiting request takes its place at the next
 step, so no row waits for the longest generation of its batch.
 
+**Drafts from the context** (prompt lookup): an agent's replies copy much of what it has read (ids, emails,
+dates, the tool-call syntax of its earlier turns). While few rows generate, a decode step is bound by reading
+the weights, not by arithmetic, so each greedy row also feeds the tokens that followed the latest earlier
+occurrence of its last one to three tokens in its own sequence, and keeps every draft token the model's argmax
+agrees with, plus the model's own next token: the same tokens as one at a time, in fewer steps. Drafts are
+sized so a step computes at most ``draft_budget`` tokens (rows x (1 + draft)); sampled, constrained and
+log-prob rows take one token a step.
+
 Models: decoder-only transformers that accept a 4D mask and explicit position ids, whose layers attend to the
 full context (Llama, Qwen2, SmolLM2, ...) or declare per layer (``config.layer_types``) full or sliding-window
 attention (Gemma 3): a sliding layer gets its own mask, key index > the query's position - the window, over the
@@ -118,6 +126,10 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     pending: int | None = None
     """The last sampled token: generated, not yet in the cache (the next decode step's input)."""
+    ngrams: dict[tuple[int, ...], int] = field(default_factory=dict)
+    """Drafts: each 1- to 3-token run of ``tokens`` -> the position after its latest occurrence."""
+    indexed: int = 0
+    """Positions of ``tokens`` whose runs ending there are in ``ngrams``."""
     cached_tokens: int = 0
     seconds: float = 0.0
     generator: Any = None
@@ -139,6 +151,85 @@ def supports(model: Any) -> bool:
             config, "use_bidirectional_attention", False
         )
     return not getattr(config, "sliding_window", None) or getattr(config, "use_sliding_window", True) is False
+
+
+def _engine_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    shared_prefix: int | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Attention for the engine's forward passes (``shared_prefix`` given, an additive mask); anything else goes to
+    transformers' sdpa attention unchanged.
+
+    - **Grouped-query heads packed**: the query heads sharing a key/value head become extra query rows of that
+      head (their mask rows repeated), so keys and values are read as cached, never copied once per query head
+      (transformers packs so for a single query token only).
+    - **Shared prefix read once** (CPU): every row of the pass holds the same first ``shared_prefix`` tokens (the
+      system prompt and tools its episodes share; their keys and values are copies of one encoding). A decode
+      step over 64 rows otherwise reads 64 copies of them: on two cores the step is bound by reading the cache,
+      not by arithmetic. All rows' queries attend to one copy of the prefix in one pass, each row's to its own
+      rest in another, and the two are merged by their log-sum-exps: the same softmax, summed in another order.
+      Not on sliding-window layers (their windows cut the prefix differently per query).
+    """
+    import torch
+
+    unsupported = kwargs.get("dropout") or kwargs.get("position_bias") is not None or kwargs.get("softcap")
+    if shared_prefix is None or attention_mask is None or attention_mask.dtype == torch.bool or unsupported:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    batch, heads, queries, dim = query.shape
+    groups = heads // key.shape[1]
+    packed = query.reshape(batch, key.shape[1], groups * queries, dim)
+
+    def rows_of(mask: Any) -> Any:
+        return mask.expand(batch, 1, queries, mask.shape[-1]).repeat(1, 1, groups, 1) if groups > 1 else mask
+
+    prefix = shared_prefix if query.device.type == "cpu" and getattr(module, "sliding_window", None) is None else 0
+    if not prefix:
+        output = torch.nn.functional.scaled_dot_product_attention(
+            packed, key, value, attn_mask=rows_of(attention_mask), scale=scaling
+        )
+    else:
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # sdpa's CPU kernel, with log-sum-exps
+        rest, rest_lse = flash(
+            packed,
+            key[:, :, prefix:],
+            value[:, :, prefix:],
+            attn_mask=rows_of(attention_mask[..., prefix:]),
+            scale=scaling,
+        )
+        everyone = packed.transpose(0, 1).reshape(1, key.shape[1], batch * groups * queries, dim)
+        head, head_lse = flash(everyone, key[:1, :, :prefix], value[:1, :, :prefix], scale=scaling)
+        head = head.reshape(key.shape[1], batch, groups * queries, dim).transpose(0, 1)
+        head_lse = head_lse.reshape(key.shape[1], batch, groups * queries).transpose(0, 1)
+        top = torch.maximum(head_lse, rest_lse)
+        head_weight, rest_weight = torch.exp(head_lse - top)[..., None], torch.exp(rest_lse - top)[..., None]
+        output = ((head.float() * head_weight + rest.float() * rest_weight) / (head_weight + rest_weight)).to(
+            query.dtype
+        )
+    return output.reshape(batch, heads, queries, dim).transpose(1, 2).contiguous(), None
+
+
+ATTENTION = "agentft_engine"
+"""The attention implementation the engine switches an sdpa model to (``_engine_attention``)."""
+
+
+def _use_engine_attention(model: Any) -> None:
+    """Switch a model on transformers' sdpa attention to ``_engine_attention``, registered with sdpa's masks (its
+    own calls outside the engine go to sdpa unchanged)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _engine_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(ATTENTION)
 
 
 def _window(model: Any) -> int | None:
@@ -231,7 +322,8 @@ class Engine:
     ``max_batch`` rows generate at once; up to ``slots`` sequences stay resident (default ``max_batch``; slots are
     added as sequences arrive, each as long as the longest sequence resident, so memory is slots in use x that
     length x the model's key/value size per token; the length shrinks back when long sequences are gone).
-    ``max_prefill_tokens`` bounds the tokens (padding included) of one prefill forward pass.
+    ``max_prefill_tokens`` bounds the tokens (padding included) of one prefill forward pass. ``draft_tokens``
+    (0: off) and ``draft_budget``: drafts from the context (module docstring).
     """
 
     def __init__(
@@ -243,6 +335,8 @@ class Engine:
         slots: int | None = None,
         max_prefill_tokens: int = 4096,
         shared_prefix_min: int = 32,
+        draft_tokens: int = 4,
+        draft_budget: int = 16,
     ) -> None:
         if not supports(model):
             raise ValueError(
@@ -259,6 +353,7 @@ class Engine:
         """Most sequences resident at once; buffers grow to it as conversations arrive."""
         self.max_prefill_tokens = max(1, max_prefill_tokens)
         self.shared_prefix_min = shared_prefix_min
+        self.draft_tokens, self.draft_budget = max(0, draft_tokens), draft_budget
         # Slots are added as sequences arrive (a few at a time): a long prompt makes every allocated slot that long,
         # so a lone long request must not find max_batch of them allocated.
         self.rows = [_Row() for _ in range(min(4, self.max_batch))]
@@ -266,9 +361,18 @@ class Engine:
         self.active = 0
         """Rows [0, active) are generating."""
         self.waiting: list[Handle] = []
-        self.stats = {"prefill_tokens": 0, "cached_tokens": 0, "decode_steps": 0, "generated_tokens": 0}
+        self.stats = {
+            "prefill_tokens": 0,
+            "cached_tokens": 0,
+            "decode_steps": 0,
+            "generated_tokens": 0,
+            "draft_tokens": 0,
+            "accepted_tokens": 0,
+        }
+        _use_engine_attention(model)
         impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
         self._bool_mask = impl in ("sdpa", "flash_attention_2", "flex_attention")
+        self._engine_attention = impl == ATTENTION
         self._window = _window(model)
 
     # ---- public API -------------------------------------------------------------------------------------
@@ -395,6 +499,7 @@ class Engine:
         row = self.rows[slot]
         row.tokens = row.tokens[:cached] if cached else []
         row.handle, row.generated, row.logprobs, row.pending = handle, [], [], None
+        row.ngrams, row.indexed = {}, 0
         row.cached_tokens, row.seconds, row.used = cached, 0.0, time.monotonic()
         row.session, row.released = request.session, False
         row.generator = None
@@ -434,10 +539,10 @@ class Engine:
     def _device(self) -> Any:
         return next(self.model.parameters()).device
 
-    def _forward(self, lo: int, rows: Sequence[tuple[list[int], int]], *, logits: bool = True) -> Any:
+    def _forward(self, lo: int, rows: Sequence[tuple[list[int], int]], *, logits: bool = True, keep: int = 1) -> Any:
         """One forward pass over slots ``[lo, lo + len(rows))``: each row's new tokens at positions from its
         start. Queries are left-padded (a padding query writes past its row's end, where nothing reads).
-        Returns the logits at each row's last token (float32), or None."""
+        Returns the logits at each row's last ``keep`` positions (float32; ``[rows, vocab]`` for one), or None."""
         import torch
 
         width = max(len(tokens) for tokens, _ in rows)
@@ -462,15 +567,30 @@ class Engine:
                 "sliding_attention": self._mask((keys <= queries) & (keys > queries - self._window)),
             }
         self.cache.bind(lo, lo + len(rows), position_ids, span)
+        shared = {"shared_prefix": self._shared_prefix(lo, rows)} if self._engine_attention else {}
         output = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
             cache=self.cache,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
+            **shared,
         )
-        return output.logits[:, -1, :].float() if logits else None
+        if not logits:
+            return None
+        return output.logits[:, -1, :].float() if keep == 1 else output.logits[:, -keep:, :].float()
+
+    def _shared_prefix(self, lo: int, rows: Sequence[tuple[list[int], int]]) -> int:
+        """The tokens every row of a pass holds cached at its start and every query comes after (0 when fewer
+        than ``shared_prefix_min``, or one row): what ``_engine_attention`` reads once for all rows."""
+        if len(rows) < 2:
+            return 0
+        first = self.rows[lo].tokens
+        shared = min(start for _, start in rows)
+        for offset in range(1, len(rows)):
+            shared = min(shared, _common_prefix(first, self.rows[lo + offset].tokens))
+        return shared if shared >= self.shared_prefix_min else 0
 
     def _mask(self, allowed: Any) -> Any:
         """A boolean mask as the model's attention takes it: as is, or additive (0 or the dtype's minimum)."""
@@ -515,17 +635,86 @@ class Engine:
 
     def _decode(self) -> list[Handle]:
         clock = time.perf_counter()
-        rows = []
-        for slot in range(self.active):
-            row = self.rows[slot]
-            rows.append(([row.pending], len(row.tokens)))
-        logits = self._forward(0, rows)
-        for slot in range(self.active):
-            row = self.rows[slot]
-            row.tokens.append(row.pending)
-        self._sample(list(range(self.active)), logits, time.perf_counter() - clock)
+        width = min(self.draft_tokens, self.draft_budget // self.active - 1) if self.draft_tokens else 0
+        drafts = [self._draft(slot, width) if width > 0 else None for slot in range(self.active)]
+        if any(drafts):  # some row found its context continuing: every greedy row fills the width
+            pending = [row.pending for row in self.rows[: self.active]]
+            drafts = [None if d is None else d + [p] * (width - len(d)) for d, p in zip(drafts, pending, strict=True)]
+        else:
+            drafts = [None] * self.active
+        rows = [
+            ([row.pending, *(draft or ())], len(row.tokens))
+            for row, draft in zip(self.rows[: self.active], drafts, strict=True)
+        ]
+        keep = max(len(tokens) for tokens, _ in rows)
+        logits = self._forward(0, rows, keep=keep)
+        seconds = time.perf_counter() - clock
+        sampled = [slot for slot in range(self.active) if drafts[slot] is None]
+        for slot in sampled:
+            self.rows[slot].tokens.append(self.rows[slot].pending)
+        if keep > 1:
+            for slot in range(self.active):
+                if drafts[slot] is not None:
+                    self._verify(slot, drafts[slot], logits[slot, -1 - len(drafts[slot]) :], seconds)
+            logits = logits[sampled, -1] if sampled else None
+        if sampled:
+            self._sample(sampled, logits, seconds)
         self.stats["decode_steps"] += 1
         return self._retire()
+
+    def _draft(self, slot: int, width: int) -> list[int] | None:
+        """Up to ``width`` tokens to verify after the row's pending one: those that followed the latest earlier
+        occurrence of the row's last 3, else 2, else 1 tokens ([] if none did). None when the row takes one token
+        a step (sampled, constrained, log-prob or min-length rows)."""
+        row = self.rows[slot]
+        request = row.handle.request
+        if request.temperature > 0 or request.allowed is not None or request.logprobs or request.min_new_tokens:
+            return None
+        context = row.tokens
+        context.append(row.pending)  # taken back below: the pending token is not in the cache yet
+        try:
+            for end in range(row.indexed, len(context) - 1):  # index the runs ending before the last token
+                for n in (1, 2, 3):
+                    if end + 1 >= n:
+                        row.ngrams[tuple(context[end + 1 - n : end + 1])] = end + 1
+            row.indexed = max(row.indexed, len(context) - 1)
+            draft: list[int] = []
+            for n in (3, 2, 1):
+                start = row.ngrams.get(tuple(context[-n:])) if len(context) >= n else None
+                if start is not None:
+                    draft = context[start : start + width]
+                    break
+        finally:
+            context.pop()
+        return draft
+
+    def _verify(self, slot: int, draft: list[int], logits: Any, seconds: float) -> None:
+        """Keep the draft tokens the model's greedy choice agrees with, then the model's own next token; cut at
+        a stop token or the row's limit. ``logits``: at the pending token and at each draft token."""
+        row = self.rows[slot]
+        request = row.handle.request
+        choices = logits.argmax(dim=-1).tolist()
+        agreed = 0
+        while agreed < len(draft) and choices[agreed] == draft[agreed]:
+            agreed += 1
+        new = choices[: agreed + 1]
+        room = request.max_new_tokens - len(row.generated)
+        for index, token in enumerate(new[:room]):
+            if token in self.stop_ids:
+                new = new[: index + 1]
+                break
+        new = new[:room]
+        row.tokens.append(row.pending)
+        row.tokens.extend(new[:-1])  # their keys and values were computed as draft tokens
+        row.generated.extend(new)
+        row.pending = new[-1]
+        row.seconds += seconds
+        if request.on_token is not None:
+            for token in new:
+                request.on_token(token)
+        self.stats["generated_tokens"] += len(new)
+        self.stats["draft_tokens"] += len(draft)
+        self.stats["accepted_tokens"] += len(new) - 1
 
     def _sample(self, slots: list[int], logits: Any, seconds: float) -> None:
         import torch

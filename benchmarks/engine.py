@@ -7,7 +7,10 @@ For each dtype and task count, the same claims test tasks are evaluated twice wi
 adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at once, greedy):
 - ``generate``: ``HFPolicy(engine=False)``, transformers' ``generate`` in lockstep batches with the shared
   opening's cache (the engine before this one);
-- ``engine``: ``HFPolicy()``, continuous batching with each episode's cache kept across turns.
+- ``engine-v1``: the engine as first built: continuous batching with each episode's cache kept across turns,
+  transformers' sdpa attention (keys and values copied per query head beyond one query), one token a step;
+- ``engine-packed``: the same with grouped-query attention packed (``engine._packed_sdpa``);
+- ``engine``: ``HFPolicy()`` as shipped: packed attention and drafts from the context (prompt lookup).
 Prints episodes/min, generated tokens/s, mean own model time per turn, success and compliance with 95% intervals,
 and how many episodes came out identical (every message the same) to the first engine's.
 """
@@ -19,6 +22,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from agentft.engine import Engine  # noqa: E402
 from agentft.envs import load_environment  # noqa: E402
 from agentft.models import cpu_has_native_bf16, load_model  # noqa: E402
 from agentft.policies.hf import HFPolicy  # noqa: E402
@@ -45,7 +49,10 @@ def main() -> None:
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--engines", nargs="+", default=["generate", "engine"], help="generate, engine")
+    parser.add_argument(
+        "--engines", nargs="+", default=["generate", "engine"], help="generate, engine-v1, engine-packed, engine"
+    )
+    parser.add_argument("--draft-budget", type=int, default=None, help="the engine's draft_budget (default its own)")
     args = parser.parse_args()
 
     env = load_environment("claims")
@@ -59,17 +66,24 @@ def main() -> None:
     for dtype in args.dtype:
         loaded = load_model(args.model, adapter=args.adapter, dtype=dtype, merge=True)
         options = {"batch_size": args.batch, "max_new_tokens": args.max_new_tokens}
-        policies = {}
-        if "generate" in args.engines:
-            policies["generate"] = HFPolicy(args.model, loaded=loaded, engine=False, **options)
-        if "engine" in args.engines:
-            policies["engine"] = HFPolicy(args.model, loaded=loaded, **options)
-        for policy in policies.values():
+        policies, attention = {}, {}
+        for label in args.engines:
+            policy = HFPolicy(args.model, loaded=loaded, engine=label != "generate", **options)
+            attention[label] = "sdpa" if label in ("generate", "engine-v1") else "agentft_engine"
+            if label != "generate":
+                drafts = {"draft_tokens": 4 if label == "engine" else 0}
+                if args.draft_budget is not None:
+                    drafts["draft_budget"] = args.draft_budget
+                policy.engine = Engine(loaded[0], policy._stop_ids, max_batch=args.batch, slots=64, **drafts)
+            policies[label] = policy
+        for label, policy in policies.items():
+            loaded[0].set_attn_implementation(attention[label])
             policy.generate(["warm-up"], max_new_tokens=2)
         for n in args.tasks:
             tasks = env.tasks(args.split)[:n]
             rows, messages, speed = {}, {}, {}
             for label, policy in policies.items():
+                loaded[0].set_attn_implementation(attention[label])
                 seconds, tokens, summary, messages[label] = measure(env, policy, tasks, args.batch)
                 speed[label] = len(tasks) / seconds * 60
                 rows[label] = (

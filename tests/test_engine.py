@@ -152,6 +152,30 @@ def test_requests_sharing_an_opening_encode_it_once(model_and_stops):
     assert [r.tokens for r in results] == [hf_greedy(model, p, 6, stops) for p in prompts]
 
 
+@pytest.mark.parametrize("queries", [1, 3])
+def test_engine_attention_reads_a_shared_prefix_once_with_sdpas_result(queries):
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from agentft.engine import _engine_attention
+
+    torch.manual_seed(0)
+    batch, kv_heads, groups, width, prefix, dim = 4, 2, 3, 40, 24, 8
+    key, value = torch.randn(batch, kv_heads, width, dim), torch.randn(batch, kv_heads, width, dim)
+    key[:, :, :prefix], value[:, :, :prefix] = key[:1, :, :prefix], value[:1, :, :prefix]  # one encoding, copied
+    query = torch.randn(batch, kv_heads * groups, queries, dim)
+    starts = torch.tensor([prefix, 30, prefix + 5, 36])
+    positions = starts[:, None] + torch.arange(queries)[None, :]
+    allowed = torch.arange(width)[None, None, None, :] <= positions[:, None, :, None]
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    module = SimpleNamespace(num_key_value_groups=groups, is_causal=True, sliding_window=None)
+    expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
+    for shared in (0, prefix):
+        got, _ = _engine_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=shared)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_evicted_conversations_are_recomputed_exactly(model_and_stops):
     model, tokenizer, stops = model_and_stops
     engine = Engine(model, stops, max_batch=1, slots=2)  # three conversations, two slots: one gives way
@@ -165,7 +189,7 @@ def test_evicted_conversations_are_recomputed_exactly(model_and_stops):
 
 def test_a_finished_or_cancelled_row_frees_its_slot_at_the_next_step(model_and_stops):
     model, tokenizer, stops = model_and_stops
-    engine = Engine(model, stops, max_batch=2)
+    engine = Engine(model, stops, max_batch=2, draft_tokens=0)  # one token a step: the steps below count them
     long_a = engine.submit(Request(encode(tokenizer, "a"), 50))
     short = engine.submit(Request(encode(tokenizer, "hello world"), 3))
     queued = engine.submit(Request(encode(tokenizer, "the quick brown fox"), 50))
@@ -185,6 +209,31 @@ def test_a_finished_or_cancelled_row_frees_its_slot_at_the_next_step(model_and_s
     while engine.busy:
         engine.step()
     assert queued.result.finish in ("stop", "length")
+
+
+def test_drafts_from_the_context_give_the_same_tokens_in_fewer_steps(model_and_stops):
+    model, tokenizer, stops = model_and_stops
+    repetitive = "<|im_start|>user\nclaim CLM-1 claim CLM-1 claim CLM-1 claim<|im_end|>\n" * 3
+    prompts = [encode(tokenizer, p) for p in [repetitive, *PROMPTS]]
+    limits = [40, 3, 17, 9, 30, 5, 12]
+    requests = [Request(p, n) for p, n in zip(prompts, limits, strict=True)]
+    plain = Engine(model, stops, max_batch=3, draft_tokens=0)
+    drafted = Engine(model, stops, max_batch=3, draft_tokens=4, draft_budget=16)
+    expected = plain.run(requests)
+    for want, got, prompt, limit in zip(expected, drafted.run(requests), prompts, limits, strict=True):
+        assert got.tokens == want.tokens == hf_greedy(model, prompt, limit, stops)
+        assert got.finish == want.finish
+    assert drafted.stats["accepted_tokens"] > 0 and drafted.stats["draft_tokens"] > drafted.stats["accepted_tokens"]
+    assert drafted.stats["decode_steps"] < plain.stats["decode_steps"]
+    assert drafted.stats["generated_tokens"] == plain.stats["generated_tokens"]
+    # A budget too small for a draft per row, and sampled rows, take one token a step.
+    narrow = Engine(model, stops, max_batch=3, draft_budget=3)
+    assert [r.tokens for r in narrow.run(requests)] == [r.tokens for r in expected]
+    assert narrow.stats["draft_tokens"] == 0
+    sampled = [Request(p, 20, temperature=1.0, seed=i) for i, p in enumerate(prompts)]
+    engine = Engine(model, stops, max_batch=3)
+    assert [r.tokens for r in engine.run(sampled)] == [r.tokens for r in plain.run(sampled)]
+    assert engine.stats["draft_tokens"] == 0
 
 
 def test_min_new_tokens_and_allowed_tokens(model_and_stops):
