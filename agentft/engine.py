@@ -175,6 +175,8 @@ def _engine_attention(
       not by arithmetic. All rows' queries attend to one copy of the prefix in one pass, each row's to its own
       rest in another, and the two are merged by their log-sum-exps: the same softmax, summed in another order.
       Not on sliding-window layers (their windows cut the prefix differently per query).
+    - **Sliding windows cut**: a sliding-window layer reads only the keys some query's window reaches, not the
+      whole cache with the rest masked.
     """
     import torch
 
@@ -183,6 +185,10 @@ def _engine_attention(
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    window, positions = getattr(module, "sliding_window", None), kwargs.get("position_ids")
+    if window and positions is not None:
+        first = max(0, int(positions.min()) - window + 1)  # every query's window starts at or after it
+        key, value, attention_mask = key[:, :, first:], value[:, :, first:], attention_mask[..., first:]
     batch, heads, queries, dim = query.shape
     groups = heads // key.shape[1]
     packed = query.reshape(batch, key.shape[1], groups * queries, dim)
@@ -190,7 +196,7 @@ def _engine_attention(
     def rows_of(mask: Any) -> Any:
         return mask.expand(batch, 1, queries, mask.shape[-1]).repeat(1, 1, groups, 1) if groups > 1 else mask
 
-    prefix = shared_prefix if query.device.type == "cpu" and getattr(module, "sliding_window", None) is None else 0
+    prefix = shared_prefix if query.device.type == "cpu" and not window else 0
     if not prefix:
         output = torch.nn.functional.scaled_dot_product_attention(
             packed, key, value, attn_mask=rows_of(attention_mask), scale=scaling
