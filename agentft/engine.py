@@ -342,7 +342,7 @@ class Engine:
         max_prefill_tokens: int = 4096,
         shared_prefix_min: int = 32,
         draft_tokens: int = 4,
-        draft_budget: int = 16,
+        draft_budget: int = 8,
     ) -> None:
         if not supports(model):
             raise ValueError(

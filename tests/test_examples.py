@@ -23,6 +23,7 @@ FAST_ARGS = {
     "13_rl.py": ["--model", "tiny-test", "--steps", "2"],
     "14_prompt_injection.py": ["--n", "18"],
     "15_operate.py": [],
+    "16_model_families.py": ["--models", "tiny-test", "gemma3-270m"],
 }
 
 
