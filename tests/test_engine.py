@@ -158,7 +158,7 @@ def test_engine_attention_reads_a_shared_prefix_once_with_sdpas_result(queries):
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from agentft.engine import _engine_attention
+    from agentft.engine_attention import engine_attention
 
     torch.manual_seed(0)
     batch, kv_heads, groups, width, prefix, dim = 4, 2, 3, 40, 24, 8
@@ -172,7 +172,7 @@ def test_engine_attention_reads_a_shared_prefix_once_with_sdpas_result(queries):
     module = SimpleNamespace(num_key_value_groups=groups, is_causal=True, sliding_window=None)
     expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
     for shared in (0, prefix):
-        got, _ = _engine_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=shared)
+        got, _ = engine_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=shared)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
