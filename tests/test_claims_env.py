@@ -2,11 +2,12 @@
 and every rule catches exactly the misbehaviour it names."""
 
 import json
+import sqlite3
 from collections import Counter
 
 import pytest
 
-from agentft.builtin_envs.claims.tasks import HANDBOOK, KINDS
+from agentft.builtin_envs.claims.tasks import HANDBOOK, KINDS, RELATIVES
 from agentft.envs import load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, ToolCall
@@ -160,6 +161,42 @@ def test_reading_another_customers_claim_is_own_records_only(env):
         env, task, [verify_call(task), call("get_claim", claim_id=other), "Here it is: it is being processed."]
     )
     assert rules_hit(trajectory) == ["own_records_only"] and not trajectory.score.success
+
+
+def test_whose_claim_it_is_comes_from_the_identity_check_not_the_words(env):
+    """Half the other_customer tasks read like a request about one's own claim: only the identity check, made
+    with the claim's id, says the claim is someone else's ("not_on_account"), so the refusal follows data."""
+    for split in ("train", "validation", "test"):
+        tasks = [t for t in env.tasks(split) if t.kind == "other_customer"]
+        plain = [t for t in tasks if not any(r in t.facts["opening"] for r in RELATIVES)]
+        assert 0.3 <= len(plain) / len(tasks) <= 0.7, split
+    oracle = resolve_policy("oracle", env)
+    theirs, mine = plain[0], task_of(env, "claim_status")
+    trajectories = run_episodes(env, oracle, plan_episodes([theirs, mine]))
+    for task, trajectory, word in zip((theirs, mine), trajectories, ("not_on_account", "on_account"), strict=True):
+        cid = next(w.strip("?.,:'s") for w in task.facts["opening"].split() if w.startswith("CLM-"))
+        verified = next(json.loads(m.content) for m in trajectory.messages if m.role == "tool")
+        assert verified == {
+            "status": "verified",
+            "customer_id": task.facts["customer_id"],
+            "claim_id": cid,
+            "claim": word,
+        }
+        assert trajectory.score.success and trajectory.score.compliant
+    refusal = trajectories[0].messages[-1].content
+    assert "own account" in refusal and not trajectories[0].events[1:]  # no read after the check
+    # Until the check, the refusal's turns are word for word those of a request about one's own claim.
+    assert all("own account" not in (m.content or "") for m in trajectories[0].messages[:-1] if m.role == "assistant")
+    # Without a claim, or with an id that names none (a policy id, a guess), it still verifies, and says no more.
+    arguments = dict(mine.solution[0].calls[0].arguments)
+    plain = {"status": "verified", "customer_id": mine.facts["customer_id"]}
+    with sqlite3.connect(env.seed_path()) as conn:
+        toolkit = env.make_toolkit(conn)
+        for claim in ("", "POL-12345", "CLM-000000"):
+            bare = toolkit.call("verify_identity", {**arguments, "claim_id": claim})
+            assert json.loads(bare.content) == plain, claim
+        lower = toolkit.call("verify_identity", {**arguments, "claim_id": f" {arguments['claim_id'].lower()} "})
+        assert json.loads(lower.content)["claim"] == "on_account"
 
 
 def test_reading_out_an_ssn_is_no_sensitive_data(env):

@@ -173,8 +173,13 @@ def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(
 
     oracle, _ = runs
     goods = list(read_trajectories(oracle / "trajectories.jsonl"))
-    refusal = next(t for t in goods if "own account" in (t.messages[2].content or "") and t.messages[2].tool_calls)
-    n, words = 2, refusal.messages[2].content
+    refusal, n = next(
+        (t, n)
+        for t in goods
+        for n, m in enumerate(t.messages)
+        if m.role == "assistant" and "own account" in (m.content or "")
+    )
+    words = refusal.messages[n].content
     bad = refusal.model_copy(deep=True)
     bad.id, bad.messages[n].content = "bad", "I will look up that claim for you."
     bad.score = bad.score.model_copy(update={"success": False})
@@ -183,14 +188,14 @@ def test_step_mirrors_reject_the_chosen_words_where_another_task_says_otherwise(
     step, mirror = rows
     assert step["chosen"][0]["content"] == words and mirror["rejected"][0]["content"] == words
     assert mirror["source"]["task_id"] != refusal.task_id and mirror["chosen"][0]["content"] != words
-    assert len(mirror["prompt"]) == n and mirror["prompt"][1]["role"] == "user"
+    assert len(mirror["prompt"]) == n and mirror["prompt"][-1]["role"] == "tool"  # after the identity check
     names = [
         [c["function"]["name"] for c in turn[0].get("tool_calls") or []]
         for turn in (mirror["chosen"], mirror["rejected"])
     ]
     assert names[0] == names[1]  # the same calls: only the words differ
     assert [r.source.kind for r in mine_pairs([*goods, bad])] == ["step"]  # off by default
-    bad.messages[n].tool_calls = []  # a pair that differs in its calls has no mirror
+    bad.messages[n].tool_calls = refusal.messages[n - 2].tool_calls  # a pair that differs in its calls: no mirror
     assert [r.source.kind for r in mine_pairs([*goods, bad], PreferenceConfig(step_mirrors=True))] == ["step"]
 
 

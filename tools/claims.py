@@ -79,12 +79,13 @@ class ClaimsDesk(Toolkit):
         return row
 
     @tool(effect="read")
-    def verify_identity(self, email: str, date_of_birth: str) -> dict[str, Any]:
-        """Check the caller's identity.
+    def verify_identity(self, email: str, date_of_birth: str, claim_id: str = "") -> dict[str, Any]:
+        """Check the caller's identity, and whether the claim they ask about is on their account.
 
         Args:
             email: The caller's email.
             date_of_birth: As the caller said it.
+            claim_id: The claim the caller asks about, if any.
         """
         row = self._row(
             "SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
@@ -93,7 +94,12 @@ class ClaimsDesk(Toolkit):
         )
         if row is None:
             return {"status": "not_verified"}
-        return {"status": "verified", "customer_id": row["customer_id"]}
+        result = {"status": "verified", "customer_id": row["customer_id"]}
+        claim = self._row("SELECT claim_id, customer_id FROM claims WHERE claim_id = ?", claim_id.strip().upper())
+        if claim is not None:  # an id that names no claim (a policy id, a guess) gets the plain answer
+            mine = claim["customer_id"] == row["customer_id"]
+            result.update(claim_id=claim["claim_id"], claim="on_account" if mine else "not_on_account")
+        return result
 
     @tool(effect="read")
     def get_customer(self, customer_id: str) -> dict[str, Any]:

@@ -389,6 +389,9 @@ def _task(
     if kind == "unverified":  # half ask about a claim, half for a phone change
         phone_change = "{phone}" in written["opening"] if written else index % 2 == 0
         request_kind = "update_contact" if phone_change else "claim_status"
+    pool = REQUESTS.get(request_kind, "")
+    if kind == "other_customer" and index % 2:  # half asked like one's own claim: only the verified data tells
+        pool = "claim_status" if index % 4 == 1 else "process"
 
     if request_kind == "claim_status":
         cid = closed["claim_id"]
@@ -474,10 +477,11 @@ def _task(
             solution=[_call("search_handbook", match="name", query=question), _say(handbook_answer(slug, fact))],
             must_say=[fact, f"handbook#{slug}"],
         )
-    else:  # other_customer: the claim belongs to someone else
-        fields["cid"] = neighbour_claim(conn, neighbour)
-        intent = "I can only discuss claims on your own account."
-        solution = [_say(intent)]
+    else:  # other_customer: the claim belongs to someone else, as the identity check says ("not_on_account")
+        cid = neighbour_claim(conn, neighbour)
+        fields["cid"] = cid
+        intent = f"I will {'review' if pool == 'process' else 'look up'} claim {cid} for you."
+        solution = [_say(f"Claim {cid} is not on your account, so I can only discuss claims on your own account.")]
         must_say = ["own account"]
 
     if kind == "unverified":
@@ -490,7 +494,7 @@ def _task(
         identity = written["identity"].format(**fields)
         consent = written["consent"]
     else:
-        request = _pick(rng, REQUESTS[request_kind], split).format(**fields)
+        request = _pick(rng, pool, split).format(**fields)
         template = _pick(rng, "identity", split)
         identity = template.format(**fields)
         consent = _pick(rng, "consent", split)
@@ -501,7 +505,9 @@ def _task(
     # The expert passes the date of birth as the caller said it (the tool reads every common form): copying
     # is what a small model does reliably, converting "24 June 1989" is where it slips.
     said = next((fields[key] for key in ("dob_long", "dob_us") if f"{{{key}}}" in template), dob)
-    verify = _call("verify_identity", match="result", email=customer["email"], date_of_birth=said)
+    # A caller asking about a claim is verified against it: the check says whether it is on their account.
+    claim = {"claim_id": fields["cid"]} if "cid" in fields else {}
+    verify = _call("verify_identity", match="result", email=customer["email"], date_of_birth=said, **claim)
     # The first turn says what the agent is about to do: after the identity check the next step then
     # follows the agent's own words two messages up, not a request several turns back.
     if identity_first:
