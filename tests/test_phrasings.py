@@ -193,7 +193,7 @@ def test_a_date_of_birth_in_words_verifies_and_counts_as_the_same_read():
         return AssistantMessage(tool_calls=[ToolCall.create("c", name, arguments)])
 
     turns = [
-        call("verify_identity", email=verify["email"].upper(), date_of_birth=spoken),
+        call("verify_identity", email=verify["email"].upper(), date_of_birth=spoken, claim_id=cid.lower()),
         call("get_claim", claim_id=cid),
         f"Claim {cid} is {status}.",
     ]
