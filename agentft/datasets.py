@@ -157,20 +157,37 @@ def split_of(task_id: str, validation_fraction: float, seed: int = 0) -> str:
     return "validation" if digest / 0xFFFFFFFF < validation_fraction else "train"
 
 
-def token_lengths(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[str, int]:
-    """Length of each trajectory in tokens of ``tokenizer``'s chat format."""
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None, prompt: bool = False) -> str:
     from agentft.chat_format import CHAT_TEMPLATE, GEMMA_TEMPLATE, render
 
-    texts = []
-    for t in trajectories:
-        row = sft_row(t)
-        tools = openai_tools(t.tools) or None
-        if tokenizer.chat_template in (CHAT_TEMPLATE, GEMMA_TEMPLATE):
-            texts.append(render(row["messages"], tools, template=tokenizer.chat_template))
-        else:
-            texts.append(tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False))
+    if tokenizer.chat_template in (CHAT_TEMPLATE, GEMMA_TEMPLATE):
+        return render(messages, tools, add_generation_prompt=prompt, template=tokenizer.chat_template)
+    return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=prompt, tokenize=False)
+
+
+def token_lengths(trajectories: Sequence[Trajectory], tokenizer: Any) -> dict[str, int]:
+    """Length of each trajectory in tokens of ``tokenizer``'s chat format."""
+    texts = [_render(tokenizer, sft_row(t)["messages"], openai_tools(t.tools) or None) for t in trajectories]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return {t.id: len(ids) for t, ids in zip(trajectories, encoded, strict=True)}
+
+
+def longest_turn_tokens(trajectories: Sequence[Trajectory], tokenizer: Any) -> int:
+    """The longest assistant turn, in tokens the model generates for it: what a generation limit must allow.
+
+    A limit below it cuts the model's copy of a demonstrated turn short (a tool call without its closing
+    tag), a failure no trace would explain.
+    """
+    system = {"role": "system", "content": "-"}
+    prompt = _render(tokenizer, [system], prompt=True)
+    turns = {
+        json.dumps(message, sort_keys=True): message
+        for t in trajectories
+        for message in sft_row(t)["messages"]
+        if message["role"] == "assistant"
+    }
+    texts = [_render(tokenizer, [system, message]).removeprefix(prompt) for message in turns.values()]
+    return max((len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0)
 
 
 @dataclass
@@ -226,6 +243,8 @@ def build_sft_dataset(
         # rewordings of training rows.
         splits[split_of(original_task_id(trajectory.task_id), validation_fraction, seed)].append(sft_row(trajectory))
     stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
+    if tokenizer is not None and kept:
+        stats["tokens"]["longest_turn"] = longest_turn_tokens(kept, tokenizer)
     stats["scrubbed"] = scrub_report
     stats["torn_files"] = torn
     import os

@@ -123,6 +123,17 @@ BUDGETS = {
 ENV = "claims"
 
 
+def generation_limit(floor: int, longest_turn: int | None) -> int:
+    """Tokens per model turn: ``floor``, raised to a third above the longest demonstrated turn (in steps of 32).
+
+    The claims expert's longest turn (a request, then the identity check with an email, a date of birth and
+    a claim id) is 95 tokens: a limit of 96 cut the model's copy of it short on a longer email.
+    """
+    if not longest_turn:
+        return floor
+    return max(floor, -(-longest_turn * 4 // 3 // 32) * 32)
+
+
 def run_quickstart(
     *,
     out: Path,
@@ -203,7 +214,10 @@ def run_quickstart(
         save_sft_dataset(built, out / "data-sft", title="quickstart SFT dataset")
         return built.stats
 
-    stage("dataset", f"3/{stages} SFT dataset")(dataset)
+    data_stats = stage("dataset", f"3/{stages} SFT dataset")(dataset)
+    generation["max_new_tokens"] = generation_limit(
+        plan.max_new_tokens, data_stats.get("tokens", {}).get("longest_turn")
+    )
     sft_metrics = stage("sft", f"4/{stages} LoRA SFT")(
         lambda: train_sft(
             build_config(
@@ -287,7 +301,7 @@ def run_quickstart(
                     group_size=plan.rl_group_size,
                     batch_size=plan.rl_tasks_per_step * plan.rl_group_size,
                     lr=plan.rl_lr,
-                    max_new_tokens=plan.max_new_tokens,
+                    max_new_tokens=generation["max_new_tokens"],
                     max_turns=plan.max_steps,
                     save_steps=5,
                     resume=True,
@@ -307,6 +321,7 @@ def run_quickstart(
         "env": ENV,
         "budget": budget,
         "plan": asdict(plan),
+        "generation": generation,
         "base": base,
         "sft": sft,
         "dpo": dpo,

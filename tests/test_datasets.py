@@ -6,7 +6,15 @@ from collections import Counter
 import pytest
 
 from agentft.collect import CollectConfig, collect
-from agentft.datasets import FilterConfig, SFTDataset, build_sft_dataset, export_openai, save_sft_dataset, split_of
+from agentft.datasets import (
+    FilterConfig,
+    SFTDataset,
+    build_sft_dataset,
+    export_openai,
+    longest_turn_tokens,
+    save_sft_dataset,
+    split_of,
+)
 from agentft.errors import UserError
 from agentft.lineage import trace
 from agentft.preferences import PreferenceConfig, PreferenceDataset, build_dpo_dataset, save_dpo_dataset
@@ -40,7 +48,7 @@ def test_sft_dataset_filters_splits_by_task_and_trains_with_trl(runs, tmp_path, 
     oracle, base = runs
     dataset = build_sft_dataset([oracle, base], tokenizer=tiny[1])
     assert dataset.drops["not_successful"] == 100
-    assert 0 < dataset.drops["duplicate"] < 20  # handbook questions repeat across tasks; those rows add nothing
+    assert dataset.drops["duplicate"] < 20  # a handbook question asked twice in the same words adds nothing
     assert len(dataset.train) + len(dataset.validation) == 200 - dataset.drops["duplicate"]
     tasks = {split: {r["trajectory_id"] for r in getattr(dataset, split)} for split in ("train", "validation")}
     records = {t.id: t for t in read_trajectories(oracle / "trajectories.jsonl")}
@@ -48,7 +56,7 @@ def test_sft_dataset_filters_splits_by_task_and_trains_with_trl(runs, tmp_path, 
     validation_tasks = {records[i].task_id for i in tasks["validation"]}
     assert validation_tasks and not train_tasks & validation_tasks
     row = dataset.train[0]
-    assert isinstance(row["tools"], str) and json.loads(row["tools"])[0]["type"] == "function"
+    assert 0 < dataset.drops["duplicate"] < 20  # handbook questions repeat across tasks; those rows add nothing
     calls = [c for m in row["messages"] if m.get("tool_calls") for c in m["tool_calls"]]
     assert calls and all(isinstance(c["function"]["arguments"], str) for c in calls)
     out = save_sft_dataset(dataset, tmp_path / "sft")
@@ -108,6 +116,25 @@ def test_token_length_filter(runs, tiny):
     dataset = build_sft_dataset([oracle], filters=FilterConfig(max_tokens=400), tokenizer=tiny[1])
     assert dataset.drops["too_long"] > 0
     assert dataset.stats["tokens"]["max"] <= 400
+
+
+def test_the_longest_turn_is_measured_in_the_tokens_the_model_generates(runs, tiny):
+    oracle, _ = runs
+    tokenizer = tiny[1]
+    trajectories = list(read_trajectories(oracle / "trajectories.jsonl"))
+    longest = max(
+        (m for t in trajectories for m in t.messages if m.role == "assistant" and m.content and not m.tool_calls),
+        key=lambda m: len(tokenizer(m.content)["input_ids"]),
+    )
+    said = len(tokenizer(longest.content + "<|im_end|>\n", add_special_tokens=False)["input_ids"])
+    measured = longest_turn_tokens(trajectories, tokenizer)
+    assert measured >= said  # turns with a tool call are longer still
+    assert measured == build_sft_dataset([oracle], tokenizer=tokenizer).stats["tokens"]["longest_turn"]
+    said_only = [[m for m in t.messages if m.role != "assistant" or not m.tool_calls] for t in trajectories]
+    only_words = [
+        t.model_copy(update={"messages": messages}) for t, messages in zip(trajectories, said_only, strict=True)
+    ]
+    assert longest_turn_tokens(only_words, tokenizer) == said
 
 
 def test_dpo_pairs_diverge_at_the_first_bad_turn(runs, tmp_path):

@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+from transformers import AutoTokenizer
+
+from agentft.datasets import longest_turn_tokens
+from agentft.models import resolve_model_path
 from agentft.trajectory import read_trajectories
 
 
@@ -67,6 +71,9 @@ def test_quickstart_fast_end_to_end_and_resume(tmp_path):
     }
     demonstrations = list(read_trajectories(out / "oracle-sft" / "trajectories.jsonl"))
     assert len(demonstrations) == 2 * summary["plan"]["sft_tasks"]  # each task and its augmented variant
+    # the generation limit leaves room above the longest demonstrated turn (the fast budget's floor is less)
+    longest = longest_turn_tokens(demonstrations, AutoTokenizer.from_pretrained(resolve_model_path("tiny-test")))
+    assert summary["generation"]["max_new_tokens"] >= 4 * longest / 3 > summary["plan"]["max_new_tokens"]
     assert all(t.score.success and t.score.compliant for t in demonstrations)
     html = (out / "report.html").read_text()
     assert all(name in html for name in ("base", "sft", "dpo")) and "https://" not in html
