@@ -197,6 +197,14 @@ def test_whose_claim_it_is_comes_from_the_identity_check_not_the_words(env):
             assert json.loads(bare.content) == plain, claim
         lower = toolkit.call("verify_identity", {**arguments, "claim_id": f" {arguments['claim_id'].lower()} "})
         assert json.loads(lower.content)["claim"] == "on_account"
+        # An email as a sentence or a mail client writes it is the same email; one letter off is not.
+        email = arguments["email"]
+        for written in (f"{email.upper()}.", f"<{email}>", f"'{email}',"):
+            said = toolkit.call("verify_identity", {**arguments, "claim_id": "", "email": written})
+            assert json.loads(said.content) == plain, written
+        for wrong in (email[1:], f"x{email}", email.replace("@", ".")):
+            said = toolkit.call("verify_identity", {**arguments, "claim_id": "", "email": wrong})
+            assert json.loads(said.content) == {"status": "not_verified"}, wrong
 
 
 def test_reading_out_an_ssn_is_no_sensitive_data(env):

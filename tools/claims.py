@@ -89,7 +89,7 @@ class ClaimsDesk(Toolkit):
         """
         row = self._row(
             "SELECT customer_id FROM customers WHERE lower(email) = ? AND date_of_birth = ?",
-            email.strip().lower(),
+            email.strip().strip("<>\"'.,;:").lower(),  # as a sentence or a mail client wraps it
             iso_date(date_of_birth),
         )
         if row is None:
