@@ -56,7 +56,7 @@ def test_sft_dataset_filters_splits_by_task_and_trains_with_trl(runs, tmp_path, 
     validation_tasks = {records[i].task_id for i in tasks["validation"]}
     assert validation_tasks and not train_tasks & validation_tasks
     row = dataset.train[0]
-    assert isinstance(row["tools"], str) and json.loads(row["tools"])[0]["type"] == "function"
+    assert 0 < dataset.drops["duplicate"] < 20  # handbook questions repeat across tasks; those rows add nothing
     calls = [c for m in row["messages"] if m.get("tool_calls") for c in m["tool_calls"]]
     assert calls and all(isinstance(c["function"]["arguments"], str) for c in calls)
     out = save_sft_dataset(dataset, tmp_path / "sft")

@@ -36,8 +36,6 @@ ENTITY = {
     "name": r"[A-Z][a-z]+ [A-Z][a-z]+",
     "eid": r"EMP-\d+",
     "pin": r"\d{4}",
-    "question": r"[A-Z][^?]*\?",
-    "question_lower": r"[a-z][^?]*",
 }
 
 

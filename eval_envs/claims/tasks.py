@@ -309,19 +309,6 @@ def handbook_answer(slug: str, fact: str) -> str:
     return f"{next(s for s in sentences if fact in s)} [handbook#{slug}]"
 
 
-def _ask(question: str, split: str, index: int) -> str:
-    """Half the handbook questions of a split come in words around them from the split's ``question`` pool.
-
-    The draws have their own generator, seeded by the task, so the other tasks' words stay as they were.
-    The expert searches with the bare question: what the model learns is to find it inside the message.
-    """
-    rng = random.Random(f"question-{split}-{index}")
-    if rng.random() < 0.5:
-        return question
-    lower = question[0].lower() + question[1:].rstrip("?")
-    return _pick(rng, "question", split).format(question=question, question_lower=lower)
-
-
 def _call(name: str, match: str = "exact", **arguments: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "arguments": arguments}
     if match != "exact":
@@ -480,13 +467,12 @@ def _task(
             next(t for t in topics if t[0] == written["topic"]) if written else topics[rng.randrange(len(topics))]
         )
         question = written["opening"] if written else questions[rng.randrange(len(questions))]
-        opening = question if written else _ask(question, split, index)
         return Task(
             id=f"claims-{split}-{index:04d}",
             split=split,
             kind=kind,
-            instruction=opening,
-            facts={"opening": opening, "topic": slug},
+            instruction=question,
+            facts={"opening": question, "topic": slug},
             slices={"segment": customer["segment"], "region": customer["region"]},
             solution=[_call("search_handbook", match="name", query=question), _say(handbook_answer(slug, fact))],
             must_say=[fact, f"handbook#{slug}"],
