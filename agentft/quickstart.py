@@ -58,7 +58,7 @@ class Budget:
     sft_epochs: float
     dpo_epochs: float
     max_new_tokens: int
-    """Generation limit per model turn."""
+    """The floor of the generation limit per model turn (``generation_limit`` raises it above the demonstrations)."""
     max_steps: int = 12
     """Most model turns per episode."""
     sft_max_steps: int = -1
