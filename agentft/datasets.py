@@ -143,9 +143,16 @@ def filter_trajectories(
 
 
 def sft_row(trajectory: Trajectory) -> dict[str, Any]:
-    """One TRL conversational row (tool-call arguments and tools as JSON strings)."""
+    """One TRL conversational row (tool-call arguments and tools as JSON strings).
+
+    Every assistant message carries OpenAI's ``weight``: 0 for a turn kept as context but not learned (a slip
+    in a recovery demonstration, ``agentft.recovery``), else 1; on every row, so that the column has one type."""
+    messages = to_openai(trajectory.messages)
+    for message in messages:
+        if message["role"] == "assistant":
+            message["weight"] = message.get("weight", 1)
     return {
-        "messages": to_openai(trajectory.messages),
+        "messages": messages,
         "tools": json.dumps(openai_tools(trajectory.tools)),
         "trajectory_id": trajectory.id,
     }
@@ -184,7 +191,7 @@ def longest_turn_tokens(trajectories: Sequence[Trajectory], tokenizer: Any) -> i
         json.dumps(message, sort_keys=True): message
         for t in trajectories
         for message in sft_row(t)["messages"]
-        if message["role"] == "assistant"
+        if message["role"] == "assistant" and message["weight"] != 0  # a slip is never generated from a limit's view
     }
     texts = [_render(tokenizer, [system, message]).removeprefix(prompt) for message in turns.values()]
     return max((len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0)

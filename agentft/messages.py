@@ -63,6 +63,12 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    weight: Literal[0, 1] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,  # records and requests carry it only where it is set
+        description="OpenAI's fine-tuning weight: 0 keeps the turn in the conversation but out of the loss "
+        "(a deliberate slip in a recovery demonstration, agentft.recovery); None or 1 is learned from",
+    )
 
 
 class ToolMessage(BaseModel):

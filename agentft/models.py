@@ -15,6 +15,7 @@ Nothing here touches a model hub.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -84,8 +85,18 @@ def model_dir(name: str) -> Path:
     return agentft_home() / "models" / name
 
 
+def _templates_version() -> str:
+    """The chat templates agentft installs into the models it builds: a model built with older ones is rebuilt."""
+    return hashlib.sha256((CHAT_TEMPLATE + GEMMA_TEMPLATE).encode()).hexdigest()[:16]
+
+
 def is_pulled(name: str) -> bool:
-    return (model_dir(name) / _COMPLETE).exists()
+    """Built, and with the chat template this agentft installs (an older one may not honour ``weight: 0``)."""
+    try:
+        marker = json.loads((model_dir(name) / _COMPLETE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("templates") == _templates_version()
 
 
 def _embedded(name: str) -> EmbeddedModel:
@@ -115,7 +126,8 @@ def pull(name: str, *, force: bool = False) -> Path:
                 _build_from_gguf(_assemble_gemma3_gguf(Path(scratch)), partial, GEMMA_TEMPLATE, "<end_of_turn>")
         else:
             _build_tiny_test(partial)
-        (partial / _COMPLETE).write_text(json.dumps({"name": name, "built_at": time.time()}))
+        marker = {"name": name, "built_at": time.time(), "templates": _templates_version()}
+        (partial / _COMPLETE).write_text(json.dumps(marker))
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentft.errors import UserError
 from agentft.train.common import (
     callbacks,
     data_files,
@@ -74,6 +75,32 @@ def _trainer_class(label_positions_only: bool, share_prefix: bool) -> type:
     return LabelPositionsSFTTrainer
 
 
+def _check_weights(rows: Any, tokenizer: Any) -> None:
+    """Refuse rows with ``weight: 0`` turns (agentft.recovery) when the chat template would train on them anyway."""
+    if not any(m.get("weight") == 0 for messages in rows["messages"] for m in messages if m["role"] == "assistant"):
+        return
+
+    def learned(weight: int) -> int:
+        probe = [
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "One moment.", "weight": weight},
+            {"role": "user", "content": "Thanks"},
+            {"role": "assistant", "content": "Done.", "weight": 1},
+        ]
+        encoded = tokenizer.apply_chat_template(
+            probe, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        return sum(encoded["assistant_masks"])
+
+    if learned(0) >= learned(1):
+        raise UserError(
+            "the data has assistant turns with weight 0 (slips of recovery demonstrations), but this model's chat "
+            "template marks them for the loss anyway; use a template whose {% generation %} block skips a message "
+            "with weight 0 (agentft's templates do: agentft.chat_format.CHAT_TEMPLATE), or build the data without "
+            "--recovery"
+        )
+
+
 def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
     """Train and write the output directory; returns the metrics (also in ``manifest.json``)."""
     from datasets import load_dataset
@@ -89,6 +116,7 @@ def train_sft(config: SFTTrainConfig) -> dict[str, Any]:
     data = load_dataset("json", data_files=splits)
     data = data.remove_columns([c for c in data["train"].column_names if c not in ("messages", "tools")])
     model, tokenizer = prepare_model(config, device)
+    _check_weights(data["train"], tokenizer)
     arguments = SFTConfig(
         **trainer_arguments(config, device),
         assistant_only_loss=True,
