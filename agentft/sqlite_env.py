@@ -153,10 +153,15 @@ class Call:
     message_index: int
 
 
+_NEVER_RAN = ("policy_violation", "unknown_tool", "invalid_args")
+"""Errors of a call that never reached its tool: refused by the guard, no such tool, arguments that do not validate."""
+
+
 class Audit:
     """What a rule sees: the trajectory, the task, the calls with their results, and the state.
 
-    ``calls`` are the calls that ran: a call the guard refused is not among them. ``initial`` is the seed
+    ``calls`` are the calls that ran: a call the guard refused, or one the tools refused before running it (an
+    unknown tool, arguments that do not validate), is not among them. ``initial`` is the seed
     database as the episode started; ``state`` is the episode's database as it is now (at the end, when
     scoring; before the proposed call, in the guard): look records up there, so that a claim filed during
     the episode is judged like any other."""
@@ -179,7 +184,7 @@ class Audit:
         results = {m.tool_call_id: m.content for m in self.messages if isinstance(m, ToolMessage)}
         self.calls: list[Call] = []
         for event in trajectory.events:
-            if not event.name or event.error == "policy_violation":  # unparseable, or refused by the guard
+            if not event.name or event.error in _NEVER_RAN:
                 continue
             raw = results.get(event.call_id)
             try:
