@@ -27,6 +27,8 @@ from agentft.augment import AugmentConfig, AugmentedEnvironment
 from agentft.envs import Environment, load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.manifest import write_manifest
+from agentft.policies.base import Policy
+from agentft.recovery import RecoveringOracle
 from agentft.runner import EpisodeSpec, RunConfig, plan_episodes, run_episodes
 from agentft.summary import RunSummary, summarize_run
 from agentft.trajectory import Trajectory, TrajectoryWriter, episode_id, read_trajectories
@@ -58,6 +60,9 @@ class CollectConfig:
     task is run together with its variants; a variant the oracle does not solve within policy is dropped."""
     augment_seed: int = 0
     """Seed of the rewrites (same seed, same variants)."""
+    recovery: float = 0.0
+    """With the oracle: the fraction of episodes in which the expert slips once (a wrong tool call the tools
+    refuse) and then makes the right call; the slip is kept out of the SFT loss. See agentft.recovery."""
     backend: Literal["local", "ray"] = "local"
     workers: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -133,6 +138,20 @@ def _environment(config: CollectConfig) -> Environment:
     return env
 
 
+def _policy_name(config: CollectConfig) -> str:
+    """The policy as records name it (and episode ids hash it): a recovering oracle is not the plain one."""
+    return f"{config.policy}+recovery{config.recovery:g}" if config.recovery else config.policy
+
+
+def _policy(config: CollectConfig, env: Environment) -> Policy:
+    policy = resolve_policy(config.policy, env, **config.policy_kwargs)
+    if not config.recovery:
+        return policy
+    if config.policy != "oracle":
+        raise UserError(f"recovery demonstrations are the oracle's; --policy is {config.policy!r}")
+    return RecoveringOracle(policy, config.recovery, seed=config.seed)
+
+
 def _plan(config: CollectConfig, env: Any) -> list[EpisodeSpec]:
     """``n`` tasks from ``start`` of the split's original tasks, each followed by its verified variants."""
     try:
@@ -186,9 +205,10 @@ def _run_shard(config: CollectConfig, task_ids: list[tuple[str, int, int]], path
     )
     by_id = {task.id: task for task in tasks}
     specs = [EpisodeSpec(by_id[task_id], attempt, seed) for task_id, attempt, seed in task_ids]
-    policy = resolve_policy(config.policy, env, **config.policy_kwargs)
     with TrajectoryWriter(path) as writer:
-        run_episodes(env, policy, specs, config.run, on_finish=writer.write_batch, policy_name=config.policy)
+        run_episodes(
+            env, _policy(config, env), specs, config.run, on_finish=writer.write_batch, policy_name=_policy_name(config)
+        )
     return len(specs)
 
 
@@ -234,13 +254,13 @@ def _collect(
     env = _environment(config)
     specs = _plan(config, env)
     dropped = list(env.dropped.get(config.split, [])) if isinstance(env, AugmentedEnvironment) else []
-    ids = {episode_id(env.name, s.task.id, s.seed, config.policy, s.attempt): s for s in specs}
+    ids = {episode_id(env.name, s.task.id, s.seed, _policy_name(config), s.attempt): s for s in specs}
     done = _existing(out)
     todo = [spec for key, spec in ids.items() if key not in done]
     if on_start is not None:
         on_start(len(ids), len(ids) - len(todo))
     if todo and config.backend == "local" and config.workers <= 1:
-        policy = resolve_policy(config.policy, env, **config.policy_kwargs)
+        policy = _policy(config, env)
         with TrajectoryWriter(out / OUTPUT) as writer:
 
             def write(batch: list[Trajectory]) -> None:
@@ -248,7 +268,7 @@ def _collect(
                 if on_finish is not None:
                     on_finish(batch)
 
-            run_episodes(env, policy, todo, config.run, on_finish=write, policy_name=config.policy)
+            run_episodes(env, policy, todo, config.run, on_finish=write, policy_name=_policy_name(config))
     elif todo:
         _run_sharded(config, todo, out, on_finish)
     records = _merge(out, set(ids))

@@ -190,6 +190,7 @@ def _episodes_config(
     record_tokens: bool = False,
     augment: int = 0,
     augment_seed: int = 0,
+    recovery: float = 0.0,
     guard: bool = False,
     spotlight: bool = False,
     best_of: int = 1,
@@ -208,6 +209,8 @@ def _episodes_config(
         raise UserError(f"--dtype is float32, bfloat16 or auto, not {dtype!r}")
     if augment < 0:
         raise UserError(f"--augment is the number of rewritten variants per task and cannot be negative, not {augment}")
+    if recovery and (policy != "oracle" or not 0 < recovery <= 1):
+        raise UserError(f"--recovery is a fraction in (0, 1] of the oracle's episodes, not {recovery} with {policy}")
     if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
         raise UserError(f"--temperature is 0-2 and --top-p in (0, 1], not {temperature} and {top_p}")
     if (record_tokens or temperature) and not policy.startswith("hf:"):
@@ -232,6 +235,7 @@ def _episodes_config(
         workers=workers,
         augment=augment,
         augment_seed=augment_seed,
+        recovery=recovery,
         env_kwargs=_key_values(env_arg or [], "--env-arg"),
         policy_kwargs={
             "max_new_tokens": max_new_tokens,
@@ -281,6 +285,13 @@ def collect(
         ),
     ] = 0,
     augment_seed: Annotated[int, typer.Option(help="seed of the rewrites (same seed, same variants)")] = 0,
+    recovery: Annotated[
+        float,
+        typer.Option(
+            help="with --policy oracle: the fraction of episodes in which the expert makes one wrong tool call the "
+            "tools refuse, then the right one (recovery demonstrations; the slip is kept out of the SFT loss)"
+        ),
+    ] = 0.0,
     guard: GuardOption = False,
     spotlight: SpotlightOption = False,
     allow_unscored: AllowUnscored = False,
@@ -311,6 +322,7 @@ def collect(
         record_tokens=record_tokens,
         augment=augment,
         augment_seed=augment_seed,
+        recovery=recovery,
         guard=guard,
         spotlight=spotlight,
     )
