@@ -120,6 +120,21 @@ def test_writing_without_confirmation_is_confirm_before_write(env):
     assert trajectory.score.state_match and not trajectory.score.compliant
 
 
+def test_a_write_the_tools_refused_is_not_judged_as_a_write(env):
+    """A decision with a missing argument or to an unknown tool never ran: before consent it breaks no rule."""
+    task = task_of(env, "claim_status")
+    cid = task.must_say[0]
+    refused = [
+        call("decide_claim", claim_id=cid, reason="covered"),  # invalid_args: no decision
+        call("approve_claim", claim_id=cid),  # unknown_tool
+    ]
+    trajectory = run_script(
+        env, task, [verify_call(task), *refused, call("get_claim", claim_id=cid), f"Claim {cid} is {task.must_say[1]}."]
+    )
+    assert [e.error for e in trajectory.events[1:3]] == ["invalid_args", "unknown_tool"]
+    assert trajectory.score.success and trajectory.score.compliant, rules_hit(trajectory)
+
+
 def test_approving_over_the_limit_is_escalate_over_limit(env):
     task = task_of(env, "escalate")
     cid = task.must_say[0]
