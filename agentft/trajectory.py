@@ -180,8 +180,9 @@ def read_trajectories(
 
 def structure_problem(trajectory: Trajectory) -> str | None:
     """Why the conversation cannot be a training row, or None: a tool result that answers no earlier call
-    (or answers one twice), a call left without a result, a call to a tool the record does not declare, or
-    no assistant turn at all. The first problem found, as a short key.
+    (or answers one twice), a call left without a result, a call to a tool the record does not declare (except
+    in a turn with ``weight`` 0, which is context, not a demonstration: a recovery demonstration's slip), or no
+    assistant turn at all. The first problem found, as a short key.
 
     Calls in the last message may stay unanswered: a served chat completion ends on the model's reply, and a
     reply that calls tools is a whole turn (the client runs them and sends the results in a later request)."""
@@ -193,7 +194,7 @@ def structure_problem(trajectory: Trajectory) -> str | None:
         if isinstance(message, AssistantMessage):
             assistant = True
             for call in message.tool_calls:
-                if call.function.name not in declared:
+                if call.function.name not in declared and message.weight != 0:
                     return "undeclared_tool"
                 if call.id in pending or call.id in answered:
                     return "duplicate_call_id"

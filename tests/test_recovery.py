@@ -172,3 +172,13 @@ def test_recorded_slips_reread_from_disk(recovered):
     _, result = recovered
     again = list(read_trajectories(result.out / "trajectories.jsonl"))
     assert [t.messages for t in again] == [t.messages for t in result.trajectories]
+
+
+def test_every_recovery_demonstration_becomes_a_training_row(recovered):
+    """A slip to a tool that does not exist is context (weight 0), not a malformed demonstration."""
+    from agentft.datasets import build_sft_dataset
+
+    _, result = recovered
+    built = build_sft_dataset([result.out], validation_fraction=0.0)
+    assert not built.drops, built.drops
+    assert len(built.train) == len(result.trajectories)
