@@ -121,6 +121,8 @@ BUDGETS = {
     ),
 }
 ENV = "claims"
+EPISODES_AT_ONCE = 96
+"""Episodes generated together in the quickstart's evaluations (and the engine's kept caches)."""
 
 
 def generation_limit(floor: int, longest_turn: int | None) -> int:
@@ -168,9 +170,16 @@ def run_quickstart(
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    run = RunConfig(max_steps=plan.max_steps, batch_size=64)
+    # 96 episodes at once: all 90 of an evaluation start together (1.08x episodes/min over 64 on validation,
+    # the same success within one episode: BENCHMARKS.md)
+    run = RunConfig(max_steps=plan.max_steps, batch_size=EPISODES_AT_ONCE)
     # bf16 where the CPU multiplies it natively (1.6x faster, the same validation score), else fp32
-    generation = {"max_new_tokens": plan.max_new_tokens, "batch_size": 64, "dtype": "auto"}
+    generation = {
+        "max_new_tokens": plan.max_new_tokens,
+        "batch_size": EPISODES_AT_ONCE,
+        "max_resident": EPISODES_AT_ONCE,
+        "dtype": "auto",
+    }
 
     def episodes(name: str, policy: str, split: str, n: int, start: int = 0, augment: int = 0) -> dict[str, Any]:
         config = CollectConfig(

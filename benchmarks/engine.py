@@ -1,7 +1,7 @@
 """The generation engine against transformers' generate, side by side: the quickstart's evaluation.
 
 Run: .venv/bin/python benchmarks/engine.py --adapter runs/quickstart/adapter-sft [--tasks 27 90]
-     [--dtype bfloat16 float32]
+     [--dtype bfloat16 float32] [--batch 64 96]
 
 For each dtype and task count, the same claims test tasks are evaluated twice with the same model (merged LoRA
 adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at once, greedy):
@@ -12,7 +12,8 @@ adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at o
 - ``engine-packed``: the same with grouped-query attention packed (``engine._packed_sdpa``);
 - ``engine``: ``HFPolicy()`` as shipped: packed attention and drafts from the context (prompt lookup).
 Prints episodes/min, generated tokens/s, mean own model time per turn, success and compliance with 95% intervals,
-and how many episodes came out identical (every message the same) to the first engine's.
+and how many episodes came out identical (every message the same) to the first engine's. With several
+``--batch`` values every engine runs at each (episodes at once and the engine's batch), labelled ``engine@96``.
 """
 
 import argparse
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--tasks", type=int, nargs="+", default=[27, 90])
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[64])
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument(
         "--engines", nargs="+", default=["generate", "engine"], help="generate, engine-v1, engine-packed, engine"
@@ -58,24 +59,27 @@ def main() -> None:
     env = load_environment("claims")
     print(
         f"# claims {args.split}, SFT adapter {args.adapter}, <= {args.max_new_tokens} new tokens per turn, "
-        f"{args.batch} episodes at once; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{'/'.join(map(str, args.batch))} episodes at once; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, "
         f"native bf16: {cpu_has_native_bf16()}, {time.strftime('%Y-%m-%d')}"
     )
     print("| dtype | tasks | engine | seconds | episodes/min | tokens/s | s/turn | success | compliance | identical |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype in args.dtype:
         loaded = load_model(args.model, adapter=args.adapter, dtype=dtype, merge=True)
-        options = {"batch_size": args.batch, "max_new_tokens": args.max_new_tokens}
-        policies, attention = {}, {}
-        for label in args.engines:
-            policy = HFPolicy(args.model, loaded=loaded, engine=label != "generate", **options)
-            attention[label] = "sdpa" if label in ("generate", "engine-v1") else "agentft_engine"
-            if label != "generate":
-                drafts = {"draft_tokens": 4 if label == "engine" else 0}
-                if args.draft_budget is not None:
-                    drafts["draft_budget"] = args.draft_budget
-                policy.engine = Engine(loaded[0], policy._stop_ids, max_batch=args.batch, slots=64, **drafts)
-            policies[label] = policy
+        policies, attention, batches = {}, {}, {}
+        for engine in args.engines:
+            for batch in args.batch:
+                label = engine if len(args.batch) == 1 else f"{engine}@{batch}"
+                options = {"batch_size": batch, "max_new_tokens": args.max_new_tokens}
+                policy = HFPolicy(args.model, loaded=loaded, engine=engine != "generate", **options)
+                attention[label] = "sdpa" if engine in ("generate", "engine-v1") else "agentft_engine"
+                if engine != "generate":
+                    drafts = {"draft_tokens": 4 if engine == "engine" else 0}
+                    if args.draft_budget is not None:
+                        drafts["draft_budget"] = args.draft_budget
+                    policy.engine = Engine(loaded[0], policy._stop_ids, max_batch=batch, slots=batch, **drafts)
+                policies[label], batches[label] = policy, batch
         for label, policy in policies.items():
             loaded[0].set_attn_implementation(attention[label])
             policy.generate(["warm-up"], max_new_tokens=2)
@@ -84,7 +88,7 @@ def main() -> None:
             rows, messages, speed = {}, {}, {}
             for label, policy in policies.items():
                 loaded[0].set_attn_implementation(attention[label])
-                seconds, tokens, summary, messages[label] = measure(env, policy, tasks, args.batch)
+                seconds, tokens, summary, messages[label] = measure(env, policy, tasks, batches[label])
                 speed[label] = len(tasks) / seconds * 60
                 rows[label] = (
                     f"| {dtype} | {len(tasks)} | {label} | {seconds:.0f} | {speed[label]:.1f} | {tokens / seconds:.0f} "
