@@ -29,9 +29,7 @@ from agentft.messages import AssistantMessage, Message, ToolCall, ToolMessage, p
 from agentft.policies.base import Policy, Reply, TaskAwarePolicy, ToolSchemas
 from agentft.tools import openai_tools
 
-__all__ = ["SLIP_KINDS", "RecoveringOracle", "slip_call", "without_slips"]
-
-SLIP_KINDS = ("unknown_tool", "missing_argument", "renamed_argument", "bad_value")
+__all__ = ["RecoveringOracle", "slip_call", "without_slips"]
 
 _VERBS = {
     "get": "fetch",
