@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from agentft.builtin_envs.claims.tasks import HANDBOOK, KINDS, RELATIVES
+from agentft.builtin_envs.claims.tasks import HANDBOOK, KINDS, OWN_WORDS, OWN_WORDS_VALIDATION, RELATIVES, TOPICS
 from agentft.envs import load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.messages import AssistantMessage, ToolCall
@@ -22,34 +22,38 @@ def env():
 
 def test_splits_are_large_balanced_and_disjoint(env):
     train, validation, test = env.tasks("train"), env.tasks("validation"), env.tasks("test")
-    own_words = env.tasks("own_words")
+    own_words, own_words_validation = env.tasks("own_words"), env.tasks("own_words_validation")
     assert len(train) >= 300 and len(validation) >= 90 and len(test) >= 100 and len(own_words) == 90
-    for tasks in (train, validation, test, own_words):
+    assert len(own_words_validation) == 45
+    every = (train, validation, test, own_words, own_words_validation)
+    for tasks in every:
         counts = Counter(t.kind for t in tasks)
         assert set(counts) == set(KINDS) and max(counts.values()) - min(counts.values()) <= 1
     customers = lambda tasks: {t.facts.get("customer_id") for t in tasks if t.kind != "handbook"}  # noqa: E731
-    blocks = [customers(tasks) for tasks in (train, validation, test, own_words)]
+    blocks = [customers(tasks) for tasks in every]
     assert sum(map(len, blocks)) == len(set().union(*blocks))
     # The oracle finds its task by the opening (a handbook question may repeat: its answer is the same).
-    openings = [
-        t.facts["opening"] for tasks in (train, validation, test, own_words) for t in tasks if t.kind != "handbook"
-    ]
+    openings = [t.facts["opening"] for tasks in every for t in tasks if t.kind != "handbook"]
     assert len(set(openings)) == len(openings)
     topics = lambda tasks: {t.facts["topic"] for t in tasks if t.kind == "handbook"}  # noqa: E731
     assert topics(train) and topics(validation) and topics(test)
-    assert not topics(train) & (topics(validation) | topics(test) | topics(own_words))
+    assert not topics(train) & (topics(validation) | topics(test) | topics(own_words) | topics(own_words_validation))
     assert not topics(validation) & topics(test)
+    slugs = {split: {slug for slug, _fact, _questions in TOPICS[split]} for split in ("validation", "test")}
+    assert topics(own_words) <= slugs["test"] and topics(own_words_validation) <= slugs["validation"]
+    # the two hand-written splits share no request
+    assert not {r["opening"] for r in OWN_WORDS} & {r["opening"] for r in OWN_WORDS_VALIDATION}
     assert [t.model_dump() for t in train] == [t.model_dump() for t in load_environment("claims").tasks("train")]
 
 
-@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words"])
+@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words", "own_words_validation"])
 def test_oracle_scores_100_percent_success_and_compliance(env, split):
     trajectories = run_episodes(env, env.oracle(), plan_episodes(env.tasks(split)), RunConfig(batch_size=128))
     failures = [(t.task_id, t.score.model_dump()) for t in trajectories if not (t.score.success and t.score.compliant)]
     assert not failures, failures[:3]
 
 
-@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words"])
+@pytest.mark.parametrize("split", ["train", "validation", "test", "own_words", "own_words_validation"])
 def test_noop_scores_zero(env, split):
     trajectories = run_episodes(env, resolve_policy("noop"), plan_episodes(env.tasks(split)), RunConfig(batch_size=128))
     assert sum(t.score.success for t in trajectories) == 0
@@ -64,7 +68,12 @@ def test_oracle_in_the_sandbox(env):
 
 def test_handbook_search_finds_the_cited_chunk_for_every_question(env):
     toolkit = env.make_toolkit(__import__("sqlite3").connect(env.seed_path()))
-    written = [(t.facts["topic"], [t.facts["opening"]]) for t in env.tasks("own_words") if t.kind == "handbook"]
+    written = [
+        (t.facts["topic"], [t.facts["opening"]])
+        for split in ("own_words", "own_words_validation")
+        for t in env.tasks(split)
+        if t.kind == "handbook"
+    ]
     for slug, questions in [(slug, questions) for slug, _fact, questions in HANDBOOK] + written:
         for question in questions:
             ids = [r["id"] for r in json.loads(toolkit.call("search_handbook", {"query": question}).content)]

@@ -59,7 +59,7 @@ def test_no_validation_or_test_phrasing_occurs_in_train(env_and_pools):
     patterns = {split: [template_pattern(t) for group in pools.values() for t in group[split]] for split in SPLITS}
     held_out = [("validation", t) for t in env.tasks("validation")] + [("test", t) for t in env.tasks("test")]
     if env.name == "claims":
-        held_out += [("own_words", t) for t in env.tasks("own_words")]
+        held_out += [(split, t) for split in ("own_words", "own_words_validation") for t in env.tasks(split)]
     train_turns = [turn for task in env.tasks("train") for turn in user_turns(task)]
     for split, task in held_out:
         for turn in user_turns(task):
@@ -75,7 +75,7 @@ def test_hand_written_requests_match_no_template():
     env = load_environment("claims", sandbox=False)
     pools = load_phrasings(ROOT / "eval_envs" / "claims" / "phrasings.json")
     patterns = [template_pattern(t) for group in pools.values() for split in SPLITS for t in group[split]]
-    for task in env.tasks("own_words"):
+    for task in env.tasks("own_words") + env.tasks("own_words_validation"):
         assert not any(p.fullmatch(task.facts["opening"]) for p in patterns), task.facts["opening"]
 
 

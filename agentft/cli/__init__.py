@@ -260,7 +260,9 @@ def _episodes_config(
 def collect(
     env: EnvOption,
     policy: PolicyOption,
-    split: Annotated[str, typer.Option(help="task split: train, validation, test (claims also: own_words)")] = "train",
+    split: Annotated[
+        str, typer.Option(help="task split: train, validation, test (claims also: own_words, own_words_validation)")
+    ] = "train",
     n: Tasks = None,
     k: Annotated[int, typer.Option(help="attempts per task")] = 1,
     out: Annotated[Path | None, typer.Option(help="output dir (default trajectories/ENV-POLICY)")] = None,
@@ -365,7 +367,7 @@ def eval_command(
         str,
         typer.Option(
             help="task split: test (report), validation (choose settings), train; "
-            "claims also own_words (hand-written requests)"
+            "claims also own_words and own_words_validation (hand-written requests)"
         ),
     ] = "test",
     n: Tasks = None,

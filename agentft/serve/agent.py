@@ -85,7 +85,7 @@ class AgentService:
         self.scorer = load_scorer(scorer, env) if best_of > 1 else None
 
     def task(self, task_id: str | None) -> Task:
-        for split in ("test", "train", "validation", "own_words"):
+        for split in ("test", "train", "validation", "own_words", "own_words_validation"):
             with contextlib.suppress(KeyError):
                 tasks = self.env.tasks(split)
                 if task_id is None and tasks:

@@ -4,7 +4,8 @@ State: customers, policies and claims in SQLite. Tools: ``tools/claims.py``. Pol
 ``policy.md``. Rules: ``rules.py``. Tasks: nine kinds (status, approve, deny, escalate, file, update
 contact, handbook question, another customer's claim, failed verification), 360 train, 90 validation and
 108 test by default, on disjoint customers with disjoint phrasing pools (``phrasings.json``), plus
-``own_words``: 90 requests written by hand in people's own words (``own_words.json``).
+``own_words``: 90 requests written by hand in people's own words (``own_words.json``), a test split, and
+``own_words_validation``: 45 more by other people (``own_words_validation.json``), to choose settings on.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Splits: ``train``, ``validation`` (settings are chosen here) and ``test`` (headline figures), each on
 its own block of customers, with its own pool of request, identity and consent phrasings
 (``phrasings.json``), and ``own_words``: requests written by hand in people's own words
-(``own_words.json``) on a fourth block of customers. Handbook questions of each split are about topics
+(``own_words.json``) on a fourth block of customers, and ``own_words_validation``: other hand-written requests
+(``own_words_validation.json``) on a fifth block, with the validation split's handbook topics, to choose
+settings on when the question is words no template produced. Handbook questions of each split are about topics
 no other split asks about, so the answer has to come from the search result. Every task carries the
 expert's turns (``solution``), the facts its final reply must contain (``must_say``), and what the
 simulated user answers (``facts``: opening, identity and consent replies, answers to clarifying questions).
@@ -45,6 +47,14 @@ HERE = Path(__file__).resolve().parent
 PHRASINGS = load_phrasings(HERE / "phrasings.json")
 # Requests written by hand in people's own words: the own_words split (never trained or tuned on).
 OWN_WORDS: list[dict[str, str]] = json.loads((HERE / "own_words.json").read_text(encoding="utf-8"))["requests"]
+# More of them, by other people, to choose settings on: the own_words_validation split.
+OWN_WORDS_VALIDATION: list[dict[str, str]] = json.loads(
+    (HERE / "own_words_validation.json").read_text(encoding="utf-8")
+)["requests"]
+WRITTEN = {"own_words": OWN_WORDS, "own_words_validation": OWN_WORDS_VALIDATION}
+"""The hand-written splits, after the generated ones (their customers come last, so they move no other task)."""
+HELD_OUT_POOL = {"own_words": "test", "own_words_validation": "validation"}
+"""The generated split whose handbook topics (and phrasing pool) each hand-written split shares."""
 REQUESTS = {
     "claim_status": "claim_status",
     "approve": "process",
@@ -296,8 +306,10 @@ HANDBOOK = [
         ],
     ),
 ]
-# Topics asked about per split: train the first 25, validation two more, test (and own_words) the rest.
-TOPICS = {"train": HANDBOOK[:25], "validation": HANDBOOK[25:27], "test": HANDBOOK[27:], "own_words": HANDBOOK[27:]}
+# Topics asked about per split: train the first 25, validation two more, test the rest; a hand-written split
+# asks about its generated counterpart's topics.
+TOPICS = {"train": HANDBOOK[:25], "validation": HANDBOOK[25:27], "test": HANDBOOK[27:]}
+TOPICS.update({split: TOPICS[pool] for split, pool in HELD_OUT_POOL.items()})
 CHUNKS = {
     chunk.id: chunk.text for chunk in split_markdown((HERE / "handbook.md").read_text(encoding="utf-8"), doc="handbook")
 }
@@ -321,10 +333,11 @@ def _say(text: str) -> dict[str, Any]:
 
 
 def generate(conn: sqlite3.Connection, rng: random.Random, per_kind: dict[str, int]) -> dict[str, list[Task]]:
-    """Tasks per split: ``per_kind[split]`` of each kind for the generated splits, then ``own_words``."""
+    """Tasks per split: ``per_kind[split]`` of each kind for the generated splits, then the hand-written ones."""
     conn.row_factory = sqlite3.Row
     customers = conn.execute("SELECT * FROM customers ORDER BY customer_id").fetchall()
-    sizes = [(split, per_kind[split] * len(KINDS)) for split in SPLITS] + [("own_words", len(OWN_WORDS))]
+    sizes = [(split, per_kind[split] * len(KINDS)) for split in SPLITS]
+    sizes += [(split, len(written)) for split, written in WRITTEN.items()]
     if sum(size for _, size in sizes) > len(customers):
         raise ValueError(f"seed database has {len(customers)} customers, too few for {dict(sizes)} tasks")
     tasks: dict[str, list[Task]] = {}
@@ -332,7 +345,7 @@ def generate(conn: sqlite3.Connection, rng: random.Random, per_kind: dict[str, i
     for split, size in sizes:
         block = customers[offset : offset + size]
         offset += size
-        written = OWN_WORDS if split == "own_words" else [None] * size
+        written = WRITTEN.get(split, [None] * size)
         tasks[split] = [
             _task(
                 conn,
@@ -350,7 +363,7 @@ def generate(conn: sqlite3.Connection, rng: random.Random, per_kind: dict[str, i
 
 
 def _pick(rng: random.Random, group: str, split: str) -> str:
-    pool = PHRASINGS[group]["test" if split == "own_words" else split]
+    pool = PHRASINGS[group][HELD_OUT_POOL.get(split, split)]
     return pool[rng.randrange(len(pool))]
 
 
