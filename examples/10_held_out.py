@@ -24,11 +24,11 @@ parser.add_argument("--out", default=None)
 args = parser.parse_args()
 out = Path(args.out or tempfile.mkdtemp(prefix="agentft-held-out-"))
 
-# 1. Each split has its own customers and its own words; own_words was written by hand.
+# 1. Each split has its own customers and its own words; own_words (and own_words_validation) were written by hand.
 env = load_environment("claims", sandbox=False)
-for split in ("train", "validation", "test", "own_words"):
+for split in ("train", "validation", "test", "own_words", "own_words_validation"):
     task = next(t for t in env.tasks(split) if t.kind == "approve")
-    print(f"{split:>10}: {task.facts['opening']}")
+    print(f"{split:>20}: {task.facts['opening']}")
 
 # 2. Augmented variants rewrite what the user says; the oracle still solves every one (checked on creation).
 augmented = AugmentedEnvironment(env, AugmentConfig(n=2, seed=7))
