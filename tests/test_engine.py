@@ -152,7 +152,6 @@ def test_requests_sharing_an_opening_encode_it_once(model_and_stops):
     assert [r.tokens for r in results] == [hf_greedy(model, p, 6, stops) for p in prompts]
 
 
-
 def test_the_vocabulary_projection_sees_contiguous_last_positions_only(model_and_stops):
     """A strided input makes torch's matmul copy the projection's weight once per row (most of a prefill pass
     for a real vocabulary): every pass hands it a contiguous block, one position a row, none when no logits."""
@@ -170,6 +169,8 @@ def test_the_vocabulary_projection_sees_contiguous_last_positions_only(model_and
     assert seen[0] == ((1, 0, model.config.hidden_size), True)  # the shared opening: no logits wanted
     assert all(contiguous and shape[1] == 1 for shape, contiguous in seen[1:])
     assert any(shape[0] == 3 for shape, _ in seen[1:])  # the three rows' prefill and decode passes
+
+
 @pytest.mark.parametrize("queries", [1, 3])
 def test_engine_attention_reads_a_shared_prefix_once_with_sdpas_result(queries):
     from types import SimpleNamespace
