@@ -41,6 +41,9 @@ token's log-probability under the distribution it was drawn from.
 
 from __future__ import annotations
 
+import math
+import mmap
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -161,6 +164,28 @@ def _window(model: Any) -> int | None:
     return config.sliding_window if "sliding_attention" in (getattr(config, "layer_types", None) or []) else None
 
 
+def _lazy(device: Any) -> bool:
+    """Whether zero-filled buffers on ``device`` take memory only where written (a CPU's anonymous memory)."""
+    import torch
+
+    return torch.device(device).type == "cpu" and os.name != "nt"
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+    """A zero-filled buffer. On a CPU it is anonymous memory the kernel maps a page at a time on first write, so
+    a key/value buffer costs only what is stored in it: a slot never used, or the unused length of a short
+    one, takes no memory, and a generous length costs nothing until a sequence reaches it. (Filling fresh
+    memory is what growing the buffers cost: in a VM touching new memory runs at ~1 GB/s, and the 90-task
+    evaluation grew 5 GB of buffers, most of it never written.)"""
+    import torch
+
+    if not _lazy(device):
+        return torch.zeros(shape, dtype=dtype, device=device)
+    count = math.prod(shape)
+    memory = mmap.mmap(-1, max(1, count * dtype.itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(memory, dtype=dtype, count=count).view(shape)  # the tensor keeps the mapping alive
+
+
 class _SlotCache:
     """The key/value buffers, in the shape transformers' attention layers call: ``update`` stores the new keys
     and values of rows ``[lo, hi)`` at their own positions and returns those rows' whole (viewed) cache."""
@@ -171,6 +196,8 @@ class _SlotCache:
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.lo = self.hi = self.width = 0
+        self.length = 0
+        """Positions below it may hold something in some slot; above it every buffer is still zeros."""
         self.rows: Any = None
         self.positions: Any = None
 
@@ -178,34 +205,32 @@ class _SlotCache:
         import torch
 
         self.lo, self.hi, self.width = lo, hi, width
+        self.length = max(self.length, width)
         self.rows = torch.arange(lo, hi, device=positions.device)[:, None]
         self.positions = positions
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any) -> Any:
-        import torch
-
         if layer_idx == len(self.keys):  # first forward: allocate this layer's buffers
             batch, heads, _, dim = key_states.shape
             shape = (self.slots, heads, self.capacity, dim)
-            self.keys.append(torch.zeros(shape, dtype=key_states.dtype, device=key_states.device))
-            self.values.append(torch.zeros(shape, dtype=value_states.dtype, device=value_states.device))
+            self.keys.append(_zeros(shape, key_states.dtype, key_states.device))
+            self.values.append(_zeros(shape, value_states.dtype, value_states.device))
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys[self.rows, :, self.positions] = key_states.transpose(1, 2)
         values[self.rows, :, self.positions] = value_states.transpose(1, 2)
         return keys[self.lo : self.hi, :, : self.width], values[self.lo : self.hi, :, : self.width]
 
     def resize(self, *, slots: int | None = None, capacity: int | None = None) -> None:
-        """More slots, or longer or shorter ones; what is cached (within the new length) stays."""
-        import torch
-
+        """More slots, or longer or shorter ones; what is cached (within the new length) stays. Copies only the
+        positions some sequence has reached."""
         slots, capacity = slots or self.slots, capacity or self.capacity
-        kept = min(capacity, self.capacity)
+        kept = min(capacity, self.capacity, self.length)
         for buffers in (self.keys, self.values):
             for i, old in enumerate(buffers):
-                new = torch.zeros((slots, old.shape[1], capacity, old.shape[3]), dtype=old.dtype, device=old.device)
+                new = _zeros((slots, old.shape[1], capacity, old.shape[3]), old.dtype, old.device)
                 new[: self.slots, :, :kept] = old[:, :, :kept]
                 buffers[i] = new
-        self.slots, self.capacity = slots, capacity
+        self.slots, self.capacity, self.length = slots, capacity, kept
 
     def copy(self, source: int, target: int, length: int) -> None:
         for buffers in (self.keys, self.values):
@@ -243,8 +268,9 @@ class Engine:
     (``Handle.cancel`` may be called from any thread).
 
     ``max_batch`` rows generate at once; up to ``slots`` sequences stay resident (default ``max_batch``; slots are
-    added as sequences arrive, each as long as the longest sequence resident, so memory is slots in use x that
-    length x the model's key/value size per token; the length shrinks back when long sequences are gone).
+    added as sequences arrive, each as long as the longest sequence resident, and the length shrinks back when
+    long sequences are gone). On a CPU the buffers take memory only where something was stored (``_zeros``): about
+    the resident sequences' tokens x the model's key/value size per token. On a GPU: slots x that length x it.
     ``max_prefill_tokens`` bounds the tokens (padding included) of one prefill forward pass. ``draft_tokens``
     (0: off) and ``draft_budget``: drafts from the context (module docstring).
     """
@@ -468,17 +494,18 @@ class Engine:
         Returns the logits at each row's last ``keep`` positions (float32; ``[rows, vocab]`` for one), or None."""
         import torch
 
+        device = self._device
         width = max(len(tokens) for tokens, _ in rows)
         needed = max(start + width for _, start in rows)
-        if needed > self.cache.capacity:  # grow by at least a quarter, in steps of 256 positions
-            capacity = -(-max(needed, self.cache.capacity * 5 // 4) // 256) * 256
+        if needed > self.cache.capacity:  # grow by at least a quarter (double, where that is free), by 256s
+            grown = self.cache.capacity * 2 if _lazy(device) else self.cache.capacity * 5 // 4
+            capacity = -(-max(needed, grown) // 256) * 256
             self.cache.resize(capacity=capacity)
         ids, positions = [], []
         for tokens, start in rows:
             pad = width - len(tokens)
             ids.append([tokens[0]] * pad + list(tokens))
             positions.append([start + len(tokens) + j for j in range(pad)] + list(range(start, start + len(tokens))))
-        device = self._device
         input_ids = torch.tensor(ids, device=device)
         position_ids = torch.tensor(positions, device=device)
         span = int(position_ids.max()) + 1

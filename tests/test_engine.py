@@ -1,6 +1,8 @@
 """The generation engine on tiny-test: cached turns equal full re-encoding, continuous batching equals one at a
 time, and a finished or cancelled row frees its slot."""
 
+import os
+
 import pytest
 import torch
 
@@ -352,3 +354,28 @@ def test_one_long_request_does_not_keep_every_slot_long(model_and_stops):
     results = engine.run([Request(p, 4) for p in short])
     assert engine.cache.capacity <= 1024 and engine.cache.keys[0].shape[2] == engine.cache.capacity
     assert [r.tokens for r in results] == [hf_greedy(model, p, 4, stops) for p in short]
+
+
+def test_cpu_buffers_are_zeros_that_take_memory_only_where_written():
+    from agentft.engine import _SlotCache, _zeros
+
+    statm = "/proc/self/statm"
+    if not os.path.exists(statm):
+        pytest.skip("no /proc here to read the resident set from")
+    resident = lambda: int(open(statm).read().split()[1])  # noqa: E731 (pages)
+    before = resident()
+    buffer = _zeros((64, 4, 4096, 64), torch.bfloat16, "cpu")  # 128 MiB of address space
+    assert buffer.shape == (64, 4, 4096, 64) and buffer.is_contiguous() and not buffer[63, 3].any()
+    buffer[0, 0, :16] = 1.0
+    assert resident() - before < 2048  # a page or so (and Python's own), not the buffer's 32,768 pages
+    assert buffer[0, 0, :16].eq(1).all() and not buffer[0, 1].any()
+
+    cache = _SlotCache(2, 8)
+    keys = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    cache.bind(0, 2, torch.tensor([[0, 1, 2], [0, 1, 2]]), 3)
+    cache.update(keys, -keys, 0)
+    cache.resize(slots=3, capacity=16)  # longer and one more slot: what was stored stays, the rest is zeros
+    assert cache.length == 3 and cache.keys[0].shape == (3, 1, 16, 2)
+    assert torch.equal(cache.keys[0][:2, 0, :3], keys[:, 0])
+    assert torch.equal(cache.values[0][:2, 0, :3], -keys[:, 0]) and not cache.keys[0][2].any()
+    assert not cache.keys[0][:, :, 3:].any()
