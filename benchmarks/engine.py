@@ -10,6 +10,9 @@ adapter), the quickstart's settings (<= 96 new tokens per turn, 64 episodes at o
 - ``engine-v1``: the engine as first built: continuous batching with each episode's cache kept across turns,
   transformers' sdpa attention (keys and values copied per query head beyond one query), one token a step;
 - ``engine-packed``: the same with grouped-query attention packed (``engine._packed_sdpa``);
+- ``engine-strided-head``: the engine before 4422a49, whose forward passes handed transformers a count of
+  positions to keep (an int ``logits_to_keep``), so the vocabulary projection got a strided view and torch's
+  matmul copied its weight once per row of every prefill pass;
 - ``engine``: ``HFPolicy()`` as shipped: packed attention and drafts from the context (prompt lookup).
 Prints episodes/min, generated tokens/s, mean own model time per turn, success and compliance with 95% intervals,
 and how many episodes came out identical (every message the same) to the first engine's. With several
@@ -32,6 +35,20 @@ from agentft.stats import format_rate  # noqa: E402
 from agentft.summary import summarize_run  # noqa: E402
 
 
+class StridedHead:
+    """The model as the engine before 4422a49 called it: ``logits_to_keep`` a count (a strided slice), and logits
+    computed for one position even when none were wanted."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, logits_to_keep, **kwargs):
+        return self.model(*args, logits_to_keep=max(1, len(logits_to_keep)), **kwargs)
+
+
 def measure(env, policy, tasks, batch):
     started = time.perf_counter()
     trajectories = run_episodes(env, policy, plan_episodes(tasks), RunConfig(batch_size=batch))
@@ -51,7 +68,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[64])
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument(
-        "--engines", nargs="+", default=["generate", "engine"], help="generate, engine-v1, engine-packed, engine"
+        "--engines",
+        nargs="+",
+        default=["generate", "engine"],
+        help="generate, engine-v1, engine-packed, engine-strided-head, engine",
     )
     parser.add_argument("--draft-budget", type=int, default=None, help="the engine's draft_budget (default its own)")
     args = parser.parse_args()
@@ -75,10 +95,12 @@ def main() -> None:
                 policy = HFPolicy(args.model, loaded=loaded, engine=engine != "generate", **options)
                 attention[label] = "sdpa" if engine in ("generate", "engine-v1") else "agentft_engine"
                 if engine != "generate":
-                    drafts = {"draft_tokens": 4 if engine == "engine" else 0}
+                    drafts = {"draft_tokens": 4 if engine in ("engine", "engine-strided-head") else 0}
                     if args.draft_budget is not None:
                         drafts["draft_budget"] = args.draft_budget
                     policy.engine = Engine(loaded[0], policy._stop_ids, max_batch=batch, slots=batch, **drafts)
+                    if engine == "engine-strided-head":
+                        policy.engine.model = StridedHead(loaded[0])
                 policies[label], batches[label] = policy, batch
         for label, policy in policies.items():
             loaded[0].set_attn_implementation(attention[label])
