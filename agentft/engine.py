@@ -251,9 +251,10 @@ class _SlotCache:
     is_compileable = False
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token lists (binary search over C-speed slice comparisons)."""
-    low, high = 0, min(len(a), len(b))
+def _common_prefix(a: Sequence[int], b: Sequence[int], low: int = 0) -> int:
+    """Length of the longest common prefix of two token lists that share at least their first ``low`` (binary
+    search over C-speed slice comparisons)."""
+    high = min(len(a), len(b))
     while low < high:
         middle = (low + high + 1) // 2
         if a[:middle] == b[:middle]:
@@ -401,9 +402,9 @@ class Engine:
         prompt = handle.request.prompt
         best, best_length = -1, 0
         for slot, row in enumerate(self.rows):
-            if not row.tokens:
-                continue
-            length = _common_prefix(row.tokens, prompt)
+            if not row.tokens or row.tokens[:best_length] != prompt[:best_length]:
+                continue  # shares less than the best so far: one slice comparison says so
+            length = _common_prefix(row.tokens, prompt, best_length)
             takeover = self._parked(slot) and (length == len(row.tokens) or row.released)
             if length > best_length or (length == best_length and length and takeover):
                 best, best_length = slot, length
@@ -674,10 +675,11 @@ class Engine:
     def _sample(self, slots: list[int], logits: Any, seconds: float) -> None:
         import torch
 
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every row; rows whose scores change redo theirs
         for index, slot in enumerate(slots):
             row = self.rows[slot]
             request = row.handle.request
-            scores = logits[index]
+            scores = original = logits[index]
             if len(row.generated) < request.min_new_tokens:
                 scores = scores.index_fill(0, self._stop_tensor, float("-inf"))
             if request.allowed is not None:
@@ -696,7 +698,7 @@ class Engine:
                     probs = probs / probs.sum()
                 token = int(torch.multinomial(probs, 1, generator=row.generator))
             else:
-                token = int(torch.argmax(scores))
+                token = greedy[index] if scores is original else int(torch.argmax(scores))
             if request.logprobs:
                 row.logprobs.append(float(torch.log_softmax(scores, dim=-1)[token]))
             row.generated.append(token)
