@@ -184,3 +184,19 @@ def test_the_engine_and_transformers_generate_give_the_same_replies(tiny, tools)
     assert [r.text for r in engine.act(conversations, tools)] == expected  # now from resident sequences
     assert engine.engine.stats["cached_tokens"] > engine.engine.stats["prefill_tokens"]
     assert all(r.latency_s and r.latency_s > 0 for r in replies)
+
+
+def test_transformers_generate_projects_contiguous_last_positions_only(tiny, tools):
+    """As in the engine: a strided input would make the vocabulary projection copy its weight once per row."""
+    model, _ = tiny
+    seen = []
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].shape[1], args[0].is_contiguous()))
+    )
+    conversations = [[{"role": "user", "content": f"Check claim CLM-{i}" + "!" * i}] for i in range(3)]
+    try:
+        HFPolicy("tiny-test", loaded=tiny, max_new_tokens=4, batch_size=3, engine=False).act(conversations, tools)
+    finally:
+        hook.remove()
+    assert seen[0] == (0, True)  # the shared opening, encoded once: no logits wanted
+    assert len(seen) > 1 and all(seen_one == (1, True) for seen_one in seen[1:])

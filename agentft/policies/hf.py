@@ -7,6 +7,7 @@ shares: the path the benchmarks compare the engine against.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import zlib
@@ -266,6 +267,17 @@ class HFPolicy:
         )
 
 
+def _logits_at(model: Any, positions: list[int]) -> dict[str, Any]:
+    """``logits_to_keep`` as a tensor of positions, where the model takes it. A count is a strided slice of the
+    hidden states, on which the vocabulary projection copies its weight once per row (``agentft.engine``,
+    ``Engine._forward``); a tensor gathers them contiguously, and an empty one skips the projection."""
+    import torch
+
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return {}
+    return {"logits_to_keep": torch.tensor(positions, dtype=torch.long, device=model.device)}
+
+
 class _LegacyGenerate:
     """transformers' ``generate``: prompts sorted by length in left-padded sub-batches of ``batch_size``, the
     opening every prompt shares encoded once and its cache reused across the batch and across calls."""
@@ -297,6 +309,7 @@ class _LegacyGenerate:
             options.update(temperature=None, top_p=None, top_k=None)
         if min_new_tokens:
             options["min_new_tokens"] = min_new_tokens
+        options.update(_logits_at(policy.model, [-1]))  # not generate's default count of 1
         prefix = self._shared_prefix(prompts)
         for start in range(0, len(order), policy.batch_size):
             chunk = order[start : start + policy.batch_size]
@@ -340,7 +353,7 @@ class _LegacyGenerate:
             ids = self.policy.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
                 model.device
             )
-            cache = model(input_ids=ids, use_cache=True).past_key_values
+            cache = model(input_ids=ids, use_cache=True, **_logits_at(model, [])).past_key_values
             cached = (ids[0], [(layer.keys, layer.values) for layer in cache.layers])
             if len(self._prefix_cache) >= 4:
                 self._prefix_cache.pop(next(iter(self._prefix_cache)))
