@@ -249,6 +249,8 @@ def build_sft_dataset(
         # A task and its augmented variants fall on the same side, or the eval loss would be measured on
         # rewordings of training rows.
         splits[split_of(original_task_id(trajectory.task_id), validation_fraction, seed)].append(sft_row(trajectory))
+    if not splits["train"]:  # a few rows (served feedback) can all hash to validation: train on them instead
+        splits["train"], splits["validation"] = splits["validation"], []
     stats = _card_stats(kept, {"train": splits["train"], "validation": splits["validation"]}, lengths)
     if tokenizer is not None and kept:
         stats["tokens"]["longest_turn"] = longest_turn_tokens(kept, tokenizer)

@@ -111,6 +111,14 @@ def test_filters_count_each_drop_reason(runs):
         build_sft_dataset([oracle], filters=FilterConfig(max_tokens=100))
 
 
+def test_rows_that_all_hash_to_validation_are_trained_on(runs):
+    """A handful of rows (served feedback) can all fall in the validation split: they become train rows,
+    rather than an error saying that no rows are left."""
+    oracle, _ = runs
+    every_row = build_sft_dataset([oracle], validation_fraction=1.0)
+    assert every_row.train and not every_row.validation
+
+
 def test_token_length_filter(runs, tiny):
     oracle, _ = runs
     dataset = build_sft_dataset([oracle], filters=FilterConfig(max_tokens=400), tokenizer=tiny[1])
