@@ -3,7 +3,8 @@
 Rows follow TRL's conversational format: ``{"messages": [...], "tools": "<json>", "trajectory_id": ...}``.
 Tool-call arguments and the ``tools`` column are JSON strings: Arrow merges the keys of nested dicts
 across rows (``{"city": ...}`` would gain every other row's keys as nulls), and TRL parses a JSON-string
-``tools`` column. The train/validation split is by task id, so no task is on both sides.
+``tools`` column. The train/validation split is by task id, so no task is on both sides (rows that all fall in
+validation, e.g. a few served-feedback rows, become train rows).
 
 Output directory: ``train.jsonl``, ``validation.jsonl``, ``hf/`` (``datasets.DatasetDict.save_to_disk``),
 ``README.md`` (the dataset card: counts, token lengths, task mix, drop reasons, slice report), and
