@@ -1,15 +1,20 @@
-"""Attention for the generation engine's forward passes (``agentft.engine``): what a decode step on a CPU is
-bound by is reading the key/value cache, so this attention reads less of it, with sdpa's arithmetic.
+"""agentft's attention: sdpa's kernels over two layouts transformers' sdpa attention does not offer.
 
-The engine switches a model on transformers' sdpa attention to ``engine_attention`` (``use_engine_attention``);
-the model's other calls (training, ``generate``) pass no ``shared_prefix`` and go to sdpa unchanged.
+- The generation engine's passes (``agentft.engine``, ``shared_prefix``): what a decode step on a CPU is bound by
+  is reading the key/value cache, so this attention reads less of it.
+- Training's packed rests (``agentft.train.prefix``, ``rest_lengths``): several conversations' tokens after the
+  opening they share, laid end to end, each attending to one copy of that opening and to itself.
+
+The engine and training switch a model on transformers' sdpa attention to ``engine_attention``
+(``use_engine_attention``); calls that pass neither keyword (``generate``, plain training rows) go to sdpa
+unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ATTENTION", "engine_attention", "use_engine_attention"]
+__all__ = ["ATTENTION", "engine_attention", "rests_attention", "use_engine_attention"]
 
 
 def engine_attention(
@@ -20,10 +25,11 @@ def engine_attention(
     attention_mask: Any,
     scaling: float | None = None,
     shared_prefix: int | None = None,
+    rest_lengths: tuple[int, ...] | None = None,
     **kwargs: Any,
 ) -> tuple[Any, None]:
-    """Attention for the engine's forward passes (``shared_prefix`` given, an additive mask); anything else goes to
-    transformers' sdpa attention unchanged.
+    """Attention for the engine's forward passes (``shared_prefix`` given, an additive mask) and training's packed
+    rests (``rest_lengths`` given: ``rests_attention``); anything else goes to transformers' sdpa attention unchanged.
 
     - **Grouped-query heads packed**: the query heads sharing a key/value head become extra query rows of that
       head (their mask rows repeated), so keys and values are read as cached, never copied once per query head
@@ -39,6 +45,8 @@ def engine_attention(
     """
     import torch
 
+    if rest_lengths is not None:
+        return rests_attention(module, query, key, value, rest_lengths, scaling, kwargs.get("dropout") or 0.0), None
     unsupported = kwargs.get("dropout") or kwargs.get("position_bias") is not None or kwargs.get("softcap")
     if shared_prefix is None or attention_mask is None or attention_mask.dtype == torch.bool or unsupported:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -81,13 +89,51 @@ def engine_attention(
     return output.reshape(batch, heads, queries, dim).transpose(1, 2).contiguous(), None
 
 
+def rests_attention(
+    module: Any, query: Any, key: Any, value: Any, rest_lengths: tuple[int, ...], scaling: float | None, dropout: float
+) -> Any:
+    """Attention over packed rests: the queries are several rows' tokens after an opening they all share, laid end
+    to end (``rest_lengths`` tokens each); the keys and values are that opening's, then the rests' in the same
+    order. Each rest attends to the whole opening and causally to itself (within the layer's sliding window, if it
+    has one), one rest per sdpa call: no padding to the longest rest, and the opening's keys and values are not
+    copied once per row. Returns ``[1, queries, heads, dim]``.
+    """
+    import torch
+
+    opening = key.shape[2] - query.shape[2]
+    window = getattr(module, "sliding_window", None)
+    outputs, start = [], 0
+    for length in rest_lengths:
+        if not length:
+            continue
+        own = slice(opening + start, opening + start + length)
+        positions = torch.arange(opening + length, device=query.device)  # the keys' positions in the row
+        asking = positions[opening:, None]  # the queries'
+        mask = positions <= asking
+        if window:
+            mask &= positions > asking - window
+        outputs.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, start : start + length],
+                torch.cat([key[:, :, :opening], key[:, :, own]], dim=2),
+                torch.cat([value[:, :, :opening], value[:, :, own]], dim=2),
+                attn_mask=mask,
+                dropout_p=dropout,
+                scale=scaling,
+                enable_gqa=True,
+            )
+        )
+        start += length
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
+
+
 ATTENTION = "agentft_engine"
-"""The attention implementation the engine switches an sdpa model to (``engine_attention``)."""
+"""The attention implementation the engine and training switch an sdpa model to (``engine_attention``)."""
 
 
-def use_engine_attention(model: Any) -> None:
+def use_engine_attention(model: Any) -> bool:
     """Switch a model on transformers' sdpa attention to ``engine_attention``, registered with sdpa's masks (its
-    own calls outside the engine go to sdpa unchanged)."""
+    other calls go to sdpa unchanged). Whether the model is on ``engine_attention`` now."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -95,3 +141,4 @@ def use_engine_attention(model: Any) -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(ATTENTION)
+    return getattr(model.config, "_attn_implementation", None) == ATTENTION

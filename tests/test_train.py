@@ -166,13 +166,17 @@ def test_label_positions_loss_equals_the_full_head_loss(data, tiny):
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
-def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
+def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny, monkeypatch):
     """Four packed conversations that open with the same system prompt and tools: running that opening
     once and attending to its cache must train exactly like the packed row."""
+    import agentft.engine_attention
     from agentft.train.prefix import shared_prefix_length, unpack_rows
     from agentft.train.sft import label_positions_loss
 
     model, _ = tiny
+    rests = []
+    original = agentft.engine_attention.rests_attention
+    monkeypatch.setattr(agentft.engine_attention, "rests_attention", lambda *a: rests.append(a[4]) or original(*a))
     batch = packed_batch(data[0], tiny, 4)
     input_ids, attention_mask, _ = unpack_rows(batch)
     assert input_ids.shape[0] == 4 and shared_prefix_length(input_ids, attention_mask) >= 32
@@ -188,7 +192,44 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny):
     for a, b in zip(packed_grads, shared_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
     model.zero_grad()
+    # the rests ran packed, none padded to the longest
+    lengths = attention_mask.sum(dim=1) - shared_prefix_length(input_ids, attention_mask)
+    assert rests and rests[0] == tuple(lengths.tolist()) and len(set(rests[0])) > 1
     assert unpack_rows(packed_batch(data[0], tiny, 1)) is None  # one conversation: nothing to share
+
+
+def test_shared_prefix_keeps_sliding_windows():
+    """A model with sliding-window layers (Gemma 3) whose window is shorter than the shared opening: each
+    rest must see only the opening's keys inside its window, as the plain forward pass does."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from agentft.train.prefix import shared_prefix_hidden
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        attn_implementation="sdpa",
+    )
+    backbone = Gemma3ForCausalLM(config).eval().model
+    opening = torch.randint(3, 300, (40,))
+    rows = [torch.cat([opening, torch.randint(3, 300, (n,))]) for n in (12, 20, 7)]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([r, torch.zeros(width - len(r), dtype=torch.long)]) for r in rows])
+    mask = torch.stack([(torch.arange(width) < len(r)).long() for r in rows])
+    with torch.no_grad():
+        plain = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        shared = shared_prefix_hidden(backbone, ids, mask)
+    assert backbone.config._attn_implementation == "agentft_engine"  # the packed rests' attention ran
+    real = mask.bool()
+    assert torch.allclose(plain[real], shared[real], atol=1e-5)
 
 
 def test_full_fine_tuning_changes_every_weight(data, tmp_path):

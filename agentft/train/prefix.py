@@ -3,7 +3,8 @@
 Tool-use training rows open with the same system prompt and tool list (about 600 of ~900 tokens in
 ``claims``). Running that opening once per batch and letting each row's remainder attend to its keys and
 values gives the same hidden states, loss and gradients as running every row in full: autograd carries
-each row's gradient back through the expanded cache into the one prefix pass.
+each row's gradient back through the cache into the one prefix pass. The remainders run packed end to end,
+not padded to the longest (a quarter of a padded batch's tokens were padding in the quickstart's SFT).
 
 SFT uses it on its packed rows; DPO (chosen and rejected rows that share their whole prompt) through
 :func:`sharing_backbone`, which TRL's fused LM head then calls without knowing.
@@ -30,25 +31,31 @@ def shared_prefix_length(input_ids: Any, attention_mask: Any) -> int:
 def shared_prefix_hidden(backbone: Any, input_ids: Any, attention_mask: Any) -> Any:
     """Last hidden states ``[rows, length, hidden]`` of right-padded rows, the shared opening run once.
 
-    Falls back to one plain forward call for a single row or a short common opening.
+    The rows' rests (their tokens after the opening) then run as one packed sequence on top of the opening's
+    cache: no padding tokens through the layers, and each rest attends to the one copy of the opening's keys and
+    values (``agentft.engine_attention.rests_attention``). Falls back to one plain forward call for a single row,
+    a short common opening, or a model off sdpa attention.
     """
     import torch
 
+    from agentft.engine_attention import use_engine_attention
+
     rows, width = input_ids.shape
     length = shared_prefix_length(input_ids, attention_mask) if rows > 1 else 0
-    if length < MIN_SHARED_PREFIX or length == width:
+    if length < MIN_SHARED_PREFIX or length == width or not use_engine_attention(backbone):
         return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     prefix = backbone(input_ids=input_ids[:1, :length], use_cache=True)
-    cache = prefix.past_key_values
-    cache.batch_repeat_interleave(rows)
+    real = attention_mask[:, length:].bool()
     positions = torch.arange(length, width, device=input_ids.device).expand(rows, -1)
-    rest = backbone(
-        input_ids=input_ids[:, length:],
-        attention_mask=attention_mask,
-        position_ids=positions,
-        cache=cache,
+    packed = backbone(
+        input_ids=input_ids[:, length:][real][None],
+        position_ids=positions[real][None],
+        cache=prefix.past_key_values,
         use_cache=True,
+        rest_lengths=tuple(real.sum(dim=1).tolist()),
     ).last_hidden_state
+    rest = packed.new_zeros(rows, width - length, packed.shape[-1])
+    rest[real] = packed[0]
     return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest], dim=1)
 
 
@@ -95,7 +102,7 @@ def sharing_backbone(model: Any) -> Iterator[None]:
         if not plain or not _right_padded(attention_mask):
             return original(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return BaseModelOutputWithPast(
-            last_hidden_state=shared_prefix_hidden(_Original(original), input_ids, attention_mask)
+            last_hidden_state=shared_prefix_hidden(_Original(backbone, original), input_ids, attention_mask)
         )
 
     backbone.forward = forward
@@ -106,10 +113,13 @@ def sharing_backbone(model: Any) -> Iterator[None]:
 
 
 class _Original:
-    """The backbone's own forward, callable like the module."""
+    """The backbone with its own forward (not the rerouting one), callable like the module."""
 
-    def __init__(self, forward: Any) -> None:
-        self.forward = forward
+    def __init__(self, module: Any, forward: Any) -> None:
+        self.module, self.forward = module, forward
+
+    def __getattr__(self, name: str) -> Any:  # config, set_attn_implementation
+        return getattr(self.module, name)
 
     def __call__(self, **kwargs: Any) -> Any:
         return self.forward(**kwargs)
