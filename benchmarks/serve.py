@@ -106,7 +106,13 @@ def main() -> None:
 
     pull(args.model)
     with tempfile.TemporaryDirectory() as logs:
-        config = ServeConfig(model=args.model, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, log_dir=logs)
+        config = ServeConfig(
+            model=args.model,
+            dtype=args.dtype,
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            log_dir=logs,
+        )
         app = create_app(config)
         engine = app.state.serve.engine
         with serve_in_thread(app) as url:
