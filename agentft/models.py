@@ -149,12 +149,21 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 matmuls run ~4x faster than
-    fp32; elsewhere torch emulates bf16, slower than fp32."""
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX) and torch may use it: there bf16 matmuls
+    run ~4x faster than fp32; elsewhere torch emulates bf16, slower than fp32.
+
+    Kernels held below it count as no: ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA`` without bf16
+    (with ``MKL_ENABLE_INSTRUCTIONS=AVX2``, how this machine runs as an AVX2-only CPU would).
+    """
     import torch
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu helpers: looked up
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    if not any(getattr(torch.cpu, name, lambda: False)() for name in probes):
+        return False
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return isa in ("ALL", "DEFAULT") or any(part in isa for part in ("BF16", "AMX", "AVX10"))
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

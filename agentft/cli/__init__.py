@@ -746,6 +746,7 @@ def doctor(
         from agentft.models import cpu_has_native_bf16
 
         table.add_row("torch threads", str(torch.get_num_threads()))
+        table.add_row("torch CPU kernels", torch.backends.cpu.get_cpu_capability())
         table.add_row(
             "CPU bf16",
             "native (AVX512-BF16 or AMX): `auto` precision picks bf16"
