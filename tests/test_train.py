@@ -200,7 +200,8 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(data, tiny, monkeypatch
 
 def test_shared_prefix_keeps_sliding_windows():
     """A model with sliding-window layers (Gemma 3) whose window is shorter than the shared opening: each
-    rest must see only the opening's keys inside its window, as the plain forward pass does."""
+    rest must see only the opening's keys inside its window, as the plain forward pass does (one row is the
+    opening alone: no rest)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from agentft.train.prefix import shared_prefix_hidden
@@ -220,7 +221,7 @@ def test_shared_prefix_keeps_sliding_windows():
     )
     backbone = Gemma3ForCausalLM(config).eval().model
     opening = torch.randint(3, 300, (40,))
-    rows = [torch.cat([opening, torch.randint(3, 300, (n,))]) for n in (12, 20, 7)]
+    rows = [torch.cat([opening, torch.randint(3, 300, (n,))]) for n in (12, 0, 20, 7)]
     width = max(len(r) for r in rows)
     ids = torch.stack([torch.cat([r, torch.zeros(width - len(r), dtype=torch.long)]) for r in rows])
     mask = torch.stack([(torch.arange(width) < len(r)).long() for r in rows])
