@@ -152,8 +152,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX) and torch may use it: there bf16 matmuls
     run ~4x faster than fp32; elsewhere torch emulates bf16, slower than fp32.
 
-    Kernels held below it count as no: ``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA`` without bf16
-    (with ``MKL_ENABLE_INSTRUCTIONS=AVX2``, how this machine runs as an AVX2-only CPU would).
+    Kernels held below it count as no: ``ATEN_CPU_CAPABILITY=avx2`` or an ``ONEDNN_MAX_CPU_ISA`` without bf16
+    (with ``MKL_ENABLE_INSTRUCTIONS=AVX2`` too, a bf16 CPU runs torch as an AVX2-only one would).
     """
     import torch
 
