@@ -25,38 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Embedded offline models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """List the embedded models and whether they are in the local cache."""
-    from agentft.models import EMBEDDED_MODELS, describe
-
-    table = Table("name", "pulled", "description", "path")
-    for name in EMBEDDED_MODELS:
-        row = describe(name)
-        table.add_row(row["name"], "yes" if row["pulled"] else "no", row["description"], row["path"])
-    console.print(table)
-
-
-@models_app.command("pull")
-def models_pull(
-    name: Annotated[str, typer.Argument(help="embedded model name, e.g. smollm2-135m")],
-    force: Annotated[bool, typer.Option(help="rebuild even if cached")] = False,
-) -> None:
-    """Build the local copy of an embedded model (offline; once)."""
-    from agentft.models import is_pulled, pull
-
-    if is_pulled(name) and not force:
-        console.print(f"{name} is already pulled: {pull(name)}")
-        return
-    with console.status(f"converting {name} (once; about 20-40 s for smollm2-135m)..."):
-        path = pull(name, force=force)
-    console.print(f"[green]pulled[/green] {name} -> {path}")
 
 
 @app.command()
@@ -126,6 +96,10 @@ RecordTokens = Annotated[
         help="hf: keep every model turn's prompt and completion token ids and log-probabilities on its trajectory",
     ),
 ]
+Verbatim = Annotated[
+    bool,
+    typer.Option(help="hf: keep the arguments a tool declares verbatim to text the conversation holds (see README)"),
+]
 BestOf = Annotated[
     int,
     typer.Option(
@@ -188,6 +162,7 @@ def _episodes_config(
     temperature: float = 0.0,
     top_p: float = 1.0,
     record_tokens: bool = False,
+    verbatim: bool = True,
     augment: int = 0,
     augment_seed: int = 0,
     recovery: float = 0.0,
@@ -222,7 +197,13 @@ def _episodes_config(
             "--best-of samples its extra candidates: it needs a local model (hf:...), --best-of-temperature in "
             "(0, 2], and no --record-tokens (the recorded turns would not chain)"
         )
-    sampling = {"temperature": temperature, "top_p": top_p, "seed": seed, "record_tokens": record_tokens}
+    sampling = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "record_tokens": record_tokens,
+        "verbatim": verbatim,
+    }
     return CollectConfig(
         env=env,
         policy=policy,
@@ -278,6 +259,7 @@ def collect(
     temperature: Temperature = 0.0,
     top_p: TopP = 1.0,
     record_tokens: RecordTokens = False,
+    verbatim: Verbatim = True,
     augment: Annotated[
         int,
         typer.Option(
@@ -322,6 +304,7 @@ def collect(
         temperature=temperature,
         top_p=top_p,
         record_tokens=record_tokens,
+        verbatim=verbatim,
         augment=augment,
         augment_seed=augment_seed,
         recovery=recovery,
@@ -385,6 +368,7 @@ def eval_command(
     temperature: Temperature = 0.0,
     top_p: TopP = 1.0,
     record_tokens: RecordTokens = False,
+    verbatim: Verbatim = True,
     guard: GuardOption = False,
     spotlight: SpotlightOption = False,
     best_of: BestOf = 1,
@@ -417,6 +401,7 @@ def eval_command(
         temperature=temperature,
         top_p=top_p,
         record_tokens=record_tokens,
+        verbatim=verbatim,
         guard=guard,
         spotlight=spotlight,
         best_of=best_of,
@@ -794,6 +779,7 @@ def main() -> None:
 # The command groups that live in their own modules register themselves on ``app``.
 from agentft.cli import environments as _environments  # noqa: E402, F401
 from agentft.cli import mcp as _mcp  # noqa: E402, F401
+from agentft.cli import models as _models  # noqa: E402, F401
 from agentft.cli import operate as _operate  # noqa: E402, F401
 from agentft.cli import rag as _rag  # noqa: E402, F401
 from agentft.cli import serve as _serve  # noqa: E402, F401
