@@ -28,8 +28,8 @@ dates, the tool-call syntax of its earlier turns). While few rows generate, a de
 the weights, not by arithmetic, so each greedy row also feeds the tokens that followed the latest earlier
 occurrence of its last one to three tokens in its own sequence, and keeps every draft token the model's argmax
 agrees with, plus the model's own next token: the same tokens as one at a time, in fewer steps. Drafts are
-sized so a step computes at most ``draft_budget`` tokens (rows x (1 + draft)); sampled, constrained and
-log-prob rows take one token a step.
+sized so a step computes at most ``draft_budget`` tokens (rows x (1 + draft)); a constrained row's choice at
+each draft position is taken among the tokens allowed there; sampled and log-prob rows take one token a step.
 
 Models: decoder-only transformers that accept a 4D mask and explicit position ids, whose layers attend to the
 full context (Llama, Qwen2, SmolLM2, ...) or declare per layer (``config.layer_types``) full or sliding-window
@@ -620,10 +620,10 @@ class Engine:
     def _draft(self, slot: int, width: int) -> list[int] | None:
         """Up to ``width`` tokens to verify after the row's pending one: those that followed the latest earlier
         occurrence of the row's last 3, else 2, else 1 tokens ([] if none did). None when the row takes one token
-        a step (sampled, constrained, log-prob or min-length rows)."""
+        a step (sampled, log-prob or min-length rows)."""
         row = self.rows[slot]
         request = row.handle.request
-        if request.temperature > 0 or request.allowed is not None or request.logprobs or request.min_new_tokens:
+        if request.temperature > 0 or request.logprobs or request.min_new_tokens:
             return None
         context = row.tokens
         context.append(row.pending)  # taken back below: the pending token is not in the cache yet
@@ -650,7 +650,14 @@ class Engine:
         request = row.handle.request
         choices = logits.argmax(dim=-1).tolist()
         agreed = 0
-        while agreed < len(draft) and choices[agreed] == draft[agreed]:
+        while True:
+            if request.allowed is not None:  # the row's choice at this position, among the tokens allowed there
+                allowed = request.allowed([*row.generated, *draft[:agreed]])
+                if allowed:
+                    allowed = list(allowed)
+                    choices[agreed] = allowed[int(logits[agreed, allowed].argmax())]
+            if agreed == len(draft) or choices[agreed] != draft[agreed]:
+                break
             agreed += 1
         new = choices[: agreed + 1]
         room = request.max_new_tokens - len(row.generated)

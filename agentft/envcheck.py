@@ -112,6 +112,7 @@ def check_environment(
     report.checks += [
         _oracle_solves(oracle, task_of),
         _must_say(oracle, task_of),
+        _verbatim_heard(oracle, task_of),
         _noop_fails(noop, task_of),
     ]
     sample = _sample(oracle[chosen[0]], edit_tasks_per_kind, task_of) if chosen else []
@@ -352,6 +353,33 @@ def _must_say(oracle: dict[str, list[Trajectory]], task_of: dict[str, Task]) -> 
     if not facts:
         return Check(name, None, "no task has must-say facts" if read else "no oracle episode ended without error")
     return Check(name, True, f"{facts} facts, each said")
+
+
+def _verbatim_heard(oracle: dict[str, list[Trajectory]], task_of: dict[str, Task]) -> Check:
+    """The oracle writes every verbatim argument (``@tool(verbatim=...)``) as the conversation had it: a local
+    model's decoding is kept to such values, so a demonstration that reformats one teaches what it cannot do."""
+    from agentft.verbatim import unheard_arguments, verbatim_fields
+
+    name = "verbatim arguments: the oracle copies them from the conversation"
+    calls = 0
+    for runs in oracle.values():
+        for trajectory in runs:
+            if not verbatim_fields(trajectory.tools):
+                continue
+            calls += 1
+            unheard = unheard_arguments(trajectory.messages, trajectory.tools)
+            if unheard:
+                tool, argument, value = unheard[0]
+                return Check(
+                    name,
+                    False,
+                    f"task {trajectory.task_id}: {tool}'s {argument} is {value!r}, which no earlier message holds; "
+                    f"take {argument} out of {tool}'s verbatim list, or have the task pass it as the user said it",
+                    describe(trajectory, task_of.get(trajectory.task_id)),
+                )
+    if not calls:
+        return Check(name, None, "no tool declares verbatim arguments")
+    return Check(name, True, f"{calls} oracle episodes, every verbatim value copied")
 
 
 def _noop_fails(noop: dict[str, list[Trajectory]], task_of: dict[str, Task]) -> Check:

@@ -77,12 +77,14 @@ class ToolSpec(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     effect: Effect | None = None
     requires: list[str] = Field(default_factory=list)
+    verbatim: list[str] = Field(default_factory=list)
+    """String parameters whose values the model copies from the conversation (``agentft.verbatim``)."""
 
     @model_validator(mode="before")
     @classmethod
     def _from_openai(cls, value: Any) -> Any:
         if isinstance(value, Mapping) and isinstance(value.get("function"), Mapping):
-            return {**value["function"], **{k: value[k] for k in ("effect", "requires") if k in value}}
+            return {**value["function"], **{k: value[k] for k in ("effect", "requires", "verbatim") if k in value}}
         return value
 
     @model_serializer
@@ -90,6 +92,8 @@ class ToolSpec(BaseModel):
         record: dict[str, Any] = {**self.openai(), "effect": self.effect}
         if self.requires:
             record["requires"] = list(self.requires)
+        if self.verbatim:
+            record["verbatim"] = list(self.verbatim)
         return record
 
     def openai(self) -> dict[str, Any]:
@@ -211,6 +215,7 @@ class Tool:
         *,
         effect: Effect = "read",
         requires: Iterable[str] = (),
+        verbatim: Iterable[str] = (),
         args_model: type[BaseModel] | None = None,
         is_method: bool = False,
         max_chars: int = DEFAULT_MAX_CHARS,
@@ -219,12 +224,21 @@ class Tool:
             raise UserError(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-'")
         if effect not in ("read", "write"):
             raise UserError(f"tool {name}: effect must be 'read' or 'write', not {effect!r}")
+        properties = parameters.get("properties", {}) if isinstance(parameters, Mapping) else {}
+        verbatim = tuple([verbatim] if isinstance(verbatim, str) else verbatim)
+        for field in verbatim:
+            if properties.get(field, {}).get("type") != "string":
+                raise UserError(
+                    f"tool {name}: verbatim names {field!r}, which is not one of its string parameters "
+                    f"({', '.join(k for k, v in properties.items() if v.get('type') == 'string') or 'none'})"
+                )
         self.name = name
         self.description = description
         self.parameters = parameters
         self.function = function
         self.effect: Effect = effect
         self.requires = tuple(requires)
+        self.verbatim = verbatim
         self.args_model = args_model
         self.is_method = is_method
         self.max_chars = max_chars
@@ -245,6 +259,7 @@ class Tool:
         effect: Effect = "read",
         name: str | None = None,
         requires: Iterable[str] = (),
+        verbatim: Iterable[str] = (),
         max_chars: int = DEFAULT_MAX_CHARS,
     ) -> Tool:
         """Build a tool from type hints and a Google docstring; every mistake is a ``UserError`` naming it."""
@@ -289,6 +304,7 @@ class Tool:
             function,
             effect=effect,
             requires=requires,
+            verbatim=verbatim,
             args_model=model,
             is_method=is_method,
             max_chars=max_chars,
@@ -301,6 +317,7 @@ class Tool:
             parameters=self.parameters,
             effect=self.effect,
             requires=list(self.requires),
+            verbatim=list(self.verbatim),
         )
 
     def schema(self) -> dict[str, Any]:
@@ -425,9 +442,14 @@ def tool(
     effect: Effect = "read",
     name: str | None = None,
     requires: Iterable[str] = (),
+    verbatim: Iterable[str] = (),
     max_chars: int = DEFAULT_MAX_CHARS,
 ) -> Any:
     """Make a typed, documented function (or a ``Toolkit`` method) a tool.
+
+    ``verbatim`` names string parameters whose values the model must copy from the conversation (ids, emails,
+    names, dates as the caller said them): a local model's decoding is then kept to text the conversation
+    holds (``agentft.verbatim``). Leave out parameters the model composes (a search query, a summary).
 
     >>> @tool(effect="read")
     ... def get_claim(claim_id: str) -> dict:
@@ -440,7 +462,9 @@ def tool(
     """
 
     def decorate(fn: Callable[..., Any]) -> Tool:
-        return Tool.from_function(fn, effect=effect, name=name, requires=requires, max_chars=max_chars)
+        return Tool.from_function(
+            fn, effect=effect, name=name, requires=requires, verbatim=verbatim, max_chars=max_chars
+        )
 
     return decorate(function) if function is not None else decorate
 

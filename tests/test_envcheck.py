@@ -3,6 +3,8 @@ cause named (an oracle that misses a fact, a rule that raises, a rule that never
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -23,6 +25,22 @@ class MissingFactClaims(CLAIMS):
         tasks = super().tasks(split)
         if split == "validation":
             tasks[0] = tasks[0].model_copy(update={"must_say": [*tasks[0].must_say, "reference number"]})
+        return tasks
+
+
+class LowercaseIdClaims(CLAIMS):
+    """The oracle of one task writes claim ids in lower case: the tools accept it, but no message holds it."""
+
+    def tasks(self, split):
+        tasks = super().tasks(split)
+        if split == "validation":
+
+            def lower(call):
+                arguments = {k: v.lower() if k == "claim_id" else v for k, v in call.arguments.items()}
+                return call.model_copy(update={"arguments": arguments})
+
+            solution = [turn.model_copy(update={"calls": [lower(c) for c in turn.calls]}) for turn in tasks[0].solution]
+            tasks[0] = tasks[0].model_copy(update={"solution": solution})
         return tasks
 
 
@@ -81,6 +99,7 @@ def test_the_built_in_environments_pass(name):
     result = check("--env", name, "--env-arg", "sandbox=false", "--split", "validation")
     assert result.exit_code == 0, result.output
     assert "every check passed (validation)" in result.output and not failed(result.output)
+    assert "verbatim arguments: the oracle copies them from the conversation" in result.output
 
 
 def test_an_oracle_that_misses_a_fact_fails_naming_the_fact_and_showing_the_transcript():
@@ -93,6 +112,15 @@ def test_an_oracle_that_misses_a_fact_fails_naming_the_fact_and_showing_the_tran
         "'reference number'",
     ]
     assert "last messages of" in result.output and "assistant: Claim CLM-" in result.output  # the transcript
+
+
+def test_an_oracle_that_reformats_a_verbatim_argument_fails_naming_the_value():
+    result = check("--env", f"{__name__}:LowercaseIdClaims", *SMALL)
+    assert result.exit_code == 1
+    [line] = [line for line in failed(result.output) if line.startswith("✗ verbatim arguments")]
+    unheard = r"task claims-validation-0000: \w+'s claim_id is 'clm-\d{6}', which no earlier message holds"
+    assert re.search(unheard, line)
+    assert "✓ verbatim arguments: the oracle copies them from the conversation" not in result.output
 
 
 def test_a_rule_that_raises_fails_naming_the_rule():

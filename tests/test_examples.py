@@ -24,6 +24,7 @@ FAST_ARGS = {
     "14_prompt_injection.py": ["--n", "18"],
     "15_operate.py": [],
     "16_model_families.py": ["--models", "tiny-test", "gemma3-270m"],
+    "17_verbatim_arguments.py": ["--model", "tiny-test"],
 }
 
 

@@ -78,7 +78,7 @@ class ClaimsDesk(Toolkit):
             raise ToolError(f"no claim {claim_id}")
         return row
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["email", "claim_id"])
     def verify_identity(self, email: str, date_of_birth: str, claim_id: str = "") -> dict[str, Any]:
         """Check the caller's identity, and whether the claim they ask about is on their account.
 
@@ -101,7 +101,7 @@ class ClaimsDesk(Toolkit):
             result.update(claim_id=claim["claim_id"], claim="on_account" if mine else "not_on_account")
         return result
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["customer_id"])
     def get_customer(self, customer_id: str) -> dict[str, Any]:
         """A customer's full record.
 
@@ -113,7 +113,7 @@ class ClaimsDesk(Toolkit):
             raise ToolError(f"no customer {customer_id}")
         return dict(row)
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["claim_id"])
     def get_claim(self, claim_id: str) -> dict[str, Any]:
         """Look up a claim.
 
@@ -131,7 +131,7 @@ class ClaimsDesk(Toolkit):
             "status": row["status"],
         }
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["claim_id"])
     def review_claim(self, claim_id: str) -> dict[str, str]:
         """The rule engine's decision on a submitted claim.
 
@@ -151,7 +151,7 @@ class ClaimsDesk(Toolkit):
             decision, reason = "approve", "covered"
         return {"claim_id": row["claim_id"], "decision": decision, "reason": reason}
 
-    @tool(effect="write")
+    @tool(effect="write", verbatim=["claim_id"])
     def decide_claim(
         self,
         claim_id: str,
@@ -175,7 +175,7 @@ class ClaimsDesk(Toolkit):
         self.conn.commit()
         return {"claim_id": row["claim_id"], "status": status}
 
-    @tool(effect="write")
+    @tool(effect="write", verbatim=["policy_id"])
     def file_claim(self, policy_id: str, incident: Incident, amount: float) -> dict[str, str]:
         """File a new claim.
 
@@ -198,7 +198,7 @@ class ClaimsDesk(Toolkit):
         self.conn.commit()
         return {"claim_id": claim_id, "status": "submitted"}
 
-    @tool(effect="write")
+    @tool(effect="write", verbatim=["customer_id", "phone"])
     def update_contact(self, customer_id: str, phone: str) -> dict[str, str]:
         """Change a customer's phone number.
 

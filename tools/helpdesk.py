@@ -85,7 +85,7 @@ class HelpdeskDesk(Toolkit):
             raise ToolError(f"no ticket {ticket_id}")
         return row
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["employee_id", "pin"])
     def verify_employee(self, employee_id: str, pin: str) -> dict[str, str]:
         """Check an employee's id and helpdesk PIN.
 
@@ -100,7 +100,7 @@ class HelpdeskDesk(Toolkit):
             return {"status": "not_verified"}
         return {"status": "verified", "employee_id": row["employee_id"]}
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["employee_id"])
     def review_access(self, employee_id: str, group: str) -> dict[str, str]:
         """Decide an access request to a group.
 
@@ -117,7 +117,7 @@ class HelpdeskDesk(Toolkit):
         decision = "already_member" if member else "needs_approval" if group_row["privileged"] else "grant"
         return {"decision": decision, "group": group_row["name"]}
 
-    @tool(effect="read")
+    @tool(effect="read", verbatim=["ticket_id"])
     def get_ticket(self, ticket_id: str) -> dict[str, str]:
         """Look up a ticket.
 
@@ -134,7 +134,7 @@ class HelpdeskDesk(Toolkit):
             "summary": row["summary"],
         }
 
-    @tool(effect="write")
+    @tool(effect="write", verbatim=["employee_id", "ticket_id"])
     def add_to_group(self, employee_id: str, group: str, ticket_id: str) -> dict[str, str]:
         """Add an employee to a group and resolve the request ticket.
 
@@ -165,7 +165,7 @@ class HelpdeskDesk(Toolkit):
             "ticket_status": "resolved",
         }
 
-    @tool(effect="write")
+    @tool(effect="write", verbatim=["employee_id"])
     def reset_password(self, employee_id: str) -> dict[str, str]:
         """Reset an employee's password; the temporary one goes to their manager.
 

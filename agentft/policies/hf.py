@@ -53,6 +53,8 @@ class HFPolicy:
     on their own, so the model reads its own sampled tokens back, not a re-tokenisation of their text (which
     can split a word differently: 1 in 35 turns of sampled SmolLM2 episodes). One episode is then one token
     sequence, every model token's log-prob exact in it.
+    ``verbatim`` (on by default) keeps the values of the arguments a tool declares verbatim to text the
+    conversation holds (``agentft.verbatim``); turned off for RL rollouts, whose log-probs must be the model's own.
 
     Two ways to drive it: ``act`` (a batch of conversations, one reply each: any caller) and ``submit`` /
     ``poll`` / ``release`` (the runner's continuous mode: a turn submitted while others generate joins them).
@@ -73,6 +75,7 @@ class HFPolicy:
         engine: bool = True,
         max_resident: int = 64,
         record_tokens: bool = False,
+        verbatim: bool = True,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from agentft.engine import Engine, supports
@@ -101,6 +104,8 @@ class HFPolicy:
                 "or which was turned off (engine=False)"
             )
         self.record_tokens = record_tokens
+        self.verbatim = verbatim and self.engine is not None
+        self._token_texts: Any = None
         self._submitted: dict[int, tuple[Any, str, ToolSchemas | None, int]] = {}
         """Turns submitted and not yet polled: handle id -> (handle, episode key, tools, conversation length)."""
         self._chains: dict[str, tuple[list[int], int]] = {}
@@ -121,19 +126,35 @@ class HFPolicy:
     def act(
         self, conversations: Sequence[Sequence[Message | dict[str, Any]]], tools: ToolSchemas | None = None
     ) -> list[Reply]:
-        generations = self.generate([self.prompt_text(conversation, tools) for conversation in conversations])
+        generations = self.generate(
+            [self.prompt_text(conversation, tools) for conversation in conversations],
+            constraints=[self._verbatim(conversation, tools) for conversation in conversations],
+        )
         return [self._reply(generation, tools) for generation in generations]
 
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int | None = None, min_new_tokens: int | None = None
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        min_new_tokens: int | None = None,
+        constraints: Sequence[Any] | None = None,
     ) -> list[Generation]:
-        """A completion for each prompt (already rendered text), in the given order."""
+        """A completion for each prompt (already rendered text), in the given order; ``constraints``: each
+        prompt's ``allowed`` (``agentft.engine.Request``), with the engine."""
         if self._legacy is not None:
             return self._legacy.generate(prompts, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
         assert self.engine is not None
         self._calls += 1
         requests = [
-            self._request(prompt, f"act/{self._calls}/{index}", None, max_new_tokens, min_new_tokens)
+            self._request(
+                prompt,
+                f"act/{self._calls}/{index}",
+                None,
+                max_new_tokens,
+                min_new_tokens,
+                allowed=constraints[index] if constraints else None,
+            )
             for index, prompt in enumerate(prompts)
         ]
         return [
@@ -151,7 +172,16 @@ class HFPolicy:
         turn = sum(1 for message in conversation if getattr(message, "role", None) == "assistant")
         text = self.prompt_text(conversation, tools)
         chained = self._chained_ids(key, conversation, tools, text) if self.record_tokens else None
-        request = self._request(text, f"{key}/{turn}", key, None, None, ids=chained, temperature=temperature)
+        request = self._request(
+            text,
+            f"{key}/{turn}",
+            key,
+            None,
+            None,
+            ids=chained,
+            temperature=temperature,
+            allowed=self._verbatim(conversation, tools),
+        )
         handle = self.engine.submit(request)
         self._submitted[handle.id] = (handle, key, tools, len(conversation))
 
@@ -179,6 +209,21 @@ class HFPolicy:
             self.engine.release(key)
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def _verbatim(self, conversation: Sequence[Message | dict[str, Any]], tools: ToolSchemas | None) -> Any:
+        """The next turn's verbatim-arguments constraint, or None (off, or no tool declares one)."""
+        from agentft.verbatim import TokenTexts, VerbatimArguments
+
+        if not self.verbatim or not tools:
+            return None
+        if self._token_texts is None:
+            self._token_texts = TokenTexts(self.tokenizer)
+        return VerbatimArguments.for_conversation(
+            self._token_texts,
+            lambda tokens: self.tokenizer.decode(tokens, skip_special_tokens=False),
+            to_hf(conversation),
+            tools,
+        )
+
     def _closed_turn(self, prompt: Sequence[int], completion: Sequence[int]) -> list[int]:
         """A turn's tokens as the next turn continues them: ended by the end-of-turn token (added when the turn
         stopped on its length limit or on another stop token, as the chat template would render it)."""
@@ -215,6 +260,7 @@ class HFPolicy:
         min_new_tokens: int | None,
         ids: list[int] | None = None,
         temperature: float | None = None,
+        allowed: Any = None,
     ) -> Any:
         from agentft.engine import Request
 
@@ -227,6 +273,7 @@ class HFPolicy:
             top_p=self.top_p,
             seed=zlib.crc32(f"{self.seed}/{seed_key}".encode()),
             logprobs=self.record_tokens,
+            allowed=allowed,
             session=session,
         )
 

@@ -188,6 +188,7 @@ class _Rollouts:
             top_p=config.top_p,
             seed=config.seed,
             record_tokens=True,
+            verbatim=False,  # the loss recomputes the model's own log-probs: a masked draw would not match them
         )
         self.name = f"grpo:{Path(config.out).name}"
         self.path = Path(config.out) / ROLLOUTS

@@ -1,0 +1,169 @@
+"""Verbatim arguments: tools declare them, the engine keeps them to text the conversation holds, ``agentft check``
+catches a declaration the oracle's demonstrations break."""
+
+import json
+
+import pytest
+
+from agentft.engine import Engine, Request
+from agentft.errors import UserError
+from agentft.tools import ToolSpec, tool
+from agentft.verbatim import TokenTexts, VerbatimArguments, open_argument, unheard_arguments, verbatim_fields
+
+
+@tool(verbatim=["email", "claim_id"])
+def verify(email: str, claim_id: str = "", attempts: int = 1) -> dict:
+    """Check a caller.
+
+    Args:
+        email: The caller's email.
+        claim_id: The claim they ask about.
+        attempts: How many tries so far.
+    """
+    return {"status": "verified"}
+
+
+CALL = '<tool_call>{"name": "verify", "arguments": {'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (CALL + '"email": "jane.d', ("verify", "email", "jane.d")),
+        (CALL + '"attempts": 2, "email": "', ("verify", "email", "")),
+        (CALL + '"email": "a\\"b', ("verify", "email", 'a\\"b')),  # escapes stay as written
+        ('<tool_call>{"arguments": {"email": "j', (None, "email", "j")),  # the name not written yet
+        ('<tool_call>{"name": "verify", "parameters": {"email": "j', ("verify", "email", "j")),
+        (CALL + '"email": "a\\', None),  # inside an escape
+        (CALL + '"email": "jane"', None),  # the value closed
+        (CALL + '"ema', None),  # a key, not a value
+        (CALL + '"email": ["a', None),  # a list item
+        (CALL + '"email": "x"}}</tool_call> then "', None),  # the call ended
+        ('"email": "jane', None),  # no tool call at all
+        ('<tool_call>{"name": "verify", "email": "j', None),  # not inside the arguments object
+    ],
+)
+def test_open_argument_finds_the_value_being_written(text, expected):
+    assert open_argument(text) == expected
+
+
+def test_tools_declare_verbatim_string_parameters_outside_the_schema_the_model_reads():
+    spec = verify.spec()
+    assert spec.verbatim == ["email", "claim_id"]
+    assert "verbatim" not in json.dumps(spec.openai())  # prompts are unchanged
+    record = spec.model_dump()
+    assert record["verbatim"] == ["email", "claim_id"]
+    assert ToolSpec.model_validate(record).verbatim == ["email", "claim_id"]  # trajectory records keep it
+    assert "verbatim" not in ToolSpec(name="plain").model_dump()  # and records of other tools stay as they were
+    assert verbatim_fields([record, ToolSpec(name="plain")]) == {"verify": frozenset({"email", "claim_id"})}
+    for wrong in (["attempts"], ["nobody"]):
+        with pytest.raises(UserError, match=f"verbatim names '{wrong[0]}'.*string parameters \\(email, claim_id\\)"):
+
+            @tool(verbatim=wrong)
+            def verify_again(email: str, claim_id: str = "", attempts: int = 1) -> dict:
+                """Check a caller.
+
+                Args:
+                    email: The caller's email.
+                    claim_id: The claim they ask about.
+                    attempts: How many tries so far.
+                """
+                return {}
+
+
+@pytest.fixture(scope="module")
+def texts(tiny):
+    return TokenTexts(tiny[1])
+
+
+SOURCE = 'Hi, I am Jane. Reach me at jane.doe42@example.com or "jd" on chat.'
+
+
+def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny, texts):
+    _, tokenizer = tiny
+    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": frozenset({"email"})}, [SOURCE])
+    # Cut where JSON would escape: a value is written exactly as it reads.
+    assert constraint.sources == ["Hi, I am Jane. Reach me at jane.doe42@example.com or ", "jd", " on chat."]
+    closers = set(texts.closers)
+    assert closers and all(tokenizer.decode([t]).startswith('"') for t in closers)
+    for value in ("jane.d", "j", "Reach me", "jd"):
+        allowed = set(constraint.continuations(value))
+        spelled = {tokenizer.decode([t]) for t in allowed - closers}
+        assert all(any(value + piece in source for source in constraint.sources) for piece in spelled), value
+        assert spelled or value == "jd"  # the end of a piece: it can only close
+    first = {tokenizer.decode([t]) for t in set(constraint.continuations("")) - closers}
+    assert "j" in first and not any(piece[0].isspace() for piece in first)  # a value never starts on a space
+    assert not any("\\" in piece or '"' in piece for piece in first)
+    assert constraint.continuations("jane.dou") is None  # already off every source: left free
+    # The callback reads the text generated so far: free outside a verbatim value.
+    assert constraint(tokenizer(CALL + '"email": "jane.d', add_special_tokens=False)["input_ids"])
+    assert constraint(tokenizer(CALL + '"attempts": "', add_special_tokens=False)["input_ids"]) is None
+    assert constraint(tokenizer("Hello jane", add_special_tokens=False)["input_ids"]) is None
+
+
+def test_the_engine_writes_only_what_the_conversation_holds_with_drafts_or_without(tiny, texts):
+    model, tokenizer = tiny
+    stops = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    opening = f"<|im_start|>user\n{SOURCE}<|im_end|>\n<|im_start|>assistant\n" + CALL + '"email": "'
+    prompt = tokenizer(opening, add_special_tokens=False)["input_ids"]
+    written = opening[opening.rindex("<tool_call>") :]
+
+    def constrained():
+        return VerbatimArguments(
+            texts, lambda tokens: written + tokenizer.decode(tokens), {"verify": frozenset({"email"})}, [SOURCE]
+        )
+
+    free = Engine(model, stops, draft_tokens=0).run([Request(prompt, 24)])[0]
+    plain = Engine(model, stops, draft_tokens=0)
+    drafted = Engine(model, stops, draft_tokens=4, draft_budget=16)
+    one = plain.run([Request(prompt, 24, allowed=constrained())])[0]
+    many = drafted.run([Request(prompt, 24, allowed=constrained())])[0]
+    assert drafted.stats["draft_tokens"] > 0  # the constrained row verified drafts
+    assert many.tokens == one.tokens  # the same choices as one token a step
+    value = tokenizer.decode(one.tokens).split('"')[0]
+    assert value and value in SOURCE
+    assert free.tokens != one.tokens  # the tiny model, left free, writes something else
+
+
+def test_a_local_policy_constrains_only_turns_whose_tools_declare_verbatim_arguments(tiny):
+    from agentft.policies.hf import HFPolicy
+
+    policy = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=8)
+    conversation = [
+        {"role": "system", "content": "You are the desk."},
+        {"role": "user", "content": SOURCE},
+        {"role": "assistant", "content": "Your email?"},
+        {"role": "user", "content": "It is jd@example.com."},
+    ]
+    constraint = policy._verbatim(conversation, [verify.spec()])
+    assert constraint.sources[0] == "You are the desk." and constraint.sources[-1] == "It is jd@example.com."
+    assert policy._verbatim(conversation, [ToolSpec(name="plain")]) is None
+    assert HFPolicy("tiny-test", loaded=tiny, verbatim=False)._verbatim(conversation, [verify.spec()]) is None
+    assert len(policy.act([conversation], [verify.spec()])) == 1  # a whole turn generates under it
+
+
+def test_unheard_arguments_names_values_no_earlier_message_holds():
+    messages = [
+        {"role": "user", "content": "I am jane@example.com, claim CLM-1."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "verify", "arguments": {"email": "jane@example.com", "claim_id": "CLM-2"}},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"status": "verified", "other": "CLM-3"}'},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c2", "type": "function", "function": {"name": "verify", "arguments": {"claim_id": "CLM-3"}}}
+            ],
+        },
+    ]
+    assert unheard_arguments(messages, [verify.spec()]) == [("verify", "claim_id", "CLM-2")]
+    assert unheard_arguments(messages, [ToolSpec(name="verify")]) == []
