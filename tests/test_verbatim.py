@@ -167,3 +167,41 @@ def test_unheard_arguments_names_values_no_earlier_message_holds():
     ]
     assert unheard_arguments(messages, [verify.spec()]) == [("verify", "claim_id", "CLM-2")]
     assert unheard_arguments(messages, [ToolSpec(name="verify")]) == []
+
+
+def test_the_server_keeps_an_agent_runs_verbatim_arguments(tiny):
+    from agentft.messages import UserMessage
+    from agentft.serve.backends import HFBackend
+    from agentft.serve.engine import GenRequest
+
+    backend = HFBackend("tiny-test", loaded=tiny)
+    messages = [UserMessage(content=SOURCE)]
+    prefix = CALL + '"email": "'  # as tool_choice naming a tool writes the start of the call
+
+    class Row:
+        cancelled = False
+
+        def __init__(self, fields):
+            prompt = backend.render(messages, [verify.spec().openai()]) + prefix
+            self.request = GenRequest(
+                messages=messages,
+                tools=[verify.spec().openai()],
+                prompt=prompt,
+                prompt_tokens=backend.count_tokens(prompt),
+                max_new_tokens=16,
+                forced_prefix=prefix,
+                verbatim=fields,
+            )
+
+        def emit(self, text):
+            pass
+
+    def value(fields):
+        backend.start([Row(fields)])
+        while not (done := backend.step()):
+            pass
+        return done[0][1].text.split('"')[0]
+
+    kept, free = value({"verify": frozenset({"email"})}), value(None)
+    assert kept and kept in SOURCE
+    assert free != kept  # the tiny model, left free, writes something else

@@ -47,6 +47,7 @@ from agentft.serve.schemas import AgentRunRequest, to_messages
 from agentft.serve.turns import ClientGone, await_output, build_request, interpret
 from agentft.tools import Toolkit, openai_tools
 from agentft.trajectory import Trajectory
+from agentft.verbatim import verbatim_fields
 
 __all__ = ["AgentService", "agent_run", "MAX_REPLAYED_CALLS"]
 
@@ -226,6 +227,7 @@ async def _loop(
 ) -> str | None:
     """Model turns through the batcher, each applied by the kernel's ``step``, until the episode ends."""
     tools = openai_tools(rollout.tools)
+    verbatim = verbatim_fields(rollout.tools)
     while rollout.status is None:
         try:
             gen = build_request(
@@ -237,6 +239,7 @@ async def _loop(
                 adapter=adapter,
                 max_tokens=body.token_limit(),
                 temperature=body.temperature,
+                verbatim=verbatim,
             )
         except APIError as exc:
             if rollout.steps == 0:

@@ -6,8 +6,9 @@ and a conversation that comes back (a client resending its history, an agent run
 opening with another reuses its cached keys and values, which are only valid under the weights that computed
 them. A step runs each engine with rows under its adapter (``set_adapter``, or the base with the adapters
 disabled). Rows stream their new text out as it comes; ``tool_choice="required"`` restricts a row's first
-tokens to one of the declared tool names. A model the engine cannot run (sliding-window attention) generates
-each joining group with transformers' ``generate`` instead, one group at a time.
+tokens to one of the declared tool names, and an agent run's rows keep the arguments its tools declare verbatim
+to text the conversation holds (``agentft.verbatim``). A model the engine cannot run (sliding-window attention)
+generates each joining group with transformers' ``generate`` instead, one group at a time.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class HFBackend:
         self.max_batch = max_batch
         self._engines: dict[str | None, Any] = {}
         self._rows: dict[int, tuple[Row, Any]] = {}
+        self._token_texts: Any = None
 
     def render(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None) -> str:
         return self.tokenizer.apply_chat_template(
@@ -154,11 +156,28 @@ class HFBackend:
                     prompt=prompt,
                     max_new_tokens=request.max_new_tokens,
                     temperature=request.temperature,
-                    allowed=_name_choices(choices) if choices else None,
+                    allowed=_name_choices(choices) if choices else self._verbatim(request),
                     on_token=_Stream(self, row) if request.stream else None,
                 )
             )
             self._rows[handle.id] = (row, handle)
+
+    def _verbatim(self, request: GenRequest) -> Any:
+        """The row's verbatim-arguments constraint (agent runs over tools that declare them), or None."""
+        from agentft.verbatim import TokenTexts, VerbatimArguments
+
+        if not request.verbatim:
+            return None
+        with self._lock:
+            if self._token_texts is None:
+                self._token_texts = TokenTexts(self.tokenizer)
+
+        def decode(tokens: list[int]) -> str:  # the text of the reply so far, the forced prefix included
+            with self._lock:
+                return request.forced_prefix + self.tokenizer.decode(tokens, skip_special_tokens=False)
+
+        sources = [m["content"] for m in to_hf(request.messages) if m["role"] != "assistant"]
+        return VerbatimArguments(self._token_texts, decode, request.verbatim, [s for s in sources if s])
 
     def step(self) -> list[tuple[Row, GenOutput]]:
         finished: list[tuple[Row, GenOutput]] = []
