@@ -25,7 +25,7 @@ from typing import Any
 __all__ = ["TokenTexts", "VerbatimArguments", "open_argument", "unheard_arguments", "verbatim_fields"]
 
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]+')
-_CLOSING = frozenset(",}] \n\t</")
+_CLOSING = frozenset(",} \n\t</")
 """What may follow the closing quote inside one token (``"``, ``",``, ``"}}``, ``"}}</``...)."""
 
 
@@ -47,6 +47,26 @@ class TokenTexts:
             if text[0] == '"' and set(text[1:]) <= _CLOSING:
                 self.closers.append(token)
         self.longest = max(map(len, self.by_text), default=1)
+        self._starts: dict[str, frozenset[int]] = {}
+
+    def spelling(self, text: str) -> set[int]:
+        """The tokens whose text is a beginning of ``text``."""
+        return {
+            token for end in range(1, min(len(text), self.longest) + 1) for token in self.by_text.get(text[:end], ())
+        }
+
+    def starts(self, piece: str) -> frozenset[int]:
+        """The tokens a value copied from ``piece`` can begin with (anywhere but on whitespace); kept per piece,
+        since a conversation's pieces (the system prompt, earlier turns) come back at every turn."""
+        found = self._starts.get(piece)
+        if found is None:
+            found = frozenset().union(
+                *(self.spelling(piece[at:]) for at in range(len(piece)) if not piece[at].isspace())
+            )
+            if len(self._starts) >= 4096:
+                self._starts.pop(next(iter(self._starts)))
+            self._starts[piece] = found
+        return found
 
 
 def verbatim_fields(tools: Iterable[Any] | None) -> dict[str, frozenset[str]]:
@@ -150,26 +170,26 @@ class VerbatimArguments:
         """The tokens that extend ``value`` along a source, and those that close it; None when ``value`` is in
         no source (it was written some other way: the model is left free). Where no single token spells how a
         source goes on (a character split across byte tokens), the value can only close."""
-        if value in self._seen:
-            return self._seen[value]
-        longest = self.texts.longest
-        ahead: set[str] = set()
-        for source in self.sources:
-            if not value:  # a value starts anywhere but on whitespace
-                ahead.update(source[at : at + longest] for at in range(len(source)) if not source[at].isspace())
-                continue
-            at = source.find(value)
-            while at >= 0:
-                ahead.add(source[at + len(value) : at + len(value) + longest])
-                at = source.find(value, at + 1)
-        if value and not ahead:
-            return None
-        allowed: set[int] = set(self.texts.closers)
-        for rest in ahead:
-            for end in range(1, len(rest) + 1):
-                allowed.update(self.texts.by_text.get(rest[:end], ()))
-        self._seen[value] = sorted(allowed)
-        return self._seen[value]
+        found = self._seen.get(value)
+        if found is not None:
+            return found
+        allowed = set(self.texts.closers)
+        if not value:
+            allowed = allowed.union(*(self.texts.starts(source) for source in self.sources))
+        else:
+            after = [source[at + len(value) :] for source in self.sources for at in _occurrences(source, value)]
+            if not after:
+                return None
+            allowed = allowed.union(*map(self.texts.spelling, after))
+        self._seen[value] = found = sorted(allowed)
+        return found
+
+
+def _occurrences(text: str, part: str) -> Iterable[int]:
+    at = text.find(part)
+    while at >= 0:
+        yield at
+        at = text.find(part, at + 1)
 
 
 def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, str, str]]:
