@@ -288,6 +288,7 @@ def test_cli_eval_runs_an_hf_policy_in_bf16(tmp_path):
         "top_p": 1.0,
         "seed": 0,
         "record_tokens": False,
+        "verbatim": True,
     }
     result = cli("eval", "--env", ENV, "--policy", "hf:tiny-test", "--dtype", "int4", "--out", tmp_path / "bad")
     assert result.returncode == 2 and "--dtype is float32, bfloat16 or auto" in result.stderr

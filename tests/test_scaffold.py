@@ -48,6 +48,7 @@ def test_env_check_passes_untouched(scaffolded):
     result = run(scaffolded, sys.executable, "-m", "agentft.cli", "env", "check", "--env", f"{NAME}:load_environment")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "every check passed (train, validation, test)" in result.stdout
+    assert "✓ verbatim arguments" in result.stdout  # its tools declare them, and the oracle copies them
     assert "3 rules, each broken by an edit" in result.stdout
 
 
