@@ -6,7 +6,7 @@ comparison (the tasks one way solved and the other did not, exact McNemar). Sett
 validation splits, never on test.
 
 Run: .venv/bin/python benchmarks/verbatim.py --adapter runs/quickstart/adapter-sft [--dtype float32]
-     [--splits validation own_words_validation]
+     [--splits validation own_words_validation] [--out runs/verbatim]
 """
 
 import argparse
@@ -58,11 +58,13 @@ def main() -> None:
     parser.add_argument("--adapter", default="runs/quickstart/adapter-sft")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--splits", nargs="+", default=["validation", "own_words_validation"])
+    parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; dtype {args.dtype}")
     print("| split | verbatim | success (95% CI) | compliance | wall s |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="agentft-verbatim-") as scratch:
+        scratch = args.out or scratch
         for split in args.splits:
             outcomes = {}
             for verbatim in (False, True):
