@@ -63,7 +63,7 @@ class TokenTexts:
             found = frozenset().union(
                 *(self.spelling(piece[at:]) for at in range(len(piece)) if not piece[at].isspace())
             )
-            if len(self._starts) >= 4096:
+            if len(self._starts) >= 512:  # a few MB at most in a long-running server
                 self._starts.pop(next(iter(self._starts)))
             self._starts[piece] = found
         return found

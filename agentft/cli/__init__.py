@@ -188,8 +188,8 @@ def _episodes_config(
         raise UserError(f"--recovery is a fraction in (0, 1] of the oracle's episodes, not {recovery} with {policy}")
     if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
         raise UserError(f"--temperature is 0-2 and --top-p in (0, 1], not {temperature} and {top_p}")
-    if (record_tokens or temperature) and not policy.startswith("hf:"):
-        raise UserError("--temperature, --top-p and --record-tokens apply to local models (hf:...)")
+    if (record_tokens or temperature or not verbatim) and not policy.startswith("hf:"):
+        raise UserError("--temperature, --top-p, --record-tokens and --no-verbatim apply to local models (hf:...)")
     if best_of < 1:
         raise UserError(f"--best-of is the number of candidates per turn, at least 1, not {best_of}")
     if best_of > 1 and (not policy.startswith("hf:") or record_tokens or not 0 < best_of_temperature <= 2):
