@@ -211,11 +211,11 @@ class HFPolicy:
     # ---- helpers ----------------------------------------------------------------------------------------
     def _verbatim(self, conversation: Sequence[Message | dict[str, Any]], tools: ToolSchemas | None) -> Any:
         """The next turn's verbatim-arguments constraint, or None (off, or no tool declares one)."""
-        from agentft.verbatim import TokenTexts, VerbatimArguments
+        from agentft.verbatim import TokenTexts, VerbatimArguments, verbatim_fields
 
-        if not self.verbatim or not tools:
+        if not self.verbatim or not verbatim_fields(tools):
             return None
-        if self._token_texts is None:
+        if self._token_texts is None:  # built once, and only for tools that declare verbatim arguments
             self._token_texts = TokenTexts(self.tokenizer)
         return VerbatimArguments.for_conversation(
             self._token_texts,
