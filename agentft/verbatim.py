@@ -7,10 +7,13 @@ phone numbers), and the engine then allows only the tokens that keep the value a
 holds (the system prompt, the user's turns, the tool results), or close it. Among those the model still picks what
 it prefers; it can no longer write a value nobody said.
 
-Sources are cut where JSON would escape a character (quotes, backslashes, line breaks), so a value never holds
-one. A value whose next character no single token spells (one split across byte tokens) can only close there. Where
-the call is not one the constraint can follow (the tool's name written after its arguments, a value already off
-every source), the model is left free. Declare only what the data copies: a parameter the demonstrations reformat
+A value is whole words of its source: it begins where a word does (after a space, a bracket or quote, or one of
+``:=,;/#``) and closes only where one ends (before a space, a bracket, quote, comma or semicolon, or sentence
+punctuation that ends the text or meets a space), never on sentence punctuation: ``lena.abebe570@example.com`` can
+be copied whole, never as ``abebe570@example.com`` or ``lena``. Sources are cut where JSON would escape a character
+(quotes, backslashes, line breaks), so a value never holds one. Where the call is not one the constraint can
+follow (the tool's name written after its arguments, a value already off every source, a next character no single
+token spells), the model is left free. Declare only what the data copies: a parameter the demonstrations reformat
 (a date written out by the user, ISO in the call) would be cut short; ``agentft check`` fails an environment whose
 oracle does that. Decoding only: it needs the engine (``HFPolicy``), and it masks what the model may choose, so it
 is off where log-probabilities must be the model's own (RL rollouts).
@@ -27,6 +30,14 @@ __all__ = ["TokenTexts", "VerbatimArguments", "open_argument", "unheard_argument
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]+')
 _CLOSING = frozenset(",} \n\t</")
 """What may follow the closing quote inside one token (``"``, ``",``, ``"}}``, ``"}}</``...)."""
+_OPENERS = "([{<'\""
+"""A value begins after these, never on them."""
+_BEFORE = _OPENERS + ":=,;/#"
+"""What a value may begin after (besides a space)."""
+_HARD_ENDS = ",;)]}>'\""
+"""What a value may close before, whatever follows."""
+_SOFT_ENDS = ".:!?"
+"""Sentence punctuation: a value may close before it where it ends the text or meets a space, and never ends on it."""
 
 
 class TokenTexts:
@@ -56,13 +67,11 @@ class TokenTexts:
         }
 
     def starts(self, piece: str) -> frozenset[int]:
-        """The tokens a value copied from ``piece`` can begin with (anywhere but on whitespace); kept per piece,
-        since a conversation's pieces (the system prompt, earlier turns) come back at every turn."""
+        """The tokens a value copied from ``piece`` can begin with (where a word begins); kept per piece, since a
+        conversation's pieces (the system prompt, earlier turns) come back at every turn."""
         found = self._starts.get(piece)
         if found is None:
-            found = frozenset().union(
-                *(self.spelling(piece[at:]) for at in range(len(piece)) if not piece[at].isspace())
-            )
+            found = frozenset().union(*(self.spelling(piece[at:]) for at in range(len(piece)) if _begins(piece, at)))
             if len(self._starts) >= 512:  # a few MB at most in a long-running server
                 self._starts.pop(next(iter(self._starts)))
             self._starts[piece] = found
@@ -167,34 +176,63 @@ class VerbatimArguments:
         return self.continuations(found[2])
 
     def continuations(self, value: str) -> list[int] | None:
-        """The tokens that extend ``value`` along a source, and those that close it; None when ``value`` is in
-        no source (it was written some other way: the model is left free). Where no single token spells how a
-        source goes on (a character split across byte tokens), the value can only close."""
+        """The tokens that extend ``value`` along a source, and those that close it where a word of the source
+        ends; None when ``value`` begins no word of a source (it was written some other way: the model is left
+        free), or when no single token spells how a source goes on (a character split across byte tokens)."""
         found = self._seen.get(value)
         if found is not None:
             return found
-        allowed = set(self.texts.closers)
         if not value:
-            allowed = allowed.union(*(self.texts.starts(source) for source in self.sources))
+            allowed = set().union(*(self.texts.starts(source) for source in self.sources))
         else:
-            after = [source[at + len(value) :] for source in self.sources for at in _occurrences(source, value)]
-            if not after:
+            places = [(source, at + len(value)) for source in self.sources for at in _places(source, value)]
+            if not places:
                 return None
-            allowed = allowed.union(*map(self.texts.spelling, after))
+            allowed = set().union(*(self.texts.spelling(source[end:]) for source, end in places))
+            if any(_ends(source, end) for source, end in places):
+                allowed.update(self.texts.closers)
+        if not allowed:  # no source, or it goes on in a character split across byte tokens
+            return None
         self._seen[value] = found = sorted(allowed)
         return found
 
 
-def _occurrences(text: str, part: str) -> Iterable[int]:
+def _begins(text: str, at: int) -> bool:
+    """Whether a word begins at ``at``."""
+    char = text[at]
+    after = at == 0 or text[at - 1].isspace() or text[at - 1] in _BEFORE
+    return after and not char.isspace() and char not in _OPENERS
+
+
+def _ends(text: str, end: int) -> bool:
+    """Whether a value that began where a word does can close at ``end``."""
+    last = text[end - 1]
+    if last.isspace() or last in _SOFT_ENDS or last in _HARD_ENDS:
+        return False
+    if end == len(text) or text[end] in _HARD_ENDS:
+        return True
+    rest = text[end:].lstrip(_SOFT_ENDS + _HARD_ENDS)
+    return not rest or rest[0].isspace()
+
+
+def _places(text: str, part: str) -> Iterable[int]:
+    """Where ``part`` occurs in ``text`` beginning a word."""
     at = text.find(part)
     while at >= 0:
-        yield at
+        if _begins(text, at):
+            yield at
         at = text.find(part, at + 1)
 
 
+def _copyable(value: str, texts: Iterable[str]) -> bool:
+    """Whether ``value`` is whole words of one of ``texts`` (cut where JSON escapes), as the constraint copies."""
+    pieces = (piece for text in texts for piece in _NEEDS_ESCAPE.split(text) if piece)
+    return any(_ends(piece, at + len(value)) for piece in pieces for at in _places(piece, value))
+
+
 def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, str, str]]:
-    """``(tool, argument, value)`` for each verbatim argument of a tool call in ``messages`` that no earlier
-    system, user or tool message contains: a value the constraint would not let a model write (``agentft check``
+    """``(tool, argument, value)`` for each verbatim argument of a tool call in ``messages`` that is not whole words
+    of an earlier system, user or tool message: a value the constraint would not let a model write (``agentft check``
     runs the oracle through this, so a declaration that no demonstration could keep is caught)."""
     from agentft.messages import AssistantMessage, parse_messages
 
@@ -208,6 +246,6 @@ def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, st
         for call in message.tool_calls:
             for argument in sorted(fields.get(call.function.name, ())):
                 value = call.function.arguments.get(argument)
-                if isinstance(value, str) and value and not any(value in text for text in heard):
+                if isinstance(value, str) and value and not _copyable(value, heard):
                     unheard.append((call.function.name, argument, value))
     return unheard

@@ -95,6 +95,13 @@ def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny,
     assert "j" in first and not any(piece[0].isspace() for piece in first)  # a value never starts on a space
     assert not any("\\" in piece or '"' in piece for piece in first)
     assert constraint.continuations("jane.dou") is None  # already off every source: left free
+    # Whole words: a value begins and closes where a word of a source does.
+    assert constraint.continuations("doe42@example.com") is None  # begins mid-word: not a copy, left free
+    assert {"J", "R", "c"} <= first and not {"d", "e", "x"} & first  # never "d" of "doe42", "e" of "example"
+    assert not closers & set(constraint.continuations("jane"))  # "jane." goes on as ".doe42"
+    assert not closers & set(constraint.continuations("Jane."))  # never closes on sentence punctuation
+    assert closers <= set(constraint.continuations("Jane"))  # "Jane." ends the sentence
+    assert closers <= set(constraint.continuations("jane.doe42@example.com"))
     # The callback reads the text generated so far: free outside a verbatim value.
     assert constraint(tokenizer(CALL + '"email": "jane.d', add_special_tokens=False)["input_ids"])
     assert constraint(tokenizer(CALL + '"attempts": "', add_special_tokens=False)["input_ids"]) is None
@@ -166,6 +173,10 @@ def test_unheard_arguments_names_values_no_earlier_message_holds():
         },
     ]
     assert unheard_arguments(messages, [verify.spec()]) == [("verify", "claim_id", "CLM-2")]
+    messages[0]["content"] = "I am jane@example.com, claim CLM-21."  # it holds CLM-2, but not as a whole word
+    assert unheard_arguments(messages, [verify.spec()]) == [("verify", "claim_id", "CLM-2")]
+    messages[0]["content"] = "I am jane@example.com, claim (CLM-2)."
+    assert unheard_arguments(messages, [verify.spec()]) == []
     assert unheard_arguments(messages, [ToolSpec(name="verify")]) == []
 
 
