@@ -78,7 +78,7 @@ class ToolSpec(BaseModel):
     effect: Effect | None = None
     requires: list[str] = Field(default_factory=list)
     verbatim: list[str] = Field(default_factory=list)
-    """String parameters whose values the model copies from the conversation (``agentft.verbatim``)."""
+    """String or number parameters whose values the model copies from the conversation (``agentft.verbatim``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -226,11 +226,12 @@ class Tool:
             raise UserError(f"tool {name}: effect must be 'read' or 'write', not {effect!r}")
         properties = parameters.get("properties", {}) if isinstance(parameters, Mapping) else {}
         verbatim = tuple([verbatim] if isinstance(verbatim, str) else verbatim)
+        copyable = [k for k, v in properties.items() if v.get("type") in ("string", "number", "integer")]
         for field in verbatim:
-            if properties.get(field, {}).get("type") != "string":
+            if field not in copyable:
                 raise UserError(
-                    f"tool {name}: verbatim names {field!r}, which is not one of its string parameters "
-                    f"({', '.join(k for k, v in properties.items() if v.get('type') == 'string') or 'none'})"
+                    f"tool {name}: verbatim names {field!r}, which is not one of its string or number parameters "
+                    f"({', '.join(copyable) or 'none'})"
                 )
         self.name = name
         self.description = description
@@ -448,8 +449,9 @@ def tool(
     """Make a typed, documented function (or a ``Toolkit`` method) a tool.
 
     ``verbatim`` names string parameters whose values the model must copy from the conversation (ids, emails,
-    names, dates as the caller said them): a local model's decoding is then kept to text the conversation
-    holds (``agentft.verbatim``). Leave out parameters the model composes (a search query, a summary).
+    names, dates as the caller said them), and number parameters it must take from what was said (an amount,
+    in digits or in words): a local model's decoding is then kept to what the conversation holds
+    (``agentft.verbatim``). Leave out parameters the model composes (a search query, a summary, a sum).
 
     >>> @tool(effect="read")
     ... def get_claim(claim_id: str) -> dict:

@@ -13,10 +13,16 @@ punctuation that ends the text or meets a space), never on sentence punctuation:
 be copied whole, never as ``abebe570@example.com`` or ``lena``. Sources are cut where JSON would escape a character
 (quotes, backslashes, line breaks), so a value never holds one. Where the call is not one the constraint can
 follow (the tool's name written after its arguments, a value already off every source, a next character no single
-token spells), the model is left free. Declare only what the data copies: a parameter the demonstrations reformat
-(a date written out by the user, ISO in the call) would be cut short; ``agentft check`` fails an environment whose
-oracle does that. Decoding only: it needs the engine (``HFPolicy``), and it masks what the model may choose, so it
-is off where log-probabilities must be the model's own (RL rollouts).
+token spells), the model is left free.
+
+A number parameter declared verbatim (an amount) is written as one of the numbers the conversation holds, said in
+digits (``1,650``, ``$350``) or in English words (``one thousand six hundred fifty``): the model copies the
+amount, it does not compute it. List numbering at the start of a line is not a number anyone said.
+
+Declare only what the data copies: a parameter the demonstrations reformat (a date written out by the user, ISO in
+the call) would be cut short; ``agentft check`` fails an environment whose oracle does that. Decoding only: it
+needs the engine (``HFPolicy``), and it masks what the model may choose, so it is off where log-probabilities must
+be the model's own (RL rollouts).
 """
 
 from __future__ import annotations
@@ -25,11 +31,28 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["TokenTexts", "VerbatimArguments", "open_argument", "unheard_arguments", "verbatim_fields"]
+__all__ = ["TokenTexts", "VerbatimArguments", "numbers_in", "open_argument", "unheard_arguments", "verbatim_fields"]
 
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]+')
 _CLOSING = frozenset(",} \n\t</")
 """What may follow the closing quote inside one token (``"``, ``",``, ``"}}``, ``"}}</``...)."""
+_NUMBER_ENDS = frozenset(",}")
+"""What a number value may close with (``,``, ``}``, ``}}``...)."""
+_BARE_NUMBER = re.compile(r"[ \t]*[\d.]*")
+_DIGITS = re.compile(r"(?<![\w.,+\-/@])(?<!\d )(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w\-/@]|[.,]\d| \d)")
+"""Digits standing alone: not part of an id (CLM-12), a date (1990-01-02) or a digit group (+1 555 250 1000)."""
+_LIST_NUMBER = re.compile(r"(?m)^[ \t]*\d+[.)](?=\s)")
+_UNITS = {
+    word: value
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen".split()
+    )
+}
+_TENS_WORDS = {
+    word: 10 * (i + 2) for i, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+}
+_SCALES = {"thousand": 1000, "million": 1_000_000}
 _OPENERS = "([{<'\""
 """A value begins after these, never on them."""
 _BEFORE = _OPENERS + ":=,;/#"
@@ -50,6 +73,7 @@ class TokenTexts:
         decoded = tokenizer.batch_decode([[*anchor, token] for token in range(len(tokenizer))])
         self.by_text: dict[str, list[int]] = {}
         self.closers: list[int] = []
+        self.number_closers: list[int] = []
         for token, text in enumerate(decoded):
             if token in special or not text.startswith(prefix) or len(text) == len(prefix) or "\ufffd" in text:
                 continue
@@ -57,6 +81,8 @@ class TokenTexts:
             self.by_text.setdefault(text, []).append(token)
             if text[0] == '"' and set(text[1:]) <= _CLOSING:
                 self.closers.append(token)
+            if text.lstrip(" ")[:1] in _NUMBER_ENDS and set(text) <= _CLOSING:
+                self.number_closers.append(token)
         self.longest = max(map(len, self.by_text), default=1)
         self._starts: dict[str, frozenset[int]] = {}
 
@@ -78,18 +104,24 @@ class TokenTexts:
         return found
 
 
-def verbatim_fields(tools: Iterable[Any] | None) -> dict[str, frozenset[str]]:
-    """Tool name -> the parameters it declares verbatim, for the tools that declare any."""
+def verbatim_fields(tools: Iterable[Any] | None) -> dict[str, dict[str, str]]:
+    """Tool name -> {parameter it declares verbatim: ``"string"`` or ``"number"``}, for the tools that declare any."""
     from agentft.tools import ToolSpec
 
-    specs = (ToolSpec.model_validate(spec) for spec in tools or ())
-    return {spec.name: frozenset(spec.verbatim) for spec in specs if spec.verbatim}
+    fields = {}
+    for spec in (ToolSpec.model_validate(tool) for tool in tools or ()):
+        properties = spec.parameters.get("properties") or {}
+        kinds = {name: properties.get(name, {}).get("type", "string") for name in spec.verbatim}
+        if kinds:
+            fields[spec.name] = {name: "string" if kind == "string" else "number" for name, kind in kinds.items()}
+    return fields
 
 
-def open_argument(text: str) -> tuple[str | None, str, str] | None:
-    """``(tool name, argument, value so far)`` when ``text`` ends inside the string value of an argument of its
-    last, unclosed ``<tool_call>`` (the value as written, JSON escapes and all); None anywhere else. The tool name
-    is None when the call has not written it yet."""
+def open_argument(text: str) -> tuple[str | None, str, str, bool] | None:
+    """``(tool name, argument, value so far, quoted)`` when ``text`` ends inside the value of an argument of its
+    last, unclosed ``<tool_call>``: a string value as written, JSON escapes and all (``quoted``), or what follows
+    the argument's ``:`` while that is spaces and digits (a number being written); None anywhere else. The tool
+    name is None when the call has not written it yet."""
     start = text.rfind("<tool_call>")
     if start < 0 or "</tool_call>" in text[start:]:
         return None
@@ -97,6 +129,7 @@ def open_argument(text: str) -> tuple[str | None, str, str] | None:
     name: str | None = None
     in_string = escaped = is_key = False
     value: list[str] = []
+    bare: list[str] | None = None  # what follows an argument's ":" outside a string
     for char in text[start + len("<tool_call>") :]:
         if in_string:
             if escaped:
@@ -111,28 +144,35 @@ def open_argument(text: str) -> tuple[str | None, str, str] | None:
                     name = written
                 continue
             value.append(char)
+        elif bare is not None and char not in '"{[,}]':
+            bare.append(char)
         elif char == '"':
-            in_string, value = True, []
+            in_string, value, bare = True, [], None
             is_key = bool(frames) and frames[-1][0] == "{" and frames[-1][2]
         elif char in "{[":
             frames.append([char, None, char == "{"])
+            bare = None
         elif char in "}]":
             if frames:
                 frames.pop()
+            bare = None
         elif char == ":" and frames and frames[-1][0] == "{":
             frames[-1][2] = False
+            bare = [] if len(frames) == 2 else None
         elif char == "," and frames and frames[-1][0] == "{":
             frames[-1][1], frames[-1][2] = None, True
+            bare = None
+    number = bare is not None and _BARE_NUMBER.fullmatch("".join(bare)) is not None
     inside = (
-        in_string
-        and not is_key
-        and not escaped
+        (in_string and not is_key and not escaped or number)
         and len(frames) == 2
         and frames[0][1] in ("arguments", "parameters")
         and frames[1][0] == "{"
         and frames[1][1] is not None
     )
-    return (name, frames[1][1], "".join(value)) if inside else None
+    if not inside:
+        return None
+    return (name, frames[1][1], "".join(value if in_string else bare or ()), in_string)
 
 
 class VerbatimArguments:
@@ -143,7 +183,7 @@ class VerbatimArguments:
         self,
         texts: TokenTexts,
         decode: Callable[[list[int]], str],
-        fields: Mapping[str, frozenset[str]],
+        fields: Mapping[str, Mapping[str, str]],
         sources: Sequence[str],
     ) -> None:
         self.texts = texts
@@ -153,6 +193,7 @@ class VerbatimArguments:
         """The sources cut where JSON would escape a character (quotes, backslashes, line breaks): a value is
         copied from one piece, so it is written in JSON exactly as it reads."""
         self._seen: dict[str, list[int]] = {}
+        self._numbers: list[str] | None = None
 
     @classmethod
     def for_conversation(
@@ -171,9 +212,29 @@ class VerbatimArguments:
         if "<tool_call>" not in text:
             return None
         found = open_argument(text)
-        if found is None or found[1] not in self.fields.get(found[0] or "", ()):
+        if found is None:
             return None
-        return self.continuations(found[2])
+        tool, argument, written, quoted = found
+        kind = self.fields.get(tool or "", {}).get(argument)
+        if kind == "string" and quoted:
+            return self.continuations(written)
+        if kind == "number" and not quoted:
+            return self.number_continuations(written)
+        return None
+
+    def number_continuations(self, written: str) -> list[int] | None:
+        """The tokens that write on towards a number the sources hold (``written``: what follows the argument's
+        ``:`` so far), and those that close it once it is one; None when it is none of them (left free)."""
+        if self._numbers is None:
+            self._numbers = sorted({_number_text(n) for source in self.sources for n in numbers_in(source)})
+        digits = written.lstrip(" \t")
+        rests = [number[len(digits) :] for number in self._numbers if number.startswith(digits)]
+        allowed = set().union(*(self.texts.spelling(rest) for rest in rests if rest))
+        if not written:  # right after the ":", a space may come first
+            allowed.update(*(self.texts.spelling(" " + rest) for rest in rests))
+        if "" in rests:
+            allowed.update(self.texts.number_closers)
+        return sorted(allowed) or None
 
     def continuations(self, value: str) -> list[int] | None:
         """The tokens that extend ``value`` along a source, and those that close it where a word of the source
@@ -195,6 +256,39 @@ class VerbatimArguments:
             return None
         self._seen[value] = found = sorted(allowed)
         return found
+
+
+def numbers_in(text: str) -> set[float]:
+    """The numbers ``text`` says: in digits standing alone (``350``, ``$1,650.50``; not the digits of an id, a
+    date or a phone number, nor a list item's number at the start of a line) or in English words (``one thousand
+    six hundred fifty``, ``twenty-five``)."""
+    text = _LIST_NUMBER.sub(" ", text)
+    found = {float(match.group(0).replace(",", "")) for match in _DIGITS.finditer(text)}
+    total = current = 0
+    inside = False
+    for word in re.findall(r"[a-z]+|[^a-z\s-]", text.lower()):  # punctuation ends a number in words
+        if word in _UNITS or word in _TENS_WORDS:
+            current += _UNITS.get(word, _TENS_WORDS.get(word, 0))
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in _SCALES:
+            total, current = total + max(current, 1) * _SCALES[word], 0
+        elif inside and word == "and" or not inside and word == "a":
+            continue
+        else:
+            if inside:
+                found.add(float(total + current))
+            total, current, inside = 0, 0, False
+            continue
+        inside = True
+    if inside:
+        found.add(float(total + current))
+    return found
+
+
+def _number_text(number: float) -> str:
+    """A number as a tool call writes it: ``2650``, ``1270.5``."""
+    return str(int(number)) if number == int(number) else repr(number)
 
 
 def _begins(text: str, at: int) -> bool:
@@ -248,4 +342,7 @@ def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, st
                 value = call.function.arguments.get(argument)
                 if isinstance(value, str) and value and not _copyable(value, heard):
                     unheard.append((call.function.name, argument, value))
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    if not any(float(value) in numbers_in(text) for text in heard):
+                        unheard.append((call.function.name, argument, str(value)))
     return unheard

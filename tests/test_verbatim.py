@@ -8,7 +8,14 @@ import pytest
 from agentft.engine import Engine, Request
 from agentft.errors import UserError
 from agentft.tools import ToolSpec, tool
-from agentft.verbatim import TokenTexts, VerbatimArguments, open_argument, unheard_arguments, verbatim_fields
+from agentft.verbatim import (
+    TokenTexts,
+    VerbatimArguments,
+    numbers_in,
+    open_argument,
+    unheard_arguments,
+    verbatim_fields,
+)
 
 
 @tool(verbatim=["email", "claim_id"])
@@ -26,14 +33,29 @@ def verify(email: str, claim_id: str = "", attempts: int = 1) -> dict:
 CALL = '<tool_call>{"name": "verify", "arguments": {'
 
 
+@tool(verbatim=["policy_id", "amount"])
+def file_claim(policy_id: str, amount: float) -> dict:
+    """File a claim.
+
+    Args:
+        policy_id: The policy.
+        amount: In dollars.
+    """
+    return {}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (CALL + '"email": "jane.d', ("verify", "email", "jane.d")),
-        (CALL + '"attempts": 2, "email": "', ("verify", "email", "")),
-        (CALL + '"email": "a\\"b', ("verify", "email", 'a\\"b')),  # escapes stay as written
-        ('<tool_call>{"arguments": {"email": "j', (None, "email", "j")),  # the name not written yet
-        ('<tool_call>{"name": "verify", "parameters": {"email": "j', ("verify", "email", "j")),
+        (CALL + '"email": "jane.d', ("verify", "email", "jane.d", True)),
+        (CALL + '"attempts": 2, "email": "', ("verify", "email", "", True)),
+        (CALL + '"email": "a\\"b', ("verify", "email", 'a\\"b', True)),  # escapes stay as written
+        ('<tool_call>{"arguments": {"email": "j', (None, "email", "j", True)),  # the name not written yet
+        ('<tool_call>{"name": "verify", "parameters": {"email": "j', ("verify", "email", "j", True)),
+        (CALL + '"attempts": ', ("verify", "attempts", " ", False)),  # a number to come
+        (CALL + '"attempts":26', ("verify", "attempts", "26", False)),
+        (CALL + '"attempts": 26,', None),  # the number closed
+        (CALL + '"attempts": 2\n', None),
         (CALL + '"email": "a\\', None),  # inside an escape
         (CALL + '"email": "jane"', None),  # the value closed
         (CALL + '"ema', None),  # a key, not a value
@@ -43,7 +65,7 @@ CALL = '<tool_call>{"name": "verify", "arguments": {'
         ('<tool_call>{"name": "verify", "email": "j', None),  # not inside the arguments object
     ],
 )
-def test_open_argument_finds_the_value_being_written(text, expected):
+def test_open_argument_finds_the_value_being_written(text, expected):  # string or number
     assert open_argument(text) == expected
 
 
@@ -55,18 +77,22 @@ def test_tools_declare_verbatim_string_parameters_outside_the_schema_the_model_r
     assert record["verbatim"] == ["email", "claim_id"]
     assert ToolSpec.model_validate(record).verbatim == ["email", "claim_id"]  # trajectory records keep it
     assert "verbatim" not in ToolSpec(name="plain").model_dump()  # and records of other tools stay as they were
-    assert verbatim_fields([record, ToolSpec(name="plain")]) == {"verify": frozenset({"email", "claim_id"})}
-    for wrong in (["attempts"], ["nobody"]):
-        with pytest.raises(UserError, match=f"verbatim names '{wrong[0]}'.*string parameters \\(email, claim_id\\)"):
+    assert verbatim_fields([record, ToolSpec(name="plain")]) == {"verify": {"email": "string", "claim_id": "string"}}
+    assert verbatim_fields([file_claim.spec()]) == {"file_claim": {"policy_id": "string", "amount": "number"}}
+    for wrong in (["urgent"], ["nobody"]):
+        with pytest.raises(
+            UserError, match=f"verbatim names '{wrong[0]}'.*number parameters \\(email, claim_id, attempts\\)"
+        ):
 
             @tool(verbatim=wrong)
-            def verify_again(email: str, claim_id: str = "", attempts: int = 1) -> dict:
+            def verify_again(email: str, claim_id: str = "", attempts: int = 1, urgent: bool = False) -> dict:
                 """Check a caller.
 
                 Args:
                     email: The caller's email.
                     claim_id: The claim they ask about.
                     attempts: How many tries so far.
+                    urgent: Whether it is urgent.
                 """
                 return {}
 
@@ -81,7 +107,7 @@ SOURCE = 'Hi, I am Jane. Reach me at jane.doe42@example.com or "jd" on chat.'
 
 def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny, texts):
     _, tokenizer = tiny
-    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": frozenset({"email"})}, [SOURCE])
+    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": {"email": "string"}}, [SOURCE])
     # Cut where JSON would escape: a value is written exactly as it reads.
     assert constraint.sources == ["Hi, I am Jane. Reach me at jane.doe42@example.com or ", "jd", " on chat."]
     closers = set(texts.closers)
@@ -117,7 +143,7 @@ def test_the_engine_writes_only_what_the_conversation_holds_with_drafts_or_witho
 
     def constrained():
         return VerbatimArguments(
-            texts, lambda tokens: written + tokenizer.decode(tokens), {"verify": frozenset({"email"})}, [SOURCE]
+            texts, lambda tokens: written + tokenizer.decode(tokens), {"verify": {"email": "string"}}, [SOURCE]
         )
 
     free = Engine(model, stops, draft_tokens=0).run([Request(prompt, 24)])[0]
@@ -149,6 +175,50 @@ def test_a_local_policy_constrains_only_turns_whose_tools_declare_verbatim_argum
     assert len(policy.act([conversation], [verify.spec()])) == 1  # a whole turn generates under it
 
 
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        ("It cost me two thousand six hundred fifty dollars.", {2650}),
+        ("$1,270.50 paid, a hundred and five, then twenty-five", {1270.5, 105, 25}),
+        ("350 dollars on POL-99592, born 1968-08-07, phone +1 555 111 9094", {350}),  # not ids, dates, phones
+        ("1. Verify the caller.\n2. Ask first.\nUp to 5000 dollars.", {5000}),  # not list numbering
+        ("twelve hundred, or eight hundred fifty", {1200, 850}),
+    ],
+)
+def test_numbers_in_reads_digits_and_english_words(text, numbers):
+    assert numbers_in(text) == {float(n) for n in numbers}
+
+
+def test_a_verbatim_number_is_one_the_conversation_said(tiny, texts):
+    model, tokenizer = tiny
+    said = "Policy POL-7, theft, it cost two thousand six hundred fifty dollars. Or 35 maybe."
+    fields = verbatim_fields([file_claim.spec()])
+    constraint = VerbatimArguments(texts, tokenizer.decode, fields, [said])
+    call = '<tool_call>{"name": "file_claim", "arguments": {"policy_id": "POL-7", "amount":'
+
+    def spelled(text):
+        allowed = constraint(tokenizer(call + text, add_special_tokens=False)["input_ids"])
+        return None if allowed is None else {tokenizer.decode([t]) for t in allowed}
+
+    first = spelled(" ")
+    assert first and all("2650".startswith(p) or "35".startswith(p) for p in first)
+    after_colon = spelled("")
+    assert " " in after_colon and all(p == " " or p in first or p[1:] in first for p in after_colon)  # or a space
+    assert all("650".startswith(p) for p in spelled(" 2"))  # never 2000
+    assert spelled(" 2650") and all(p.lstrip()[0] in ",}" for p in spelled(" 2650"))  # it can only close
+    assert spelled(" 20") is None  # written some other way: left free
+    assert (
+        constraint(tokenizer(call[: call.index('"amount"')] + '"amount": "', add_special_tokens=False)["input_ids"])
+        is None
+    )
+
+    stops = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    prompt = tokenizer(f"<|im_start|>user\n{said}<|im_end|>\n<|im_start|>assistant\n{call} ", add_special_tokens=False)
+    written = VerbatimArguments(texts, lambda tokens: call + " " + tokenizer.decode(tokens), fields, [said])
+    out = Engine(model, stops, draft_tokens=0).run([Request(prompt["input_ids"], 8, allowed=written)])[0]
+    assert tokenizer.decode(out.tokens).split(",")[0].split("}")[0].strip() in ("2650", "35")
+
+
 def test_unheard_arguments_names_values_no_earlier_message_holds():
     messages = [
         {"role": "user", "content": "I am jane@example.com, claim CLM-1."},
@@ -177,6 +247,26 @@ def test_unheard_arguments_names_values_no_earlier_message_holds():
     assert unheard_arguments(messages, [verify.spec()]) == [("verify", "claim_id", "CLM-2")]
     messages[0]["content"] = "I am jane@example.com, claim (CLM-2)."
     assert unheard_arguments(messages, [verify.spec()]) == []
+    filed = [
+        {"role": "user", "content": "Theft on POL-7, two thousand six hundred fifty dollars."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "file_claim", "arguments": {"policy_id": "POL-7", "amount": 2650}},
+                },
+                {
+                    "id": "c2",
+                    "type": "function",
+                    "function": {"name": "file_claim", "arguments": {"policy_id": "POL-7", "amount": 2000}},
+                },
+            ],
+        },
+    ]
+    assert unheard_arguments(filed, [file_claim.spec()]) == [("file_claim", "amount", "2000")]
     assert unheard_arguments(messages, [ToolSpec(name="verify")]) == []
 
 
@@ -213,6 +303,6 @@ def test_the_server_keeps_an_agent_runs_verbatim_arguments(tiny):
             pass
         return done[0][1].text.split('"')[0]
 
-    kept, free = value({"verify": frozenset({"email"})}), value(None)
+    kept, free = value({"verify": {"email": "string"}}), value(None)
     assert kept and kept in SOURCE
     assert free != kept  # the tiny model, left free, writes something else

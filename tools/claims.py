@@ -175,7 +175,7 @@ class ClaimsDesk(Toolkit):
         self.conn.commit()
         return {"claim_id": row["claim_id"], "status": status}
 
-    @tool(effect="write", verbatim=["policy_id"])
+    @tool(effect="write", verbatim=["policy_id", "amount"])
     def file_claim(self, policy_id: str, incident: Incident, amount: float) -> dict[str, str]:
         """File a new claim.
 

@@ -49,8 +49,8 @@ class GenRequest:
     """tool_choice=required: the generation must start with one of these tool names (then the arguments)."""
     adapter: str | None = None
     stream: bool = False
-    verbatim: dict[str, frozenset[str]] | None = None
-    """Tool name -> the arguments whose values stay text the conversation holds (``agentft.verbatim``)."""
+    verbatim: dict[str, dict[str, str]] | None = None
+    """Tool name -> {argument: "string" or "number"}, values kept to what was said (``agentft.verbatim``)."""
 
 
 @dataclass

@@ -62,7 +62,7 @@ def build_request(
     max_tokens: int | None,
     temperature: float | None,
     stream: bool = False,
-    verbatim: dict[str, frozenset[str]] | None = None,
+    verbatim: dict[str, dict[str, str]] | None = None,
 ) -> GenRequest:
     """Render the turn and check it fits the model's context (400 ``context_length_exceeded`` if not)."""
     backend = state.backend
