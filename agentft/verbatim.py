@@ -86,18 +86,21 @@ class TokenTexts:
         self.longest = max(map(len, self.by_text), default=1)
         self._starts: dict[str, frozenset[int]] = {}
 
-    def spelling(self, text: str) -> set[int]:
-        """The tokens whose text is a beginning of ``text``."""
-        return {
-            token for end in range(1, min(len(text), self.longest) + 1) for token in self.by_text.get(text[:end], ())
-        }
+    def spelling(self, text: str, limit: int | None = None) -> set[int]:
+        """The tokens whose text is a beginning of ``text`` (of at most ``limit`` characters)."""
+        longest = min(len(text), self.longest, len(text) if limit is None else limit)
+        return {token for end in range(1, longest + 1) for token in self.by_text.get(text[:end], ())}
 
     def starts(self, piece: str) -> frozenset[int]:
-        """The tokens a value copied from ``piece`` can begin with (where a word begins); kept per piece, since a
-        conversation's pieces (the system prompt, earlier turns) come back at every turn."""
+        """The tokens a value copied from ``piece`` can begin with (where a word begins, none that runs past the
+        piece's last word end); kept per piece, since a conversation's pieces (the system prompt, earlier turns)
+        come back at every turn."""
         found = self._starts.get(piece)
         if found is None:
-            found = frozenset().union(*(self.spelling(piece[at:]) for at in range(len(piece)) if _begins(piece, at)))
+            last = _last_end(piece)
+            found = frozenset().union(
+                *(self.spelling(piece[at:], last - at) for at in range(len(piece)) if _begins(piece, at))
+            )
             if len(self._starts) >= 512:  # a few MB at most in a long-running server
                 self._starts.pop(next(iter(self._starts)))
             self._starts[piece] = found
@@ -237,9 +240,10 @@ class VerbatimArguments:
         return sorted(allowed) or None
 
     def continuations(self, value: str) -> list[int] | None:
-        """The tokens that extend ``value`` along a source, and those that close it where a word of the source
-        ends; None when ``value`` begins no word of a source (it was written some other way: the model is left
-        free), or when no single token spells how a source goes on (a character split across byte tokens)."""
+        """The tokens that extend ``value`` along a source (never past its last word end, after which a value
+        could not close), and those that close it where a word of the source ends; None when ``value`` begins no
+        word of a source (written some other way: the model is left free), or when no single token spells how a
+        source goes on (a character split across byte tokens)."""
         found = self._seen.get(value)
         if found is not None:
             return found
@@ -249,7 +253,9 @@ class VerbatimArguments:
             places = [(source, at + len(value)) for source in self.sources for at in _places(source, value)]
             if not places:
                 return None
-            allowed = set().union(*(self.texts.spelling(source[end:]) for source, end in places))
+            allowed = set().union(
+                *(self.texts.spelling(source[end:], _last_end(source) - end) for source, end in places)
+            )
             if any(_ends(source, end) for source, end in places):
                 allowed.update(self.texts.closers)
         if not allowed:  # no source, or it goes on in a character split across byte tokens
@@ -307,6 +313,11 @@ def _ends(text: str, end: int) -> bool:
         return True
     rest = text[end:].lstrip(_SOFT_ENDS + _HARD_ENDS)
     return not rest or rest[0].isspace()
+
+
+def _last_end(text: str) -> int:
+    """The last place a value copied from ``text`` can close (0: none)."""
+    return next((end for end in range(len(text), 0, -1) if _ends(text, end)), 0)
 
 
 def _places(text: str, part: str) -> Iterable[int]:

@@ -128,6 +128,8 @@ def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny,
     assert not closers & set(constraint.continuations("Jane."))  # never closes on sentence punctuation
     assert closers <= set(constraint.continuations("Jane"))  # "Jane." ends the sentence
     assert closers <= set(constraint.continuations("jane.doe42@example.com"))
+    after_chat = {tokenizer.decode([t]) for t in constraint.continuations("chat")}  # "... on chat." ends the piece
+    assert closers <= set(constraint.continuations("chat")) and not any("." in piece for piece in after_chat)
     # The callback reads the text generated so far: free outside a verbatim value.
     assert constraint(tokenizer(CALL + '"email": "jane.d', add_special_tokens=False)["input_ids"])
     assert constraint(tokenizer(CALL + '"attempts": "', add_special_tokens=False)["input_ids"]) is None
