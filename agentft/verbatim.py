@@ -11,7 +11,8 @@ A value is whole words of its source: it begins where a word does (after a space
 ``:=,;/#``) and closes only where one ends (before a space, a bracket, quote, comma or semicolon, or sentence
 punctuation that ends the text or meets a space), never on sentence punctuation: ``lena.abebe570@example.com`` can
 be copied whole, never as ``abebe570@example.com`` or ``lena``. Sources are cut where JSON would escape a character
-(quotes, backslashes, line breaks), so a value never holds one. Where the call is not one the constraint can
+(quotes, backslashes, line breaks), so a value never holds one; a token that writes the opening quote with the
+value's first characters (`` "+``) is held to the same rule. Where the call is not one the constraint can
 follow (the tool's name written after its arguments, a value already off every source, a next character no single
 token spells), the model is left free.
 
@@ -74,6 +75,8 @@ class TokenTexts:
         self.by_text: dict[str, list[int]] = {}
         self.closers: list[int] = []
         self.number_closers: list[int] = []
+        self.quoted: dict[str, list[int]] = {}
+        """Tokens that open a string value (``"``, `` "``) by what they write after the quote (`` "+`` -> ``+``)."""
         for token, text in enumerate(decoded):
             if token in special or not text.startswith(prefix) or len(text) == len(prefix) or "\ufffd" in text:
                 continue
@@ -83,27 +86,31 @@ class TokenTexts:
                 self.closers.append(token)
             if text.lstrip(" ")[:1] in _NUMBER_ENDS and set(text) <= _CLOSING:
                 self.number_closers.append(token)
+            if text.lstrip(" ")[:1] == '"' and len(text) - len(text.lstrip(" ")) <= 1:
+                self.quoted.setdefault(text.lstrip(" ")[1:], []).append(token)
         self.longest = max(map(len, self.by_text), default=1)
-        self._starts: dict[str, frozenset[int]] = {}
+        self._starts: dict[tuple[str, bool], frozenset[int]] = {}
 
-    def spelling(self, text: str, limit: int | None = None) -> set[int]:
-        """The tokens whose text is a beginning of ``text`` (of at most ``limit`` characters)."""
+    def spelling(self, text: str, limit: int | None = None, table: Mapping[str, list[int]] | None = None) -> set[int]:
+        """The tokens whose text is a beginning of ``text`` (of at most ``limit`` characters); with ``table``
+        (``quoted``), those that open a string and then write a beginning of ``text``."""
+        table = self.by_text if table is None else table
         longest = min(len(text), self.longest, len(text) if limit is None else limit)
-        return {token for end in range(1, longest + 1) for token in self.by_text.get(text[:end], ())}
+        return {token for end in range(1, longest + 1) for token in table.get(text[:end], ())}
 
-    def starts(self, piece: str) -> frozenset[int]:
+    def starts(self, piece: str, quoted: bool = False) -> frozenset[int]:
         """The tokens a value copied from ``piece`` can begin with (where a word begins, none that runs past the
-        piece's last word end); kept per piece, since a conversation's pieces (the system prompt, earlier turns)
-        come back at every turn."""
-        found = self._starts.get(piece)
+        piece's last word end), or with ``quoted`` the tokens that open the string and begin it so; kept per
+        piece, since a conversation's pieces (the system prompt, earlier turns) come back at every turn."""
+        found = self._starts.get((piece, quoted))
         if found is None:
-            last = _last_end(piece)
+            last, table = _last_end(piece), self.quoted if quoted else None
             found = frozenset().union(
-                *(self.spelling(piece[at:], last - at) for at in range(len(piece)) if _begins(piece, at))
+                *(self.spelling(piece[at:], last - at, table) for at in range(len(piece)) if _begins(piece, at))
             )
             if len(self._starts) >= 512:  # a few MB at most in a long-running server
                 self._starts.pop(next(iter(self._starts)))
-            self._starts[piece] = found
+            self._starts[piece, quoted] = found
         return found
 
 
@@ -221,9 +228,19 @@ class VerbatimArguments:
         kind = self.fields.get(tool or "", {}).get(argument)
         if kind == "string" and quoted:
             return self.continuations(written)
+        if kind == "string" and not written.strip():  # the value's opening quote to come
+            return self.openings(written)
         if kind == "number" and not quoted:
             return self.number_continuations(written)
         return None
+
+    def openings(self, written: str) -> list[int]:
+        """After an argument's ``:``: a space (if none yet), a bare opening quote, or a token that opens the string
+        and begins a value as ``continuations("")`` would (`` "+`` where a source holds ``+1 555 ...``)."""
+        allowed = set(self.texts.quoted.get("", ())).union(*(self.texts.starts(s, quoted=True) for s in self.sources))
+        if not written:
+            allowed.update(self.texts.by_text.get(" ", ()))
+        return sorted(allowed)
 
     def number_continuations(self, written: str) -> list[int] | None:
         """The tokens that write on towards a number the sources hold (``written``: what follows the argument's

@@ -130,6 +130,14 @@ def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny,
     assert closers <= set(constraint.continuations("jane.doe42@example.com"))
     after_chat = {tokenizer.decode([t]) for t in constraint.continuations("chat")}  # "... on chat." ends the piece
     assert closers <= set(constraint.continuations("chat")) and not any("." in piece for piece in after_chat)
+    # Before the opening quote: a space, the quote, or a token that opens the string and begins a value with it.
+    for written in ("", " "):
+        openings = {tokenizer.decode([t]) for t in constraint.openings(written)}
+        assert '"' in openings and (" " in openings) == (written == "")
+        for piece in openings - {" "}:
+            begun = piece.lstrip(" ")[1:]
+            assert piece.lstrip(" ")[0] == '"' and (not begun or begun in first), piece
+    assert constraint(tokenizer(CALL + '"email": ', add_special_tokens=False)["input_ids"]) == constraint.openings(" ")
     # The callback reads the text generated so far: free outside a verbatim value.
     assert constraint(tokenizer(CALL + '"email": "jane.d', add_special_tokens=False)["input_ids"])
     assert constraint(tokenizer(CALL + '"attempts": "', add_special_tokens=False)["input_ids"]) is None
