@@ -2,8 +2,9 @@
 
 Run: python examples/17_verbatim_arguments.py [--model smollm2-135m] [--adapter runs/quickstart/adapter-sft]
 1. ``@tool(verbatim=[...])`` declares them; the schema the model reads is unchanged.
-2. The model finishes a half-written tool call, free and under the constraint: the constrained value is a piece of
-   what the user said (an untuned or tiny model, left free, writes whatever it likes).
+2. The model finishes a half-written tool call, free and under the constraint: the constrained value is whole words
+   of what the user said (an untuned or tiny model, left free, writes whatever it likes), and the constrained
+   amount is the number the user said in words.
 3. ``unheard_arguments``: the check ``agentft check`` runs on the oracle, on a transcript that reformats a value.
 """
 
@@ -21,7 +22,7 @@ parser.add_argument("--adapter", default=None, help="a LoRA adapter directory")
 args = parser.parse_args()
 
 
-@tool(effect="write", verbatim=["invoice_id", "payee_email"])
+@tool(effect="write", verbatim=["invoice_id", "payee_email", "amount"])
 def pay_invoice(invoice_id: str, payee_email: str, amount: float) -> dict:
     """Pay an open invoice in full.
 
@@ -38,7 +39,7 @@ fields = {name: sorted(names) for name, names in verbatim_fields([spec]).items()
 print("1. verbatim:", fields, "| in the schema the model reads:", "verbatim" in json.dumps(spec.openai()))
 
 model, tokenizer = load_model(args.model, adapter=args.adapter, merge=True)
-user = "Please pay invoice INV-20931 (1,200 USD) and send the advice to mariana.okafor@supplier.example."
+user = "Please pay invoice INV-20931 (twelve hundred dollars) and send the advice to mariana.okafor@supplier.example."
 written = '<tool_call>{"name": "pay_invoice", "arguments": {"invoice_id": "INV-20931", "payee_email": "'
 messages = [{"role": "user", "content": user}]
 prompt = tokenizer.apply_chat_template(messages, tools=[spec.openai()], add_generation_prompt=True, tokenize=False)
@@ -53,6 +54,16 @@ for label, result in (("free", free), ("verbatim", kept)):
     print(f"2. {label:8} payee_email = {value!r}  (in the user's message: {value in user})")
     if label == "verbatim":
         assert value and value in user
+
+written += 'mariana.okafor@supplier.example", "amount":'
+ids = tokenizer(prompt + written, add_special_tokens=False)["input_ids"]
+constraint = VerbatimArguments.for_conversation(
+    TokenTexts(tokenizer), lambda tokens: written + tokenizer.decode(tokens), messages, [spec]
+)
+amount = tokenizer.decode(engine.run([Request(ids, 8, allowed=constraint)])[0].tokens)
+amount = amount.split(",")[0].split("}")[0].strip()
+print(f"2. verbatim amount = {amount}  (the user said 'twelve hundred dollars')")
+assert amount == "1200"
 
 transcript = [
     {"role": "user", "content": user},
