@@ -10,8 +10,9 @@ it prefers; it can no longer write a value nobody said.
 A value is whole words of its source: it begins where a word does (after a space, a bracket or quote, or one of
 ``:=,;/#``) and closes only where one ends (before a space, a bracket, quote, comma or semicolon, or sentence
 punctuation that ends the text or meets a space), never on sentence punctuation: ``lena.abebe570@example.com`` can
-be copied whole, never as ``abebe570@example.com`` or ``lena``. Sources are cut where JSON would escape a character
-(quotes, backslashes, line breaks), so a value never holds one; a token that writes the opening quote with the
+be copied whole, never as ``abebe570@example.com`` or ``lena``, and never runs across a clause break (punctuation
+and a space: ``…@example.com. I was born…``). Sources are cut where JSON would escape a character (quotes,
+backslashes, line breaks), so a value never holds one; a token that writes the opening quote with the
 value's first characters (`` "+``) is held to the same rule. Where the call is not one the constraint can
 follow (the tool's name written after its arguments, a value already off every source, a next character no single
 token spells), the model is left free.
@@ -35,6 +36,8 @@ from typing import Any
 __all__ = ["TokenTexts", "VerbatimArguments", "numbers_in", "open_argument", "unheard_arguments", "verbatim_fields"]
 
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]+')
+_CLAUSE_BREAK = re.compile(r"(?<=[.!?:;,])\s+")
+"""Punctuation and a space: a value never runs across one (``… @example.com. I was born …``)."""
 _CLOSING = frozenset(",} \n\t</")
 """What may follow the closing quote inside one token (``"``, ``",``, ``"}}``, ``"}}</``...)."""
 _NUMBER_ENDS = frozenset(",}")
@@ -199,9 +202,11 @@ class VerbatimArguments:
         self.texts = texts
         self.decode = decode
         self.fields = fields
-        self.sources = [piece for source in sources for piece in _NEEDS_ESCAPE.split(source) if piece]
-        """The sources cut where JSON would escape a character (quotes, backslashes, line breaks): a value is
-        copied from one piece, so it is written in JSON exactly as it reads."""
+        self.said = list(sources)
+        self.sources = [piece for source in sources for piece in _pieces(source)]
+        """The sources cut where JSON would escape a character (quotes, backslashes, line breaks), so a value is
+        written in JSON exactly as it reads, and at clause breaks (punctuation and a space): a value is copied
+        from one piece."""
         self._seen: dict[str, list[int]] = {}
         self._numbers: list[str] | None = None
 
@@ -246,7 +251,7 @@ class VerbatimArguments:
         """The tokens that write on towards a number the sources hold (``written``: what follows the argument's
         ``:`` so far), and those that close it once it is one; None when it is none of them (left free)."""
         if self._numbers is None:
-            self._numbers = sorted({_number_text(n) for source in self.sources for n in numbers_in(source)})
+            self._numbers = sorted({_number_text(n) for text in self.said for n in numbers_in(text)})
         digits = written.lstrip(" \t")
         rests = [number[len(digits) :] for number in self._numbers if number.startswith(digits)]
         allowed = set().union(*(self.texts.spelling(rest) for rest in rests if rest))
@@ -332,6 +337,11 @@ def _ends(text: str, end: int) -> bool:
     return not rest or rest[0].isspace()
 
 
+def _pieces(text: str) -> list[str]:
+    """``text`` cut where JSON would escape a character and at clause breaks: the stretches a value is copied from."""
+    return [piece for part in _NEEDS_ESCAPE.split(text) for piece in _CLAUSE_BREAK.split(part) if piece]
+
+
 def _last_end(text: str) -> int:
     """The last place a value copied from ``text`` can close (0: none)."""
     return next((end for end in range(len(text), 0, -1) if _ends(text, end)), 0)
@@ -348,7 +358,7 @@ def _places(text: str, part: str) -> Iterable[int]:
 
 def _copyable(value: str, texts: Iterable[str]) -> bool:
     """Whether ``value`` is whole words of one of ``texts`` (cut where JSON escapes), as the constraint copies."""
-    pieces = (piece for text in texts for piece in _NEEDS_ESCAPE.split(text) if piece)
+    pieces = (piece for text in texts for piece in _pieces(text))
     return any(_ends(piece, at + len(value)) for piece in pieces for at in _places(piece, value))
 
 

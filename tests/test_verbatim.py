@@ -108,8 +108,8 @@ SOURCE = 'Hi, I am Jane. Reach me at jane.doe42@example.com or "jd" on chat.'
 def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny, texts):
     _, tokenizer = tiny
     constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": {"email": "string"}}, [SOURCE])
-    # Cut where JSON would escape: a value is written exactly as it reads.
-    assert constraint.sources == ["Hi, I am Jane. Reach me at jane.doe42@example.com or ", "jd", " on chat."]
+    # Cut where JSON would escape (a value is written exactly as it reads) and at clause breaks.
+    assert constraint.sources == ["Hi,", "I am Jane.", "Reach me at jane.doe42@example.com or ", "jd", " on chat."]
     closers = set(texts.closers)
     assert closers and all(tokenizer.decode([t]).startswith('"') for t in closers)
     for value in ("jane.d", "j", "Reach me", "jd"):
@@ -125,7 +125,7 @@ def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny,
     assert constraint.continuations("doe42@example.com") is None  # begins mid-word: not a copy, left free
     assert {"J", "R", "c"} <= first and not {"d", "e", "x"} & first  # never "d" of "doe42", "e" of "example"
     assert not closers & set(constraint.continuations("jane"))  # "jane." goes on as ".doe42"
-    assert not closers & set(constraint.continuations("Jane."))  # never closes on sentence punctuation
+    assert not any("." in tokenizer.decode([t]) for t in constraint.continuations("Jane"))  # nor runs past it
     assert closers <= set(constraint.continuations("Jane"))  # "Jane." ends the sentence
     assert closers <= set(constraint.continuations("jane.doe42@example.com"))
     after_chat = {tokenizer.decode([t]) for t in constraint.continuations("chat")}  # "... on chat." ends the piece
@@ -203,7 +203,8 @@ def test_a_verbatim_number_is_one_the_conversation_said(tiny, texts):
     model, tokenizer = tiny
     said = "Policy POL-7, theft, it cost two thousand six hundred fifty dollars. Or 35 maybe."
     fields = verbatim_fields([file_claim.spec()])
-    constraint = VerbatimArguments(texts, tokenizer.decode, fields, [said])
+    rules = "1. Verify the caller.\n2. Ask before you file."  # list numbering: not a number anyone said
+    constraint = VerbatimArguments(texts, tokenizer.decode, fields, [rules, said])
     call = '<tool_call>{"name": "file_claim", "arguments": {"policy_id": "POL-7", "amount":'
 
     def spelled(text):
