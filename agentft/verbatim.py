@@ -17,6 +17,10 @@ value's first characters (`` "+``) is held to the same rule. Where the call is n
 follow (the tool's name written after its arguments, a value already off every source, a next character no single
 token spells), the model is left free.
 
+A string parameter whose JSON schema has a ``pattern`` (``Field(pattern=...)``, or ``json_schema_extra`` where the
+tool should not refuse other values) is copied only from the whole-word stretches that match it, where the
+conversation holds any: an email, not the word ``email``, out of "Email lena.larsen653@example.com, born ...".
+
 A number parameter declared verbatim (an amount) is written as one of the numbers the conversation holds, said in
 digits (``1,650``, ``$350``) or in English words (``one thousand six hundred fifty``): the model copies the
 amount, it does not compute it. List numbering at the start of a line is not a number anyone said.
@@ -31,9 +35,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["TokenTexts", "VerbatimArguments", "numbers_in", "open_argument", "unheard_arguments", "verbatim_fields"]
+__all__ = [
+    "TokenTexts",
+    "Verbatim",
+    "VerbatimArguments",
+    "numbers_in",
+    "open_argument",
+    "unheard_arguments",
+    "verbatim_fields",
+]
 
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]+')
 _CLAUSE_BREAK = re.compile(r"(?<=[.!?:;,])\s+")
@@ -117,16 +129,33 @@ class TokenTexts:
         return found
 
 
-def verbatim_fields(tools: Iterable[Any] | None) -> dict[str, dict[str, str]]:
-    """Tool name -> {parameter it declares verbatim: ``"string"`` or ``"number"``}, for the tools that declare any."""
+class Verbatim(NamedTuple):
+    """How one verbatim argument is kept."""
+
+    kind: str
+    """``"string"`` (whole words of the conversation) or ``"number"`` (a number it said)."""
+    pattern: str | None = None
+    """A string argument's JSON-schema ``pattern``: then only whole words that match it, where the conversation
+    holds any (an email among the words of a request)."""
+
+
+def verbatim_fields(tools: Iterable[Any] | None) -> dict[str, dict[str, Verbatim]]:
+    """Tool name -> {parameter it declares verbatim: how it is kept}, for the tools that declare any."""
     from agentft.tools import ToolSpec
 
     fields = {}
     for spec in (ToolSpec.model_validate(tool) for tool in tools or ()):
         properties = spec.parameters.get("properties") or {}
-        kinds = {name: properties.get(name, {}).get("type", "string") for name in spec.verbatim}
-        if kinds:
-            fields[spec.name] = {name: "string" if kind == "string" else "number" for name, kind in kinds.items()}
+        kept = {}
+        for name in spec.verbatim:
+            schema = properties.get(name) or {}
+            if schema.get("type", "string") == "string":
+                pattern = schema.get("pattern")
+                kept[name] = Verbatim("string", pattern if isinstance(pattern, str) else None)
+            else:
+                kept[name] = Verbatim("number")
+        if kept:
+            fields[spec.name] = kept
     return fields
 
 
@@ -196,7 +225,7 @@ class VerbatimArguments:
         self,
         texts: TokenTexts,
         decode: Callable[[list[int]], str],
-        fields: Mapping[str, Mapping[str, str]],
+        fields: Mapping[str, Mapping[str, Verbatim]],
         sources: Sequence[str],
     ) -> None:
         self.texts = texts
@@ -209,6 +238,7 @@ class VerbatimArguments:
         from one piece."""
         self._seen: dict[str, list[int]] = {}
         self._numbers: list[str] | None = None
+        self._matching: dict[str, list[str]] = {}
 
     @classmethod
     def for_conversation(
@@ -230,14 +260,45 @@ class VerbatimArguments:
         if found is None:
             return None
         tool, argument, written, quoted = found
-        kind = self.fields.get(tool or "", {}).get(argument)
-        if kind == "string" and quoted:
-            return self.continuations(written)
-        if kind == "string" and not written.strip():  # the value's opening quote to come
-            return self.openings(written)
-        if kind == "number" and not quoted:
-            return self.number_continuations(written)
-        return None
+        field = self.fields.get(tool or "", {}).get(argument)
+        if field is None:
+            return None
+        if field.kind == "number":
+            return None if quoted else self.number_continuations(written)
+        matching = self.matching(field.pattern) if field.pattern else []
+        if quoted:
+            return self._one_of(written, matching) if matching else self.continuations(written)
+        if written.strip():
+            return None
+        if matching:  # the opening quote, or a token that opens the string and begins one of them
+            allowed = set(self.texts.quoted.get("", ())).union(
+                *(self.texts.spelling(value, table=self.texts.quoted) for value in matching)
+            )
+            return sorted(allowed | (set() if written else set(self.texts.by_text.get(" ", ()))))
+        return self.openings(written)
+
+    def matching(self, pattern: str) -> list[str]:
+        """The whole-word stretches of the sources that match ``pattern`` (a value a string argument with that
+        JSON-schema pattern can copy); none for a pattern Python's ``re`` cannot read."""
+        found = self._matching.get(pattern)
+        if found is None:
+            compiled = _compiled(pattern)
+            found = set()
+            for piece in self.sources if compiled else ():
+                ends = [end for end in range(1, len(piece) + 1) if _ends(piece, end)]
+                for at in (at for at in range(len(piece)) if _begins(piece, at)):
+                    found.update(piece[at:end] for end in ends if end > at and compiled.search(piece[at:end]))
+            self._matching[pattern] = found = sorted(found)
+        return found
+
+    def _one_of(self, written: str, options: list[str]) -> list[int] | None:
+        """The tokens that write on towards one of ``options``, and the closers once it is one; None when it
+        begins none of them (left free)."""
+        rests = [option[len(written) :] for option in options if option.startswith(written)]
+        allowed = set().union(*(self.texts.spelling(rest) for rest in rests if rest))
+        if "" in rests:
+            allowed.update(self.texts.closers)
+        return sorted(allowed) or None
 
     def openings(self, written: str) -> list[int]:
         """After an argument's ``:``: a space (if none yet), a bare opening quote, or a token that opens the string
@@ -337,6 +398,20 @@ def _ends(text: str, end: int) -> bool:
     return not rest or rest[0].isspace()
 
 
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    """A JSON-schema ``pattern`` as Python reads it (None when it cannot)."""
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def _search(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches a JSON-schema ``pattern`` (unanchored, as JSON Schema reads it)."""
+    compiled = _compiled(pattern)
+    return compiled is None or compiled.search(value) is not None
+
+
 def _pieces(text: str) -> list[str]:
     """``text`` cut where JSON would escape a character and at clause breaks: the stretches a value is copied from."""
     return [piece for part in _NEEDS_ESCAPE.split(text) for piece in _CLAUSE_BREAK.split(part) if piece]
@@ -364,8 +439,9 @@ def _copyable(value: str, texts: Iterable[str]) -> bool:
 
 def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, str, str]]:
     """``(tool, argument, value)`` for each verbatim argument of a tool call in ``messages`` that is not whole words
-    of an earlier system, user or tool message: a value the constraint would not let a model write (``agentft check``
-    runs the oracle through this, so a declaration that no demonstration could keep is caught)."""
+    of an earlier system, user or tool message (or does not match the argument's JSON-schema ``pattern``): a value
+    the constraint would not let a model write (``agentft check`` runs the oracle through this, so a declaration
+    that no demonstration could keep is caught)."""
     from agentft.messages import AssistantMessage, parse_messages
 
     fields = verbatim_fields(tools)
@@ -376,9 +452,11 @@ def unheard_arguments(messages: Sequence[Any], tools: Any) -> list[tuple[str, st
             heard.append(message.content)
             continue
         for call in message.tool_calls:
-            for argument in sorted(fields.get(call.function.name, ())):
+            for argument, field in sorted(fields.get(call.function.name, {}).items()):
                 value = call.function.arguments.get(argument)
                 if isinstance(value, str) and value and not _copyable(value, heard):
+                    unheard.append((call.function.name, argument, value))
+                elif isinstance(value, str) and field.pattern and not _search(field.pattern, value):
                     unheard.append((call.function.name, argument, value))
                 elif isinstance(value, int | float) and not isinstance(value, bool):
                     if not any(float(value) in numbers_in(text) for text in heard):

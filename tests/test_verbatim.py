@@ -10,6 +10,7 @@ from agentft.errors import UserError
 from agentft.tools import ToolSpec, tool
 from agentft.verbatim import (
     TokenTexts,
+    Verbatim,
     VerbatimArguments,
     numbers_in,
     open_argument,
@@ -77,8 +78,12 @@ def test_tools_declare_verbatim_string_parameters_outside_the_schema_the_model_r
     assert record["verbatim"] == ["email", "claim_id"]
     assert ToolSpec.model_validate(record).verbatim == ["email", "claim_id"]  # trajectory records keep it
     assert "verbatim" not in ToolSpec(name="plain").model_dump()  # and records of other tools stay as they were
-    assert verbatim_fields([record, ToolSpec(name="plain")]) == {"verify": {"email": "string", "claim_id": "string"}}
-    assert verbatim_fields([file_claim.spec()]) == {"file_claim": {"policy_id": "string", "amount": "number"}}
+    assert verbatim_fields([record, ToolSpec(name="plain")]) == {
+        "verify": {"email": Verbatim("string"), "claim_id": Verbatim("string")}
+    }
+    assert verbatim_fields([file_claim.spec()]) == {
+        "file_claim": {"policy_id": Verbatim("string"), "amount": Verbatim("number")}
+    }
     for wrong in (["urgent"], ["nobody"]):
         with pytest.raises(
             UserError, match=f"verbatim names '{wrong[0]}'.*number parameters \\(email, claim_id, attempts\\)"
@@ -107,7 +112,7 @@ SOURCE = 'Hi, I am Jane. Reach me at jane.doe42@example.com or "jd" on chat.'
 
 def test_only_tokens_that_continue_a_source_or_close_the_value_are_allowed(tiny, texts):
     _, tokenizer = tiny
-    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": {"email": "string"}}, [SOURCE])
+    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": {"email": Verbatim("string")}}, [SOURCE])
     # Cut where JSON would escape (a value is written exactly as it reads) and at clause breaks.
     assert constraint.sources == ["Hi,", "I am Jane.", "Reach me at jane.doe42@example.com or ", "jd", " on chat."]
     closers = set(texts.closers)
@@ -153,7 +158,10 @@ def test_the_engine_writes_only_what_the_conversation_holds_with_drafts_or_witho
 
     def constrained():
         return VerbatimArguments(
-            texts, lambda tokens: written + tokenizer.decode(tokens), {"verify": {"email": "string"}}, [SOURCE]
+            texts,
+            lambda tokens: written + tokenizer.decode(tokens),
+            {"verify": {"email": Verbatim("string")}},
+            [SOURCE],
         )
 
     free = Engine(model, stops, draft_tokens=0).run([Request(prompt, 24)])[0]
@@ -183,6 +191,44 @@ def test_a_local_policy_constrains_only_turns_whose_tools_declare_verbatim_argum
     assert policy._verbatim(conversation, [ToolSpec(name="plain")]) is None
     assert HFPolicy("tiny-test", loaded=tiny, verbatim=False)._verbatim(conversation, [verify.spec()]) is None
     assert len(policy.act([conversation], [verify.spec()])) == 1  # a whole turn generates under it
+
+
+def test_a_pattern_keeps_a_value_to_the_words_shaped_like_it(tiny, texts):
+    _, tokenizer = tiny
+    email = Verbatim("string", r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    constraint = VerbatimArguments(texts, tokenizer.decode, {"verify": {"email": email}}, [SOURCE])
+    assert constraint.matching(email.pattern) == ["jane.doe42@example.com"]
+
+    def spelled(text):
+        allowed = constraint(tokenizer(CALL + text, add_special_tokens=False)["input_ids"])
+        return None if allowed is None else {tokenizer.decode([t]) for t in allowed}
+
+    assert spelled('"email": "') and all("jane.doe42@example.com".startswith(p) for p in spelled('"email": "'))
+    assert all(p in (" ", '"', ' "') or p.lstrip(" ")[1:] in "jane.doe42@example.com" for p in spelled('"email": '))
+    assert spelled('"email": "jane.doe42@example.com') <= {tokenizer.decode([t]) for t in texts.closers}
+    # No word of the conversation has the shape: the plain rule (whole words) applies.
+    other = VerbatimArguments(
+        texts, tokenizer.decode, {"verify": {"email": Verbatim("string", r"^CLM-\d+$")}}, [SOURCE]
+    )
+    assert other.matching(r"^CLM-\d+$") == []
+    ids = tokenizer(CALL + '"email": "', add_special_tokens=False)["input_ids"]
+    assert other(ids) == other.continuations("")
+    transcript = [
+        {"role": "user", "content": "I am jane, mail jane@example.com"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "check", "arguments": {"email": "jane"}}},
+            ],
+        },
+    ]
+    shaped = ToolSpec(
+        name="check",
+        parameters={"type": "object", "properties": {"email": {"type": "string", "pattern": email.pattern}}},
+        verbatim=["email"],
+    )
+    assert unheard_arguments(transcript, [shaped]) == [("check", "email", "jane")]
 
 
 @pytest.mark.parametrize(
@@ -314,6 +360,6 @@ def test_the_server_keeps_an_agent_runs_verbatim_arguments(tiny):
             pass
         return done[0][1].text.split('"')[0]
 
-    kept, free = value({"verify": {"email": "string"}}), value(None)
+    kept, free = value({"verify": {"email": Verbatim("string")}}), value(None)
     assert kept and kept in SOURCE
     assert free != kept  # the tiny model, left free, writes something else

@@ -14,7 +14,9 @@ import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from agentft import builtin_envs
 from agentft.authoring import KeywordIndex, ToolError, Toolkit, tool
@@ -32,6 +34,9 @@ TODAY = "2026-01-15"
 # Beside the claims environment: eval_envs/claims/ in the repository, agentft/builtin_envs/claims/ in a wheel.
 HANDBOOK = Path(builtin_envs.__file__).resolve().parent / "claims" / "handbook.md"
 Incident = Literal["fire", "water", "theft", "collision", "glass", "baggage", "medical", "delay", "flood"]
+Email = Annotated[str, Field(json_schema_extra={"pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"})]
+"""An email address. The schema says its shape, so a local model copies only words shaped like one
+(``agentft.verbatim``); the tool does not enforce it: any other string is an identity that fails to verify."""
 _PHONE = re.compile(r"^\+?[0-9][0-9 -]{6,18}[0-9]$")
 
 
@@ -79,7 +84,7 @@ class ClaimsDesk(Toolkit):
         return row
 
     @tool(effect="read", verbatim=["email", "claim_id"])
-    def verify_identity(self, email: str, date_of_birth: str, claim_id: str = "") -> dict[str, Any]:
+    def verify_identity(self, email: Email, date_of_birth: str, claim_id: str = "") -> dict[str, Any]:
         """Check the caller's identity, and whether the claim they ask about is on their account.
 
         Args:

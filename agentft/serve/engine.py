@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from agentft.messages import Message
+from agentft.verbatim import Verbatim
 
 __all__ = ["GenRequest", "GenOutput", "Row", "Backend", "WorkItem", "Engine"]
 
@@ -49,7 +50,7 @@ class GenRequest:
     """tool_choice=required: the generation must start with one of these tool names (then the arguments)."""
     adapter: str | None = None
     stream: bool = False
-    verbatim: dict[str, dict[str, str]] | None = None
+    verbatim: dict[str, dict[str, Verbatim]] | None = None
     """Tool name -> {argument: "string" or "number"}, values kept to what was said (``agentft.verbatim``)."""
 
 

@@ -31,6 +31,7 @@ from agentft.messages import AssistantMessage, Message, ToolCall
 from agentft.serve.config import ServeState
 from agentft.serve.engine import GenOutput, GenRequest, WorkItem
 from agentft.serve.errors import APIError
+from agentft.verbatim import Verbatim
 
 __all__ = ["ClientGone", "Interpreted", "build_request", "await_output", "interpret", "call_id", "plain_text"]
 
@@ -62,7 +63,7 @@ def build_request(
     max_tokens: int | None,
     temperature: float | None,
     stream: bool = False,
-    verbatim: dict[str, dict[str, str]] | None = None,
+    verbatim: dict[str, dict[str, Verbatim]] | None = None,
 ) -> GenRequest:
     """Render the turn and check it fits the model's context (400 ``context_length_exceeded`` if not)."""
     backend = state.backend
