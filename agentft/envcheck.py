@@ -373,7 +373,8 @@ def _verbatim_heard(oracle: dict[str, list[Trajectory]], task_of: dict[str, Task
                 return Check(
                     name,
                     False,
-                    f"task {trajectory.task_id}: {tool}'s {argument} is {value!r}, which no earlier message holds; "
+                    f"task {trajectory.task_id}: {tool}'s {argument} is {value!r}, which no earlier message holds "
+                    "as whole words (a number: as one it says; with a schema pattern: matching it); "
                     f"take {argument} out of {tool}'s verbatim list, or have the task pass it as the user said it",
                     describe(trajectory, task_of.get(trajectory.task_id)),
                 )
