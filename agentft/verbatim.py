@@ -267,7 +267,7 @@ class VerbatimArguments:
             return None if quoted else self.number_continuations(written)
         matching = self.matching(field.pattern) if field.pattern else []
         if quoted:
-            return self._one_of(written, matching) if matching else self.continuations(written)
+            return self._one_of(written, matching, self.texts.closers) if matching else self.continuations(written)
         if written.strip():
             return None
         if matching:  # the opening quote, or a token that opens the string and begins one of them
@@ -291,13 +291,15 @@ class VerbatimArguments:
             self._matching[pattern] = found = sorted(found)
         return found
 
-    def _one_of(self, written: str, options: list[str]) -> list[int] | None:
-        """The tokens that write on towards one of ``options``, and the closers once it is one; None when it
-        begins none of them (left free)."""
+    def _one_of(self, written: str, options: list[str], closers: list[int], space: bool = False) -> list[int] | None:
+        """The tokens that write on towards one of ``options`` (with ``space``, also after a leading space), and
+        ``closers`` once it is one; None when it begins none of them (left free)."""
         rests = [option[len(written) :] for option in options if option.startswith(written)]
         allowed = set().union(*(self.texts.spelling(rest) for rest in rests if rest))
+        if space:
+            allowed.update(*(self.texts.spelling(" " + rest) for rest in rests))
         if "" in rests:
-            allowed.update(self.texts.closers)
+            allowed.update(closers)
         return sorted(allowed) or None
 
     def openings(self, written: str) -> list[int]:
@@ -313,14 +315,8 @@ class VerbatimArguments:
         ``:`` so far), and those that close it once it is one; None when it is none of them (left free)."""
         if self._numbers is None:
             self._numbers = sorted({_number_text(n) for text in self.said for n in numbers_in(text)})
-        digits = written.lstrip(" \t")
-        rests = [number[len(digits) :] for number in self._numbers if number.startswith(digits)]
-        allowed = set().union(*(self.texts.spelling(rest) for rest in rests if rest))
-        if not written:  # right after the ":", a space may come first
-            allowed.update(*(self.texts.spelling(" " + rest) for rest in rests))
-        if "" in rests:
-            allowed.update(self.texts.number_closers)
-        return sorted(allowed) or None
+        # right after the ":", a space may come first
+        return self._one_of(written.lstrip(" \t"), self._numbers, self.texts.number_closers, space=not written)
 
     def continuations(self, value: str) -> list[int] | None:
         """The tokens that extend ``value`` along a source (never past its last word end, after which a value
