@@ -106,6 +106,19 @@ def test_reward_rises_on_a_learnable_reward(tmp_path):
     assert sum(rewards[-2:]) / 2 > rewards[0] + 0.5, rewards  # from ~0.1 to ~1 in 4 of 4 seeds tried
 
 
+def test_grpo_samples_rewritten_variants_of_its_tasks_too(tmp_path):
+    from agentft.augment import original_task_id
+
+    out = tmp_path / "grpo"
+    settings = dict(env="claims", reward="default", start=5, n=2, augment=1, max_steps=1, max_turns=1)
+    metrics = train_grpo(config(out, **settings, tasks_per_step=4, batch_size=8))
+    ids = {e.task_id for e in read_trajectories(out / ROLLOUTS)}
+    originals = {original_task_id(i) for i in ids}
+    assert originals == {"claims-train-0005", "claims-train-0006"} and ids > originals  # and their variants
+    assert metrics["tasks"] == len(ids) == 4
+    assert json.loads((out / "manifest.json").read_text())["config"]["augment"] == 1
+
+
 def test_recorded_log_probs_match_a_recomputation_of_the_whole_episode(tiny):
     model, tokenizer = tiny
     env = load_environment(ENV)
@@ -185,6 +198,7 @@ def test_episode_reward_by_score():
         ({"reward": "no_such_module:f"}, "cannot be imported"),
         ({"reward": "sparse"}, "reward must be default, partial"),
         ({"split": "nope"}, "orders"),
+        ({"augment": -1}, "augment is the number of rewritten variants"),
     ],
 )
 def test_bad_settings_are_user_errors(tmp_path, overrides, message):

@@ -131,6 +131,12 @@ class GRPOTrainConfig(TrainConfig):
     split: str = _help("the tasks trained on (their phrasings should not be in the split you report)", "train")
     start: int = _help("skip this many tasks of the split first (e.g. those the SFT data came from)", 0)
     n: int | None = _help("use n tasks of the split from start (None: all the rest)", None)
+    augment: int = _help(
+        "also train on this many rewritten variants of each task (agentft.augment: typos, small talk, "
+        "facts reordered, amounts and dates in words), each verified by the oracle first",
+        0,
+    )
+    augment_seed: int = _help("seed of the rewrites (same seed, same variants)", 0)
     group_size: int = _help("episodes sampled per task in a step: advantages compare them with each other", 4)
     batch_size: int = _help("episodes per forward/backward pass (divides tasks_per_step x group_size)", 8)
     tasks_per_step: int = _help("tasks per optimizer step (a step trains on tasks_per_step x group_size episodes)", 2)

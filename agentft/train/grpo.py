@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentft.augment import AugmentConfig, AugmentedEnvironment
 from agentft.chat_format import end_of_turn
 from agentft.envs import Environment, Task, load_environment
 from agentft.errors import UserError
@@ -306,12 +307,15 @@ def _cut_rollouts(out: Path, checkpoint: Path | None) -> None:
 
 
 def _tasks(config: GRPOTrainConfig, env: Environment) -> list[Task]:
+    """``n`` tasks of the split from ``start``, each followed by its verified variants (``augment``)."""
     try:
-        tasks = env.tasks(config.split)
+        tasks = env.originals(config.split) if isinstance(env, AugmentedEnvironment) else env.tasks(config.split)
     except KeyError as exc:
         raise UserError(f"{config.env}: {exc.args[0]}") from None
     tasks = tasks[config.start :]
     tasks = tasks[: config.n] if config.n is not None else tasks
+    if isinstance(env, AugmentedEnvironment):
+        tasks = env.expand(tasks, config.split)
     if len(tasks) < config.tasks_per_step:
         raise UserError(f"{config.env} {config.split}: {len(tasks)} task(s), fewer than tasks_per_step")
     return tasks
@@ -320,6 +324,8 @@ def _tasks(config: GRPOTrainConfig, env: Environment) -> list[Task]:
 def _check(config: GRPOTrainConfig) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("grpo runs on one device (its episodes are sampled in this process): use --recipe gpu-single")
+    if config.augment < 0:
+        raise UserError(f"augment is the number of rewritten variants per task, not {config.augment}")
     if config.group_size < 2:
         raise UserError("group_size must be at least 2: an episode's advantage is its reward against its group's")
     if config.tasks_per_step < 1:
@@ -344,7 +350,9 @@ def train_grpo(config: GRPOTrainConfig) -> dict[str, Any]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL: pinned, tested
     device = resolve_device(config)
     out = Path(config.out)
-    env = load_environment(config.env)
+    env: Environment = load_environment(config.env)
+    if config.augment:
+        env = AugmentedEnvironment(env, AugmentConfig(n=config.augment, seed=config.augment_seed))
     tasks = _tasks(config, env)
     checkpoint = resume_point(config)
     _cut_rollouts(out, checkpoint)
