@@ -30,6 +30,7 @@ from agentft.errors import UserError
 __all__ = [
     "dumps",
     "atomic_open",
+    "file_lock",
     "write_jsonl_atomic",
     "write_jsonl_files_atomic",
     "JsonlWriter",
@@ -69,6 +70,23 @@ def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block, waiting for any other
+    process that holds it: writers of one store, registry or model cache take turns. Without ``fcntl``
+    (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _write_lines(handle: IO[bytes], rows: Iterable[Any], encode: Callable[[Any], str]) -> int:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentft.chat_format import CHAT_TEMPLATE, END_OF_TURN, GEMMA_TEMPLATE, render
 from agentft.errors import UserError
+from agentft.jsonl import file_lock
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -112,26 +113,31 @@ def pull(name: str, *, force: bool = False) -> Path:
     target = model_dir(name)
     if is_pulled(name) and not force:
         return target
-    # Build beside the target and rename at the end, so a killed pull never leaves a half-written
-    # model that a later load would trust.
-    partial = target.with_name(f"{name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    _quiet_transformers()
-    try:
-        if name == "smollm2-135m":
-            _build_from_gguf(_find_smollm2_gguf(), partial, CHAT_TEMPLATE, END_OF_TURN)
-        elif name == "gemma3-270m":
-            with tempfile.TemporaryDirectory(dir=partial.parent) as scratch:  # the joined GGUF: 253 MB, dropped after
-                _build_from_gguf(_assemble_gemma3_gguf(Path(scratch)), partial, GEMMA_TEMPLATE, "<end_of_turn>")
-        else:
-            _build_tiny_test(partial)
-        marker = {"name": name, "built_at": time.time(), "templates": _templates_version()}
-        (partial / _COMPLETE).write_text(json.dumps(marker))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    finally:
+    # Two processes pulling at once (two commands on a fresh machine, parallel tests) take turns: the second
+    # finds the first one's copy complete instead of deleting it under a process that is loading it.
+    with file_lock(target.with_name(f"{name}.lock")):
+        if is_pulled(name) and not force:
+            return target
+        # Build beside the target and rename at the end, so a killed pull never leaves a half-written
+        # model that a later load would trust.
+        partial = target.with_name(f"{name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        _quiet_transformers()
+        try:
+            if name == "smollm2-135m":
+                _build_from_gguf(_find_smollm2_gguf(), partial, CHAT_TEMPLATE, END_OF_TURN)
+            elif name == "gemma3-270m":
+                with tempfile.TemporaryDirectory(dir=partial.parent) as scratch:  # the joined GGUF: 253 MB
+                    _build_from_gguf(_assemble_gemma3_gguf(Path(scratch)), partial, GEMMA_TEMPLATE, "<end_of_turn>")
+            else:
+                _build_tiny_test(partial)
+            marker = {"name": name, "built_at": time.time(), "templates": _templates_version()}
+            (partial / _COMPLETE).write_text(json.dumps(marker))
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
 import re
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from agentft.errors import ToolError, UserError
+from agentft.jsonl import file_lock
 
 __all__ = [
     "Chunk",
@@ -268,16 +268,6 @@ def default_embeddings(device: str = "cpu", batch_size: int = 64) -> Any:
     return _minilm_class()(device=device, batch_size=batch_size)
 
 
-@contextlib.contextmanager
-def _file_lock(directory: Path) -> Iterator[None]:
-    """Serialize writers to one embedded store (Chroma's PersistentClient is not safe for several)."""
-    import fcntl
-
-    with open(directory / _LOCK, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
-
-
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -428,8 +418,8 @@ class KnowledgeStore:
             report.chunks_seen += 1
         collection = self.collection
         size = max(1, min(_BATCH, self._client.get_max_batch_size() - 1))
-        posix = self.path is not None and os.name == "posix"  # elsewhere: no lock, run one ingest at a time
-        with _file_lock(self.path) if posix else contextlib.nullcontext():  # type: ignore[arg-type]
+        # Chroma's PersistentClient is not safe for several writers: ingests into one store take turns.
+        with file_lock(self.path / _LOCK) if self.path is not None else contextlib.nullcontext():
             stored: dict[str, Any] = {}
             for ids in _batches(list(unique), size):
                 got = collection.get(ids=list(ids), include=["metadatas"])

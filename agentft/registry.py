@@ -14,7 +14,6 @@ server (or its SQLite store), Flask, SQLAlchemy and Alembic to every install for
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agentft.errors import UserError
+from agentft.jsonl import file_lock
 from agentft.manifest import write_json_atomic
 
 __all__ = ["Registry"]
@@ -53,9 +53,7 @@ class Registry:
 
     @contextmanager
     def _editing(self) -> Iterator[dict[str, Any]]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".registry.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.root / ".registry.lock"):
             data = self.read()
             yield data
             write_json_atomic(self.path, data)

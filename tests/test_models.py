@@ -1,4 +1,6 @@
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,42 @@ def test_tiny_test_is_seeded_and_carries_the_chat_format(tmp_path, monkeypatch):
     assert model_a.config.num_hidden_layers == 2 and model_a.config.hidden_size <= 64
     assert tokenizer.chat_template == models.CHAT_TEMPLATE
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny-test"]  # no partial dirs left
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["tiny-test", "tiny-test.lock"]  # no partials
+
+
+def _waiters(lock: Path) -> int:
+    """How many processes wait for ``lock`` (Linux's /proc/locks marks a blocked request with ``->``)."""
+    inode = str(lock.stat().st_ino)
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for line in lines if "->" in line and line.split()[-3].split(":")[-1] == inode)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_pulls_of_one_model_take_turns_and_every_process_loads_the_one_copy(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from agentft.jsonl import file_lock
+
+    code = (
+        "from agentft import models; models.pull('tiny-test'); model, _ = models.load_model('tiny-test'); "
+        "print(sum(p.numel() for p in model.parameters()))"
+    )
+    env = {**os.environ, "AGENTFT_HOME": str(tmp_path)}
+    lock = tmp_path / "models" / "tiny-test.lock"
+    with file_lock(lock):  # as if a third pull were building: both must wait, neither may build beside it
+        command = [sys.executable, "-c", code]
+        procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        deadline = time.monotonic() + 120
+        while _waiters(lock) < 2 and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.1)
+        assert _waiters(lock) == 2
+        assert not (tmp_path / "models" / "tiny-test").exists()
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert outputs[0] == outputs[1] and int(outputs[0]) > 0
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["tiny-test", "tiny-test.lock"]
 
 
 def test_unknown_model_and_missing_directory_are_user_errors(tmp_path):
