@@ -13,7 +13,7 @@ from agentft.errors import UserError
 from agentft.messages import SystemMessage, UserMessage
 from agentft.policies.hf import HFPolicy
 from agentft.train import GRPOTrainConfig, train_grpo
-from agentft.train.grpo import ROLLOUTS, episode_reward, episode_sequence
+from agentft.train.grpo import ROLLOUTS, episode_reward, episode_sequence, expert_sequence
 from agentft.trajectory import Score, Trajectory, Violation, read_trajectories
 
 ENV = "agentft.toy_env:OrdersEnvironment"
@@ -117,6 +117,59 @@ def test_grpo_samples_rewritten_variants_of_its_tasks_too(tmp_path):
     assert originals == {"claims-train-0005", "claims-train-0006"} and ids > originals  # and their variants
     assert metrics["tasks"] == len(ids) == 4
     assert json.loads((out / "manifest.json").read_text())["config"]["augment"] == 1
+
+
+def expert_log_prob(model, sequence) -> float:
+    """Mean log-prob of a row's trained tokens under ``model``."""
+    ids = torch.tensor([sequence.prompt_ids + sequence.completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(sequence.prompt_ids) - 1 : -1].float()
+    scores = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(sequence.prompt_ids) :, None])[:, 0]
+    return scores[torch.tensor(sequence.env_mask, dtype=torch.bool)].mean().item()
+
+
+def test_the_oracle_in_each_group_is_rendered_as_the_model_sees_it_and_trained_toward(tiny, tmp_path):
+    from agentft.models import load_model
+    from agentft.runner import EpisodeSpec, RunConfig, run_episodes
+
+    _, tokenizer = tiny
+    env = load_environment(ENV)
+    task = env.tasks("train")[0]
+    [demonstration] = run_episodes(env, env.oracle(), [EpisodeSpec(task)], RunConfig(), policy_name="oracle")
+    sequence = expert_sequence(demonstration, tokenizer)
+    # Its opening is the first prompt a sampling policy gets for the same task, token for token.
+    policy = HFPolicy("tiny-test", loaded=tiny, max_new_tokens=4, temperature=1.0, record_tokens=True)
+    [sampled] = run_episodes(env, policy, [EpisodeSpec(task)], RunConfig(max_steps=1), policy_name="p")
+    assert sequence.prompt_ids == sampled.tokens[0].prompt_ids
+    # Trained: the assistant's turns, each with its end of turn; masked: the tool results between them.
+    trained = tokenizer.decode([t for t, m in zip(sequence.completion_ids, sequence.env_mask, strict=True) if m])
+    assert trained.count("<|im_end|>") == sequence.turns == 2 and "<tool_call>" in trained
+    assert "<tool_response>" not in trained and 0 in sequence.env_mask
+
+    # The tiny model never solves a task, so only the oracle's episodes carry an advantage: training raises them.
+    out = tmp_path / "grpo"
+    settings = dict(full=True, reward="default", n=1, tasks_per_step=1, beta=0.0, max_steps=3, expert_in_group=True)
+    train_grpo(config(out, lr=1e-2, **settings))
+    episodes = list(read_trajectories(out / ROLLOUTS))
+    experts = [e for e in episodes if e.metadata.get("grpo_expert")]
+    assert len(episodes) == 6 and len(experts) == 3  # 3 steps x (1 sample + the oracle) of task 0
+    assert all(e.policy == "oracle" and e.score.success for e in experts)
+    assert all(r["success"] == 0.0 for r in metric_rows(out))  # the statistics are the samples' own
+    trained_model, _ = load_model(str(out))
+    before, after = expert_log_prob(tiny[0], sequence), expert_log_prob(trained_model, sequence)
+    assert after > before + 0.5, (before, after)
+
+
+def test_the_oracle_in_each_group_needs_a_template_that_marks_the_assistant_turns(tiny):
+    import copy
+
+    from agentft.train.grpo import _check_assistant_marks
+
+    tokenizer = copy.deepcopy(tiny[1])
+    tokenizer.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    with pytest.raises(UserError, match="generation"):
+        _check_assistant_marks(tokenizer)
+    _check_assistant_marks(tiny[1])  # agentft's template marks them
 
 
 def test_recorded_log_probs_match_a_recomputation_of_the_whole_episode(tiny):

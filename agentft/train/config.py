@@ -140,6 +140,11 @@ class GRPOTrainConfig(TrainConfig):
     group_size: int = _help("episodes sampled per task in a step: advantages compare them with each other", 4)
     batch_size: int = _help("episodes per forward/backward pass (divides tasks_per_step x group_size)", 8)
     tasks_per_step: int = _help("tasks per optimizer step (a step trains on tasks_per_step x group_size episodes)", 2)
+    expert_in_group: bool = _help(
+        "make one episode of each group the environment's oracle instead of a sample (off-policy guidance, as in "
+        "LUFFY): a group the model fails still holds a solved episode to learn from, weighted by its advantage",
+        False,
+    )
     temperature: float = _help("sampling temperature of the rollouts (the loss uses the same)", 1.0)
     top_p: float = _help("nucleus sampling of the rollouts", 1.0)
     max_new_tokens: int = _help("most tokens per model turn", 256)

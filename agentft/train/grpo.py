@@ -28,6 +28,13 @@ Rollouts run on a copy of the model in ``rollout_dtype`` (bf16 on a bf16 CPU or 
 merged into it before every step, on agentft's engine (continuous batching, per-episode caches), the way a
 trainer syncs weights to an inference server. Every episode is written to ``rollouts.jsonl`` with the step
 that sampled and trained on it (``metadata.grpo_step``, also its seed): the lineage of each update.
+
+``expert_in_group`` makes the last episode of every group the environment's oracle instead of a sample
+(off-policy guidance, as in LUFFY, Yan et al. 2025): where every sample of a task fails, the group still holds
+a solved episode, so the kinds that sampling never solves get a gradient toward the expert's turns. The oracle's
+episode is rendered by the chat template once, its assistant tokens (``{% generation %}``) are the ones trained,
+and it is scored, rewarded and normalised within its group like the samples: its advantage is large where the
+samples failed and zero where they all succeeded. It is written to the rollouts with ``metadata.grpo_expert``.
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ from typing import Any
 
 from agentft.augment import AugmentConfig, AugmentedEnvironment
 from agentft.chat_format import end_of_turn
-from agentft.envs import Environment, Task, load_environment
+from agentft.envs import Environment, Task, load_environment, resolve_policy
 from agentft.errors import UserError
 from agentft.jsonl import write_jsonl_atomic
+from agentft.messages import to_hf
 from agentft.runner import EpisodeSpec, RunConfig, run_episodes
+from agentft.tools import openai_tools
 from agentft.train.common import (
     callbacks,
     finish_run,
@@ -60,7 +69,7 @@ from agentft.train.config import GRPOTrainConfig
 from agentft.train.prefix import score_completions_only, sharing_backbone
 from agentft.trajectory import Trajectory, TrajectoryWriter, TurnTokens, read_trajectories
 
-__all__ = ["train_grpo", "episode_reward", "episode_sequence", "EpisodeSequence", "ROLLOUTS"]
+__all__ = ["train_grpo", "episode_reward", "episode_sequence", "expert_sequence", "EpisodeSequence", "ROLLOUTS"]
 
 ROLLOUTS = "rollouts.jsonl"
 
@@ -119,6 +128,29 @@ def episode_sequence(tokens: Sequence[TurnTokens], max_length: int | None = None
         keep = max(max_length - len(prompt), 0)
         completion, mask, logprobs = completion[:keep], mask[:keep], logprobs[:keep]
     return EpisodeSequence(prompt, completion, mask, logprobs, turns, len(tokens) - turns)
+
+
+def expert_sequence(trajectory: Trajectory, tokenizer: Any, max_length: int | None = None) -> EpisodeSequence | None:
+    """A demonstrated episode (the oracle's) as one row: the chat template's rendering of the whole conversation,
+    trained on the tokens it marks as the assistant's (``{% generation %}``); None when it marks none. Its
+    log-probs are 0: no sampling produced them (TRL recomputes the policy's own before the loss)."""
+    encoded = tokenizer.apply_chat_template(
+        to_hf(trajectory.messages),
+        tools=openai_tools(trajectory.tools) or None,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
+    if 1 not in mask:
+        return None
+    first = mask.index(1)
+    prompt, completion, env_mask = ids[:first], ids[first:], mask[first:]
+    if max_length is not None and len(ids) > max_length:
+        keep = max(max_length - len(prompt), 0)
+        completion, env_mask = completion[:keep], env_mask[:keep]
+    turns = sum(message.role == "assistant" for message in trajectory.messages)
+    return EpisodeSequence(prompt, completion, env_mask, [0.0] * len(completion), turns, 0)
 
 
 def _reward_function(config: GRPOTrainConfig) -> Callable[[Trajectory], float | None]:
@@ -191,6 +223,9 @@ class _Rollouts:
             record_tokens=True,
             verbatim=False,  # the loss recomputes the model's own log-probs: a masked draw would not match them
         )
+        self.expert = resolve_policy("oracle", env) if config.expert_in_group else None
+        if self.expert is not None:
+            _check_assistant_marks(self.rollout.tokenizer)
         self.name = f"grpo:{Path(config.out).name}"
         self.path = Path(config.out) / ROLLOUTS
         self.stats: dict[str, float] = {}
@@ -200,17 +235,22 @@ class _Rollouts:
         self.rollout.sync(trainer.model)
         if self.policy.engine is not None:
             self.policy.engine.clear()  # its caches were made under the previous weights
-        attempts: dict[str, int] = {}
-        specs = []
-        for task_id in prompts:
-            attempts[task_id] = attempts.get(task_id, -1) + 1
-            specs.append(EpisodeSpec(self.tasks[task_id], attempt=attempts[task_id], seed=step))
+        keys = _attempts(prompts)
+        expert = self.config.group_size - 1 if self.expert is not None else None  # the attempt the oracle takes
+        specs = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a != expert]
+        experts = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a == expert]
         run = RunConfig(max_steps=self.config.max_turns, batch_size=len(specs), guard=self.config.guard)
         clock = time.perf_counter()
         done = run_episodes(self.env, self.policy, specs, run, policy_name=self.name)
         seconds = time.perf_counter() - clock
+        if experts:
+            whole = RunConfig(batch_size=len(experts))  # the model's turn limit would cut a demonstration short
+            demonstrated = run_episodes(self.env, self.expert, experts, whole, policy_name="oracle")
+            for episode in demonstrated:
+                episode.metadata["grpo_expert"] = True
+            done += demonstrated
         by_spec = {(t.task_id, t.attempt): t for t in done}
-        episodes = [by_spec[(spec.task.id, spec.attempt)] for spec in specs]
+        episodes = [by_spec[key] for key in keys]
         for episode in episodes:
             episode.metadata["grpo_step"] = step
         with TrajectoryWriter(self.path) as writer:
@@ -221,27 +261,32 @@ class _Rollouts:
         tokenizer = self.rollout.tokenizer
         end = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
         rows: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "env_mask")}
-        rewards, sampled, unchained, scored = [], 0, 0, []
+        rewards, sampled, unchained, scored, errors = [], 0, 0, [], 0
         for episode in episodes:
             reward = self.score(episode)
-            sequence = episode_sequence(episode.tokens, self.config.max_length)
+            expert = episode.metadata.get("grpo_expert", False)
+            if expert:
+                sequence = expert_sequence(episode, tokenizer, self.config.max_length)
+            else:
+                sequence = episode_sequence(episode.tokens, self.config.max_length)
+                errors += reward is None
             if sequence is None or reward is None:  # not trained on: an environment error, or no model turn
                 sequence = EpisodeSequence([end], [end], [0], [0.0], 0, 0)
-            else:
+            elif not expert:  # the step's statistics are the policy's own
                 scored.append(episode)
             rows["prompt_ids"].append(sequence.prompt_ids)
             rows["completion_ids"].append(sequence.completion_ids)
             rows["logprobs"].append(sequence.logprobs)
             rows["env_mask"].append(sequence.env_mask if reward is not None else [0] * len(sequence.env_mask))
             rewards.append(float(reward) if reward is not None else 0.0)
-            sampled += sum(len(t.completion_ids) for t in episode.tokens)
+            sampled += sum(len(t.completion_ids) for t in episode.tokens or [])
             unchained += sequence.unchained
         if self.config.share_prefix:
             _split_at_shared_opening(rows)
         self.stats = {
             "success": sum(bool(e.score and e.score.success) for e in scored) / max(len(scored), 1),
             "compliance": sum(bool(e.score and e.score.compliant) for e in scored) / max(len(scored), 1),
-            "episode_errors": float(len(episodes) - len(scored)),
+            "episode_errors": float(errors),
             "unchained_turns": float(unchained),
             "rollout/episodes_per_min": round(60 * len(episodes) / seconds, 2) if seconds else 0.0,
             "rollout/tokens_per_s": round(sampled / seconds, 1) if seconds else 0.0,
@@ -259,6 +304,26 @@ class _Rollouts:
             return agentft_reward
 
         return environment
+
+
+def _attempts(prompts: list[str]) -> list[tuple[str, int]]:
+    """(task id, attempt) of each prompt: the n-th time a task id appears is its attempt n."""
+    seen: dict[str, int] = {}
+    keys = []
+    for task_id in prompts:
+        seen[task_id] = seen.get(task_id, -1) + 1
+        keys.append((task_id, seen[task_id]))
+    return keys
+
+
+def _check_assistant_marks(tokenizer: Any) -> None:
+    probe = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
+    marked = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    if 1 not in marked["assistant_masks"]:
+        raise UserError(
+            "expert_in_group trains on the oracle's turns as the chat template marks them, but this model's template "
+            "has no {% generation %} block around an assistant turn (agentft's templates do)"
+        )
 
 
 def _split_at_shared_opening(rows: dict[str, list[Any]]) -> None:
