@@ -145,6 +145,7 @@ def test_the_oracle_in_each_group_is_rendered_as_the_model_sees_it_and_trained_t
     trained = tokenizer.decode([t for t, m in zip(sequence.completion_ids, sequence.env_mask, strict=True) if m])
     assert trained.count("<|im_end|>") == sequence.turns == 2 and "<tool_call>" in trained
     assert "<tool_response>" not in trained and 0 in sequence.env_mask
+    assert sequence.env_mask[-1] == 1 and tokenizer.decode(sequence.completion_ids[-1:]) == "<|im_end|>"
 
     # The tiny model never solves a task, so only the oracle's episodes carry an advantage: training raises them.
     out = tmp_path / "grpo"

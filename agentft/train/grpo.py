@@ -144,6 +144,8 @@ def expert_sequence(trajectory: Trajectory, tokenizer: Any, max_length: int | No
     ids, mask = list(encoded["input_ids"]), list(encoded["assistant_masks"])
     if 1 not in mask:
         return None
+    last = len(mask) - mask[::-1].index(1)  # the row ends on the last turn's end, as a sampled episode does
+    ids, mask = ids[:last], mask[:last]
     first = mask.index(1)
     prompt, completion, env_mask = ids[:first], ids[first:], mask[first:]
     if max_length is not None and len(ids) > max_length:
