@@ -263,7 +263,7 @@ class _Rollouts:
         tokenizer = self.rollout.tokenizer
         end = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
         rows: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "env_mask")}
-        rewards, sampled, unchained, scored, errors = [], 0, 0, [], 0
+        rewards, sampled, unchained, scored = [], 0, 0, []
         for episode in episodes:
             reward = self.score(episode)
             expert = episode.metadata.get("grpo_expert", False)
@@ -271,7 +271,6 @@ class _Rollouts:
                 sequence = expert_sequence(episode, tokenizer, self.config.max_length)
             else:
                 sequence = episode_sequence(episode.tokens, self.config.max_length)
-                errors += reward is None
             if sequence is None or reward is None:  # not trained on: an environment error, or no model turn
                 sequence = EpisodeSequence([end], [end], [0], [0.0], 0, 0)
             elif not expert:  # the step's statistics are the policy's own
@@ -285,12 +284,13 @@ class _Rollouts:
             unchained += sequence.unchained
         if self.config.share_prefix:
             _split_at_shared_opening(rows)
+        samples = sum(not e.metadata.get("grpo_expert", False) for e in episodes)
         self.stats = {
             "success": sum(bool(e.score and e.score.success) for e in scored) / max(len(scored), 1),
             "compliance": sum(bool(e.score and e.score.compliant) for e in scored) / max(len(scored), 1),
-            "episode_errors": float(errors),
+            "episode_errors": float(samples - len(scored)),
             "unchained_turns": float(unchained),
-            "rollout/episodes_per_min": round(60 * len(episodes) / seconds, 2) if seconds else 0.0,
+            "rollout/episodes_per_min": round(60 * samples / seconds, 2) if seconds else 0.0,
             "rollout/tokens_per_s": round(sampled / seconds, 1) if seconds else 0.0,
             "rollout/seconds": round(seconds, 2),
         }
