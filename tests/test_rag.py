@@ -219,10 +219,11 @@ def test_cli_ingest_in_one_process_query_in_another(tmp_path, embeddings):
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     missing = cli("query", "anything", "--store", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no knowledge store" in missing.stderr
-    bad = tmp_path / "empty.md"
+    bad = tmp_path / ("a-long-folder-name-" * 4) / "[bold]empty.md"  # past 80 columns, with markup in its name
+    bad.parent.mkdir()
     bad.write_text("")
     empty = cli("ingest", str(bad), "--store", str(tmp_path / "s"))
-    assert empty.returncode == 2 and "empty.md: the file is empty" in " ".join(empty.stderr.split())
+    assert empty.returncode == 2 and f"{bad}: the file is empty" in empty.stderr  # one line, the name as it is
     bad_name = cli("stats", "--store", str(tmp_path / "s"), "--collection", "x")
     assert bad_name.returncode == 2 and "collection names are 3-512 characters" in " ".join(bad_name.stderr.split())
     for result in (missing, empty, bad_name):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentft.errors import UserError
@@ -772,7 +773,8 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        # One line, as written: a path is not wrapped at the terminal's width, and "[...]" in it is not markup.
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise SystemExit(2) from None
 
 
