@@ -759,7 +759,7 @@ def quickstart(
         typer.Option(
             "--rl",
             help="add GRPO from the SFT adapter (episodes sampled in the environment) and score it on the same "
-            "test tasks (on a 2-core bf16 CPU about 30 more minutes with the default budget)",
+            "test tasks (on a 2-core bf16 CPU 15-25 more minutes with the default budget)",
         ),
     ] = False,
 ) -> None:
