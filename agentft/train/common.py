@@ -29,9 +29,19 @@ __all__ = [
     "use_bf16",
     "data_files",
     "train_timed",
+    "assistant_tokens",
 ]
 
 COMPLETE = ".agentft-complete"
+
+
+def assistant_tokens(tokenizer: Any, messages: list[dict[str, Any]]) -> int:
+    """How many tokens of ``messages`` the tokenizer's chat template marks as the assistant's (its
+    ``{% generation %}`` blocks): what an assistant-only loss trains on."""
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    return sum(encoded["assistant_masks"])
 
 
 def resolve_device(config: TrainConfig) -> str:

@@ -57,6 +57,7 @@ from agentft.messages import to_hf
 from agentft.runner import EpisodeSpec, RunConfig, run_episodes
 from agentft.tools import openai_tools
 from agentft.train.common import (
+    assistant_tokens,
     callbacks,
     finish_run,
     prepare_model,
@@ -238,9 +239,9 @@ class _Rollouts:
         if self.policy.engine is not None:
             self.policy.engine.clear()  # its caches were made under the previous weights
         keys = _attempts(prompts)
-        expert = self.config.group_size - 1 if self.expert is not None else None  # the attempt the oracle takes
-        specs = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a != expert]
-        experts = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a == expert]
+        oracle_attempt = self.config.group_size - 1 if self.expert is not None else None
+        specs = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a != oracle_attempt]
+        experts = [EpisodeSpec(self.tasks[task_id], attempt=a, seed=step) for task_id, a in keys if a == oracle_attempt]
         run = RunConfig(max_steps=self.config.max_turns, batch_size=len(specs), guard=self.config.guard)
         clock = time.perf_counter()
         done = run_episodes(self.env, self.policy, specs, run, policy_name=self.name)
@@ -319,9 +320,7 @@ def _attempts(prompts: list[str]) -> list[tuple[str, int]]:
 
 
 def _check_assistant_marks(tokenizer: Any) -> None:
-    probe = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
-    marked = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-    if 1 not in marked["assistant_masks"]:
+    if not assistant_tokens(tokenizer, [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]):
         raise UserError(
             "expert_in_group trains on the oracle's turns as the chat template marks them, but this model's template "
             "has no {% generation %} block around an assistant turn (agentft's templates do)"

@@ -7,6 +7,7 @@ from typing import Any
 
 from agentft.errors import UserError
 from agentft.train.common import (
+    assistant_tokens,
     callbacks,
     data_files,
     finish_run,
@@ -87,10 +88,7 @@ def _check_weights(rows: Any, tokenizer: Any) -> None:
             {"role": "user", "content": "Thanks"},
             {"role": "assistant", "content": "Done.", "weight": 1},
         ]
-        encoded = tokenizer.apply_chat_template(
-            probe, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-        )
-        return sum(encoded["assistant_masks"])
+        return assistant_tokens(tokenizer, probe)
 
     if learned(0) >= learned(1):
         raise UserError(
