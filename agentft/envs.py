@@ -9,7 +9,9 @@ that has these methods, loaded by import path (``my_pkg.envs:load_environment``)
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -105,22 +107,48 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
     per task (``agentft.attacks``); it works on any environment that declares ``attack_goals()``.
     """
     attacks = kwargs.pop("attacks", None)
+    forms = "a built-in name from eval_envs/ (claims) or an import path like my_pkg.envs:load_environment"
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
-    else:
+    elif spec.isidentifier():
         module_name, attribute = f"agentft.builtin_envs.{spec}", "load_environment"
+    else:
+        folder = Path(spec)
+        hint = (
+            f"; a folder is loaded as {folder.resolve().name}:load_environment with {folder.resolve().parent} "
+            "on PYTHONPATH"
+            if folder.is_dir()
+            else ""
+        )
+        raise UserError(f"--env {spec!r} is neither a built-in name nor an import path; pass {forms}{hint}")
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if ":" not in spec and exc.name == module_name:
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if ":" not in spec and missing == module_name:
+            raise UserError(f"no built-in environment {spec!r}; pass {forms}") from None
+        if missing and (module_name == missing or module_name.startswith(f"{missing}.")):
             raise UserError(
-                f"no built-in environment {spec!r}; pass a name from eval_envs/ or an import path "
-                "like my_pkg.envs:load_environment"
+                f"cannot import {module_name!r} for --env {spec}: no module named {missing!r} "
+                "(is its folder on PYTHONPATH, or the package installed?)"
             ) from None
-        raise
+        raise UserError(f"importing {module_name!r} for --env {spec} failed: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attribute, None)
     if factory is None:
         raise UserError(f"{module_name} has no {attribute!r}")
+    if callable(factory):
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # a builtin without one: let the call say what is wrong
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(**kwargs)
+            except TypeError as exc:
+                accepted = [name for name, p in signature.parameters.items() if p.kind is not p.VAR_POSITIONAL]
+                raise UserError(
+                    f"{spec} does not take these --env-arg values ({exc}); it takes: {', '.join(accepted) or 'none'}"
+                ) from None
     env = factory(**kwargs) if callable(factory) else factory
     if not isinstance(env, Environment):
         raise UserError(f"{spec} did not give an environment (needs name, tasks(), start(), oracle())")
@@ -151,4 +179,9 @@ def resolve_policy(spec: str, env: Environment | None = None, **options: Any) ->
         if not isinstance(policy, Policy):
             raise UserError(f"{spec} did not give a policy (needs name and act())")
         return policy
+    if ":" not in spec:
+        raise UserError(
+            f"unknown policy {spec!r}: use oracle, noop, hf:MODEL[@ADAPTER_DIR], openai:BASE_URL#MODEL or a factory "
+            "of your own as pkg.module:factory"
+        )
     return load_policy(spec, **options)

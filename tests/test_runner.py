@@ -130,3 +130,28 @@ def test_environment_registry_errors():
         load_environment("agentft.toy_env:SYSTEM_PROMPT")
     with pytest.raises(UserError, match="pass --env"):
         resolve_policy("oracle")
+
+
+def test_environment_spec_mistakes_are_messages(tmp_path):
+    """What a user types wrong in --env, --env-arg and --policy is told back, never a traceback."""
+    with pytest.raises(UserError, match=r"cannot import 'nope_pkg_xyz'.*no module named 'nope_pkg_xyz'"):
+        load_environment("nope_pkg_xyz:load_environment")
+    (tmp_path / "my_desk").mkdir()
+    with pytest.raises(UserError, match=r"a folder is loaded as my_desk:load_environment"):
+        load_environment(str(tmp_path / "my_desk"))
+    with pytest.raises(UserError, match=r"is neither a built-in name nor an import path"):
+        load_environment("./not/a/folder")
+    broken = tmp_path / "broken_env_pkg_xyz.py"
+    broken.write_text("import not_installed_dependency_xyz\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(UserError, match=r"importing 'broken_env_pkg_xyz'.*not_installed_dependency_xyz"):
+            load_environment("broken_env_pkg_xyz:load_environment")
+    finally:
+        sys.path.remove(str(tmp_path))
+    with pytest.raises(UserError, match=r"does not take these --env-arg values.*it takes: .*seed"):
+        load_environment("agentft.toy_env:OrdersEnvironment", perkind=2)
+    with pytest.raises(UserError, match=r"unknown policy 'orcale': use oracle, noop"):
+        resolve_policy("orcale", OrdersEnvironment())
