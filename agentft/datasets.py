@@ -28,7 +28,7 @@ from agentft.errors import UserError
 from agentft.feedback import attach_feedback, verdict
 from agentft.jsonl import atomic_open, write_jsonl_atomic, write_jsonl_files_atomic
 from agentft.manifest import write_manifest
-from agentft.messages import to_openai
+from agentft.messages import AssistantMessage, to_openai
 from agentft.tools import openai_tools
 from agentft.trajectory import ReadReport, Trajectory, read_trajectories, structure_problem
 
@@ -36,6 +36,7 @@ __all__ = [
     "FilterConfig",
     "SFTDataset",
     "filter_trajectories",
+    "has_empty_reply",
     "sft_row",
     "build_sft_dataset",
     "save_sft_dataset",
@@ -103,14 +104,25 @@ def _fingerprint(trajectory: Trajectory) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def has_empty_reply(messages: Iterable[Any]) -> bool:
+    """Whether an assistant turn that would be learned (``weight`` not 0) holds neither text nor tool calls: a
+    served reply cut off at the token limit before any output, or an empty completion. Trained on, it teaches
+    the model to say nothing."""
+    return any(
+        isinstance(m, AssistantMessage) and m.weight != 0 and not (m.content or "").strip() and not m.tool_calls
+        for m in messages
+    )
+
+
 def filter_trajectories(
     trajectories: Sequence[Trajectory], config: FilterConfig, lengths: dict[str, int] | None = None
 ) -> tuple[list[Trajectory], Counter[str]]:
     """Keep what passes every filter; count each drop under its first failing reason.
 
     A conversation that is not well formed (``agentft.trajectory.structure_problem``) is dropped as
-    ``malformed:<problem>``: it would teach the model a broken protocol. The check comes after the status,
-    success and compliance filters, so a failed episode is still counted as failed."""
+    ``malformed:<problem>``: it would teach the model a broken protocol; one with a learned assistant turn that
+    holds neither text nor tool calls (``has_empty_reply``) as ``empty_reply``. These checks come after the
+    status, success and compliance filters, so a failed episode is still counted as failed."""
     kept: list[Trajectory] = []
     drops: Counter[str] = Counter()
     seen: set[str] = set()
@@ -130,6 +142,8 @@ def filter_trajectories(
             drops["not_compliant"] += 1
         elif problem := structure_problem(trajectory):
             drops[f"malformed:{problem}"] += 1
+        elif has_empty_reply(trajectory.messages):
+            drops["empty_reply"] += 1
         elif (
             config.max_tokens is not None and lengths is not None and lengths.get(trajectory.id, 0) > config.max_tokens
         ):

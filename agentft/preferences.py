@@ -421,13 +421,16 @@ class PreferenceDataset:
 def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | None = None) -> PreferenceDataset:
     from dataclasses import asdict
 
-    from agentft.datasets import load_sources
+    from agentft.datasets import has_empty_reply, load_sources
     from agentft.trajectory import ReadReport
 
     config = config or PreferenceConfig()
     reports: dict[Path, ReadReport] = {}
     trajectories, files = load_sources(sources, reports)
-    pairs = mine_pairs(trajectories, config)
+    mined = mine_pairs(trajectories, config)
+    # A chosen reply with neither text nor tool calls would teach the model to say nothing: drop the pair.
+    pairs = [pair for pair in mined if not has_empty_reply(pair.chosen)]
+    dropped = {"empty_reply": len(mined) - len(pairs)} if len(mined) > len(pairs) else {}
     kinds: dict[str, int] = defaultdict(int)
     for pair in pairs:
         kinds[pair.source.kind] += 1
@@ -438,6 +441,7 @@ def build_dpo_dataset(sources: Iterable[str | Path], config: PreferenceConfig | 
         "failing": sum(not _good(t) for t in trajectories),
         # a record cut short by a killed writer (or a zero-filled end) is a record lost: say so
         "torn_files": [str(path) for path, report in reports.items() if report.torn_tail],
+        "dropped": dropped,
     }
     return PreferenceDataset(pairs, files, asdict(config), stats)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from agentft.errors import UserError
 from agentft.evaluate import METRICS, task_outcomes
-from agentft.jsonl import atomic_open
+from agentft.jsonl import ReadReport, atomic_open
 from agentft.stats import PairedComparison, compare_paired, format_rate
 from agentft.summary import GroupRates, RunSummary
 from agentft.trajectory import Trajectory, read_trajectories
@@ -474,8 +475,13 @@ def write_report(
     return path
 
 
-def load_run(run_dir: str | os.PathLike[str], name: str | None = None) -> RunData:
-    """A run directory written by ``agentft eval``: its summary and (if present) its own trajectories."""
+def load_run(
+    run_dir: str | os.PathLike[str], name: str | None = None, *, warn: Callable[[str], None] | None = None
+) -> RunData:
+    """A run directory written by ``agentft eval``: its summary and (if present) its own trajectories.
+
+    A torn or zero-filled last record of ``trajectories.jsonl`` is skipped and said through ``warn`` (default:
+    ``warnings.warn``): a lost record is said, not hidden."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"no such run directory: {run_dir}")
@@ -495,16 +501,30 @@ def load_run(run_dir: str | os.PathLike[str], name: str | None = None) -> RunDat
     trajectories = None
     if (run_dir / "trajectories.jsonl").is_file():
         want = {"policy": summary.policy, "split": summary.split, "env": summary.env_name}
+        report = ReadReport()
         trajectories = [
             t
-            for t in read_trajectories(run_dir / "trajectories.jsonl")
+            for t in read_trajectories(run_dir / "trajectories.jsonl", report=report)
             if all(getattr(t, key) == value for key, value in want.items() if value)
         ]
+        if report.torn_tail:
+            message = (
+                f"warning: {run_dir / 'trajectories.jsonl'} ends in a torn or zero-filled record, skipped "
+                "(1 line dropped)"
+            )
+            (warn or _warn)(message)
     return (name or run_dir.resolve().name, summary, trajectories)
 
 
-def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[RunData]:
-    """Several run directories, named by their directory names (``name (2)`` etc. when two are equal)."""
+def _warn(message: str) -> None:
+    warnings.warn(message.removeprefix("warning: "), stacklevel=3)
+
+
+def load_runs(
+    run_dirs: Sequence[str | os.PathLike[str]], *, warn: Callable[[str], None] | None = None
+) -> list[RunData]:
+    """Several run directories, named by their directory names (``name (2)`` etc. when two are equal); ``warn``
+    as for ``load_run``."""
     if not run_dirs:
         raise UserError("name at least one run directory")
     runs, seen = [], set()
@@ -515,5 +535,5 @@ def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[RunData]:
             count += 1
             name = f"{base} ({count})"
         seen.add(name)
-        runs.append(load_run(run_dir, name))
+        runs.append(load_run(run_dir, name, warn=warn))
     return runs

@@ -106,7 +106,11 @@ def test_filters_count_each_drop_reason(runs):
             require_success=False, require_compliant=False, statuses=("completed", "max_steps", "error")
         ),
     )
-    assert len(everything.train) + len(everything.validation) >= 90  # near-duplicates of garbage may collapse
+    # The base model's replies are mostly empty (no text, no calls): never a training target, whatever the filters,
+    # and counted. The rest of the garbage is kept (near-duplicates may collapse).
+    kept = len(everything.train) + len(everything.validation)
+    assert kept + everything.drops["empty_reply"] >= 90
+    assert set(everything.drops) <= {"empty_reply", "duplicate"}
     with pytest.raises(UserError, match="needs the target model's tokenizer"):
         build_sft_dataset([oracle], filters=FilterConfig(max_tokens=100))
 
@@ -385,3 +389,49 @@ def test_a_reply_that_ends_in_tool_calls_is_a_whole_turn_not_malformed(toy_run):
     first_call = next(i for i, m in enumerate(good.messages) if isinstance(m, AssistantMessage) and m.tool_calls)
     served = good.model_copy(update={"messages": good.messages[: first_call + 1]})
     assert structure_problem(served) is None
+
+
+def _empty_last_reply(trajectory, content):
+    """A served turn cut off before any output: the last assistant reply holds neither text nor tool calls."""
+    from agentft.messages import AssistantMessage
+
+    last = trajectory.messages[-1]
+    assert isinstance(last, AssistantMessage) and not last.tool_calls and last.content
+    messages = [*trajectory.messages[:-1], AssistantMessage(content=content)]
+    return trajectory.model_copy(update={"messages": messages, "id": f"{trajectory.id}-empty"})
+
+
+@pytest.mark.parametrize("content", ["", None, " \n"], ids=["empty", "null", "blank"])
+def test_an_empty_assistant_reply_is_never_a_training_target(toy_run, tmp_path, content):
+    from agentft.messages import AssistantMessage
+    from agentft.trajectory import TrajectoryWriter
+
+    good = list(read_trajectories(toy_run / "trajectories.jsonl"))
+    empty = _empty_last_reply(good[0], content)
+    # The same empty turn as context only (weight 0) is not a target: that episode stays.
+    context = empty.model_copy(
+        update={
+            "messages": [*empty.messages[:-1], AssistantMessage(content=content, weight=0), good[1].messages[-1]],
+            "id": f"{good[1].id}-context",
+        }
+    )
+    with TrajectoryWriter(tmp_path / "served.jsonl") as writer:
+        writer.write_batch([empty, context, *good[2:]])
+    dataset = build_sft_dataset([tmp_path / "served.jsonl"], validation_fraction=0.0)
+    assert dict(dataset.drops) == {"empty_reply": 1}
+    assert empty.id not in {row["trajectory_id"] for row in dataset.train} and len(dataset.train) == 9
+    for row in dataset.train:
+        assert all(m["content"] or m.get("tool_calls") for m in row["messages"] if m.get("weight") == 1)
+    # DPO: a pair whose chosen reply is empty is dropped and counted; its rejected side may be anything.
+    failed = good[0].model_copy(
+        update={"id": f"{good[0].id}-failed", "score": good[0].score.model_copy(update={"success": False})}
+    )
+    wrong = _empty_last_reply(failed, "wrong")
+    with TrajectoryWriter(tmp_path / "pairs.jsonl") as writer:
+        writer.write_batch([empty, wrong])
+    pairs = build_dpo_dataset([tmp_path / "pairs.jsonl"], PreferenceConfig())
+    assert pairs.stats["pairs"] == 0 and pairs.stats["dropped"] == {"empty_reply": 1}
+    with TrajectoryWriter(tmp_path / "fine.jsonl") as writer:
+        writer.write_batch([good[0], _empty_last_reply(failed, "")])
+    pairs = build_dpo_dataset([tmp_path / "fine.jsonl"], PreferenceConfig())
+    assert pairs.stats["pairs"] == 1 and pairs.stats["dropped"] == {}

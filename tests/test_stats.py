@@ -1,6 +1,7 @@
 """Intervals and paired comparisons against values computed independently of ``agentft.stats``."""
 
 import json
+import shutil
 from dataclasses import FrozenInstanceError
 from math import isclose
 
@@ -236,3 +237,20 @@ def test_cli_report_says_plainly_what_it_cannot_pair(two_runs, tmp_path):
     assert isinstance(result.exception, UserError) and "--out" in str(result.exception)
     [(_, summary, trajectories)] = load_runs([two_runs / "oracle"])
     assert len(trajectories) == 9 and summary.success_ci[1] == 1.0
+
+
+def test_cli_report_warns_about_a_torn_last_trajectory(two_runs, tmp_path):
+    torn = tmp_path / "noop"
+    shutil.copytree(two_runs / "noop", torn)
+    with (torn / "trajectories.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "cut-sh')  # a writer killed mid-record
+    result = CliRunner().invoke(app, ["report", str(two_runs / "oracle"), str(torn)])
+    assert result.exit_code == 0, result.output
+    path = torn / "trajectories.jsonl"
+    assert f"warning: {path} ends in a torn or zero-filled record, skipped (1 line dropped" in result.output
+    assert "9 tasks in common" in result.output
+    with pytest.warns(UserWarning, match="1 line dropped"):
+        [(_, _, trajectories)] = load_runs([torn])
+    assert len(trajectories) == 9
+    result = CliRunner().invoke(app, ["report", str(two_runs / "oracle"), str(two_runs / "noop")])
+    assert "warning" not in result.output

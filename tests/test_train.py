@@ -17,7 +17,16 @@ from agentft.datasets import build_sft_dataset, save_sft_dataset
 from agentft.errors import UserError
 from agentft.models import load_model
 from agentft.preferences import PreferenceConfig, build_dpo_dataset, save_dpo_dataset
-from agentft.train import DPOTrainConfig, SFTTrainConfig, build_config, load_recipe, train_dpo, train_sft
+from agentft.train import (
+    DPOTrainConfig,
+    RMTrainConfig,
+    SFTTrainConfig,
+    build_config,
+    load_recipe,
+    train_dpo,
+    train_rm,
+    train_sft,
+)
 from agentft.train.config import RECIPES
 
 ENV = "agentft.toy_env:OrdersEnvironment"
@@ -57,6 +66,29 @@ def test_recipe_errors_are_user_errors(tmp_path):
     bad.write_text("sft:\n  learning_rat: 1\n")
     with pytest.raises(UserError, match="unknown sft setting"):
         build_config(SFTTrainConfig, str(bad))
+
+
+@pytest.mark.parametrize(
+    "train, config",
+    [(train_sft, SFTTrainConfig), (train_dpo, DPOTrainConfig), (train_rm, RMTrainConfig)],
+    ids=["sft", "dpo", "rm"],
+)
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ('{"messages": []}\n{"messages": []}\n{"messages": [{"role": "us', 3),  # last line cut mid-JSON
+        ('{"messages": []}\n{"messa\n{"messages": []}\n', 2),
+        ('{"messages": []}\n[1, 2]\n{"messages": []}\n', 2),
+    ],
+    ids=["torn-last-line", "bad-line", "not-an-object"],
+)
+def test_a_broken_dataset_file_is_a_user_error_naming_file_and_line(train, config, content, line, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(content)
+    with pytest.raises(UserError, match=rf"train\.jsonl:{line}: not (a )?valid JSON"):
+        train(config(model="tiny-test", data=str(data), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_sft_trains_lora_only_and_writes_its_outputs(data, tmp_path):

@@ -485,7 +485,7 @@ def report(
 
     if out is None and len(runs) < 2:
         raise UserError("nothing to do: give two or more runs to compare, or --out FILE for an HTML page")
-    loaded = load_runs(runs)
+    loaded = load_runs(runs, warn=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     if out is not None:
         path = write_report(out, loaded, title=title)
         console.print(f"{path}", markup=False, highlight=False, soft_wrap=True)
@@ -596,6 +596,7 @@ def dataset_dpo(
     console.print(
         f"{dataset.stats['pairs']} pairs {dataset.stats['by_kind']} from {dataset.stats['trajectories']} "
         f"trajectories ({dataset.stats['failing']} failing) -> {out}"
+        + "".join(f"; dropped {reason} {count}" for reason, count in sorted(dataset.stats["dropped"].items()))
     )
     _warn_torn(dataset.stats)
 

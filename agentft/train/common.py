@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentft.errors import UserError
-from agentft.jsonl import write_jsonl_atomic
+from agentft.jsonl import ReadReport, read_jsonl, write_jsonl_atomic
 from agentft.manifest import write_manifest
 from agentft.train.config import TrainConfig
 
@@ -266,7 +266,31 @@ def data_files(directory: str | Path, names: tuple[str, ...] = ("train.jsonl", "
     directory = Path(directory)
     if not (directory / "train.jsonl").exists():
         raise UserError(f"{directory} is not an agentft dataset (no train.jsonl): build one with `agentft dataset`")
-    return [directory / n for n in names if (directory / n).exists()]
+    files = [directory / n for n in names if (directory / n).exists()]
+    for path in files:
+        _check_jsonl(path)
+    return files
+
+
+def _json_object(line: bytes) -> dict[str, Any]:
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError(f"a JSON {type(row).__name__}, not an object")
+    return row
+
+
+def _check_jsonl(path: Path) -> None:
+    """Every line of a dataset file is a JSON object, or a ``UserError`` names the file and line (the dataset
+    loader would otherwise fail deep inside ``datasets`` with no file name). A dataset file is written whole,
+    so a torn last line is an error here too, not a record to skip."""
+    report = ReadReport()
+    for _ in read_jsonl(path, _json_object, report=report, what="JSON object"):
+        pass
+    if report.torn_tail:
+        number = path.read_bytes().rstrip(b"\x00").count(b"\n") + 1
+        raise UserError(
+            f"{path}:{number}: not valid JSON (the file ends in a cut-short line); rebuild it with `agentft dataset`"
+        )
 
 
 _PANELS = (
